@@ -1,0 +1,3 @@
+"""gmiseg-edge: GMISeg (SAM + Loose LoRA) from training to fast inference on the edge."""
+
+__version__ = "0.1.0"

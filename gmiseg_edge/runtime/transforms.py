@@ -1,0 +1,162 @@
+"""Model input preprocessing and prompt coordinate transforms (numpy, OpenCV and Pillow; no torch).
+
+Every model sees a square S x S input: the image resized so that its long side is S, normalised, and padded
+with zeros at the bottom and right. How it is resized and normalised depends on the model and is recorded
+in the export manifest as a :class:`PreprocessConfig`:
+
+- ``sam`` (SAM ViT-B/L/H, MobileSAM): uint8 RGB resized with Pillow's bilinear filter, exactly as
+  segment-anything's ``ResizeLongestSide.apply_image``, then ``(x - pixel_mean) / pixel_std``.
+- ``minmax`` (LiteMedSAM): resized in float32 with OpenCV's area filter (the filter of the upstream
+  LiteMedSAM inference code, without its intermediate rounding to uint8), then scaled to [0, 1] by the
+  resized image's own minimum and maximum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+from PIL import Image
+
+SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
+SAM_PIXEL_STD = (58.395, 57.12, 57.375)
+NORMALIZATIONS = ("sam", "minmax")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How an image becomes the encoder's input (recorded in the manifest)."""
+
+    input_size: int
+    normalization: str = "sam"
+    pixel_mean: tuple[float, float, float] = SAM_PIXEL_MEAN
+    pixel_std: tuple[float, float, float] = SAM_PIXEL_STD
+
+    def __post_init__(self) -> None:
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
+        if self.input_size <= 0:
+            raise ValueError(f"input_size must be positive, got {self.input_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PreprocessConfig:
+        return cls(
+            input_size=int(data["input_size"]),
+            normalization=str(data["normalization"]),
+            pixel_mean=tuple(float(v) for v in data["pixel_mean"]),  # type: ignore[arg-type]
+            pixel_std=tuple(float(v) for v in data["pixel_std"]),  # type: ignore[arg-type]
+        )
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """A model input and the geometry needed to map prompts in and masks back out."""
+
+    tensor: np.ndarray  # float32 (1, 3, S, S)
+    original_size: tuple[int, int]  # (H, W) of the image given
+    resized_size: tuple[int, int]  # (h, w) inside the S x S input, before padding
+
+
+def resized_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
+    """(h, w) after scaling so the longer side is ``long_side``, rounded half up (as segment-anything)."""
+    scale = long_side / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def as_rgb_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """Check an image is uint8 (H, W), (H, W, 1) or (H, W, 3) and return it as contiguous (H, W, 3) RGB.
+
+    Medical intensities (CT HU, 16-bit MR, float) must be mapped to [0, 255] first, e.g. with a window from
+    :mod:`gmiseg_edge.data`: a silent cast would give a wrong mask, so other dtypes are refused.
+    """
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        raise ValueError(
+            f"{name}: expected uint8 intensities in [0, 255], got dtype {array.dtype}; "
+            "normalise it first (a CT window or percentile scaling, see gmiseg_edge.data)"
+        )
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"{name}: expected shape (H, W) or (H, W, 3), got {array.shape}")
+    if min(array.shape[:2]) < 1:
+        raise ValueError(f"{name}: empty image of shape {array.shape}")
+    return np.ascontiguousarray(array)
+
+
+def preprocess(image: np.ndarray, config: PreprocessConfig, name: str = "image") -> PreparedImage:
+    """Resize, normalise and pad one image to the model's (1, 3, S, S) float32 input."""
+    rgb = as_rgb_uint8(image, name)
+    height, width = rgb.shape[:2]
+    size = config.input_size
+    new_h, new_w = resized_shape(height, width, size)
+    if config.normalization == "sam":
+        resized = np.asarray(Image.fromarray(rgb).resize((new_w, new_h), Image.BILINEAR), dtype=np.float32)
+        mean = np.asarray(config.pixel_mean, dtype=np.float32)
+        std = np.asarray(config.pixel_std, dtype=np.float32)
+        normalised = (resized - mean) / std
+    else:
+        resized = cv2.resize(rgb.astype(np.float32), (new_w, new_h), interpolation=cv2.INTER_AREA)
+        low, high = float(resized.min()), float(resized.max())
+        normalised = (resized - low) / max(high - low, 1e-8)
+    tensor = np.zeros((1, 3, size, size), dtype=np.float32)
+    tensor[0, :, :new_h, :new_w] = normalised.transpose(2, 0, 1)
+    return PreparedImage(tensor=tensor, original_size=(height, width), resized_size=(new_h, new_w))
+
+
+def scale_coords(coords: np.ndarray, original_size: tuple[int, int], input_size: int) -> np.ndarray:
+    """Map (..., 2) pixel coordinates (x, y) of the original image into the model's S x S frame."""
+    height, width = original_size
+    new_h, new_w = resized_shape(height, width, input_size)
+    out = np.asarray(coords, dtype=np.float32).copy()
+    out[..., 0] *= new_w / width
+    out[..., 1] *= new_h / height
+    return out
+
+
+def scale_boxes(boxes: np.ndarray, original_size: tuple[int, int], input_size: int) -> np.ndarray:
+    """Map (..., 4) boxes [x0, y0, x1, y1] of the original image into the model's S x S frame."""
+    boxes = np.asarray(boxes, dtype=np.float32)
+    return scale_coords(boxes.reshape(-1, 2, 2), original_size, input_size).reshape(boxes.shape)
+
+
+def linear_resize_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) matrix of 1D linear interpolation with half-pixel centres (align_corners=False).
+
+    Sample ``i`` of the output reads the input at ``(i + 0.5) * n_in / n_out - 0.5``, clamped to the edges:
+    the per-axis weights of PyTorch's and OpenCV's bilinear resize (without antialiasing).
+    """
+    position = np.maximum((np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    low = np.minimum(np.floor(position).astype(np.int64), n_in - 1)
+    high = np.minimum(low + 1, n_in - 1)
+    frac = position - low
+    matrix = np.zeros((n_out, n_in), dtype=np.float64)
+    rows = np.arange(n_out)
+    np.add.at(matrix, (rows, low), 1.0 - frac)
+    np.add.at(matrix, (rows, high), frac)
+    return matrix
+
+
+def postprocess_logits(low_res_logits: np.ndarray, prepared: PreparedImage, input_size: int) -> np.ndarray:
+    """Low-res logits (..., 256, 256) to logits at the original image size (..., H, W).
+
+    The steps of segment-anything's ``Sam.postprocess_masks`` (bilinear upsampling to the S x S input frame,
+    cropping the padding, bilinear resizing to the original size) are all linear and separable, so they are
+    folded into one (H, 256) and one (W, 256) matrix computed in float64: ``rows @ logits @ cols.T``.
+    """
+    logits = np.asarray(low_res_logits, dtype=np.float32)
+    lead = logits.shape[:-2]
+    grid_h, grid_w = logits.shape[-2:]
+    new_h, new_w = prepared.resized_size
+    height, width = prepared.original_size
+    rows = (linear_resize_matrix(new_h, height) @ linear_resize_matrix(grid_h, input_size)[:new_h]).astype(np.float32)
+    cols = (linear_resize_matrix(new_w, width) @ linear_resize_matrix(grid_w, input_size)[:new_w]).astype(np.float32)
+    out = rows @ logits.reshape(-1, grid_h, grid_w) @ cols.T
+    return out.reshape(*lead, height, width)
