@@ -1,0 +1,94 @@
+"""Data I/O for gmiseg-edge (numpy, OpenCV, Pillow, nibabel, pynrrd, tifffile; never torch).
+
+Readers for 2D images and 3D volumes, 3D to 2D slicing, intensity normalisation, dataset folders and the
+shipped sample data. Every error on bad input is a :class:`DataError` naming the file.
+"""
+
+from gmiseg_edge.data.dataset import Pair, find_pairs
+from gmiseg_edge.data.errors import DataError, MissingFileError
+from gmiseg_edge.data.intensity import (
+    WINDOWS,
+    apply_window,
+    get_window,
+    normalise,
+    percentile_normalise,
+    rescale_to_uint8,
+    window_from_width_level,
+)
+from gmiseg_edge.data.labels import instance_masks, label_values, require_nonempty, select_label
+from gmiseg_edge.data.readers import (
+    Image2D,
+    Volume,
+    file_stem,
+    file_suffix,
+    read_image,
+    read_image_2d,
+    read_mask,
+    read_pair,
+    read_volume,
+)
+from gmiseg_edge.data.samples import (
+    SampleCase,
+    load_reference_slice,
+    load_sample_cases,
+    load_sample_pair,
+    load_sample_slice,
+    sample_case_names,
+    sample_data_dir,
+    sample_index,
+)
+from gmiseg_edge.data.slicing import (
+    Slice2D,
+    extract_slices,
+    labelled_indices,
+    largest_index,
+    middle_indices,
+    slice_2d,
+    slice_spacing,
+    volume_slices,
+)
+from gmiseg_edge.data.writers import save_like
+
+__all__ = [
+    "WINDOWS",
+    "DataError",
+    "Image2D",
+    "MissingFileError",
+    "Pair",
+    "SampleCase",
+    "Slice2D",
+    "Volume",
+    "apply_window",
+    "extract_slices",
+    "file_stem",
+    "file_suffix",
+    "find_pairs",
+    "get_window",
+    "instance_masks",
+    "label_values",
+    "labelled_indices",
+    "largest_index",
+    "load_reference_slice",
+    "load_sample_cases",
+    "load_sample_pair",
+    "load_sample_slice",
+    "middle_indices",
+    "normalise",
+    "percentile_normalise",
+    "read_image",
+    "read_image_2d",
+    "read_mask",
+    "read_pair",
+    "read_volume",
+    "require_nonempty",
+    "rescale_to_uint8",
+    "sample_case_names",
+    "sample_data_dir",
+    "sample_index",
+    "save_like",
+    "select_label",
+    "slice_2d",
+    "slice_spacing",
+    "volume_slices",
+    "window_from_width_level",
+]

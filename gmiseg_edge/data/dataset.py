@@ -1,0 +1,134 @@
+"""Dataset folders: image/mask pairs from ``images/`` + ``masks/`` or from a ``dataset.json``.
+
+Folder convention: ``root/images/<stem>.<ext>`` pairs with ``root/masks/<stem>.<ext>`` (extensions may
+differ; ``.nii.gz`` counts as one extension). Hidden files are ignored.
+
+JSON convention: ``root/dataset.json`` holds a list (or ``{"cases": [...]}``) of
+``{"image": "...", "mask": "...", "label": 3}`` with paths relative to the JSON file; ``label`` is optional
+(None: every non-zero label is foreground). When ``dataset.json`` exists it wins over the folders.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from gmiseg_edge.data.errors import DataError, MissingFileError
+from gmiseg_edge.data.readers import (
+    SUFFIXES_2D,
+    SUFFIXES_3D,
+    Image2D,
+    Volume,
+    file_stem,
+    file_suffix,
+    read_pair,
+)
+
+DATASET_JSON = "dataset.json"
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One case of a dataset: an image, its mask, and the label of interest (None: all non-zero)."""
+
+    name: str
+    image: Path
+    mask: Path
+    label: int | None = None
+
+    def read(self) -> tuple[Image2D | Volume, Image2D | Volume]:
+        """Read the image and mask (see :func:`read_pair`)."""
+        return read_pair(self.image, self.mask)
+
+
+def _index_folder(folder: Path) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.is_dir():
+            continue
+        if file_suffix(path) not in SUFFIXES_2D + SUFFIXES_3D:
+            raise DataError(
+                f"unsupported file type {file_suffix(path) or '(none)'!r} in a dataset folder; "
+                f"supported: {', '.join(SUFFIXES_2D + SUFFIXES_3D)}",
+                path,
+            )
+        stem = file_stem(path)
+        if stem in files:
+            raise DataError(f"two files share the stem {stem!r}: {files[stem].name} and {path.name}", path)
+        files[stem] = path
+    return files
+
+
+def _pairs_from_folders(root: Path) -> list[Pair]:
+    images_dir, masks_dir = root / "images", root / "masks"
+    for folder in (images_dir, masks_dir):
+        if not folder.is_dir():
+            raise DataError(f"no {DATASET_JSON} and no {folder.name}/ folder: not a dataset folder", root)
+    images, masks = _index_folder(images_dir), _index_folder(masks_dir)
+    if not images and not masks:
+        raise DataError("dataset is empty: images/ and masks/ hold no image files", root)
+    lonely_images = sorted(set(images) - set(masks))
+    if lonely_images:
+        names = ", ".join(str(images[s]) for s in lonely_images[:5])
+        more = f" (and {len(lonely_images) - 5} more)" if len(lonely_images) > 5 else ""
+        raise DataError(f"image(s) without a mask in {masks_dir}: {names}{more}", images[lonely_images[0]])
+    lonely_masks = sorted(set(masks) - set(images))
+    if lonely_masks:
+        names = ", ".join(str(masks[s]) for s in lonely_masks[:5])
+        more = f" (and {len(lonely_masks) - 5} more)" if len(lonely_masks) > 5 else ""
+        raise DataError(f"mask(s) without an image in {images_dir}: {names}{more}", masks[lonely_masks[0]])
+    return [Pair(name=stem, image=images[stem], mask=masks[stem]) for stem in sorted(images)]
+
+
+def _pair_from_entry(entry: object, number: int, json_path: Path) -> Pair:
+    where = f"entry {number}"
+    if not isinstance(entry, dict):
+        raise DataError(
+            f"{where} is {type(entry).__name__}, expected an object with 'image' and 'mask'", json_path
+        )
+    for key in ("image", "mask"):
+        if not isinstance(entry.get(key), str) or not entry[key]:
+            raise DataError(f"{where} has no {key!r} path (a non-empty string)", json_path)
+    label = entry.get("label")
+    if label is not None and (isinstance(label, bool) or not isinstance(label, int) or label == 0):
+        raise DataError(f"{where}: 'label' must be a non-zero integer, got {label!r}", json_path)
+    image, mask = (json_path.parent / entry[k] for k in ("image", "mask"))
+    for path, key in ((image, "image"), (mask, "mask")):
+        if not path.is_file():
+            raise DataError(f"{where}: {key} file {path} not found", json_path)
+    name = entry.get("name") or file_stem(image)
+    return Pair(name=str(name), image=image, mask=mask, label=label)
+
+
+def _pairs_from_json(json_path: Path) -> list[Pair]:
+    try:
+        content = json.loads(json_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}", json_path
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read ({exc})", json_path) from exc
+    entries = content.get("cases") if isinstance(content, dict) else content
+    if not isinstance(entries, list):
+        raise DataError("expected a list of cases (or an object with a 'cases' list)", json_path)
+    if not entries:
+        raise DataError("dataset is empty: the list of cases is empty", json_path)
+    return [_pair_from_entry(entry, i, json_path) for i, entry in enumerate(entries)]
+
+
+def find_pairs(root: str | Path) -> list[Pair]:
+    """The image/mask pairs of a dataset folder (``dataset.json``, else ``images/`` + ``masks/``)."""
+    root = Path(root)
+    if not root.exists():
+        raise MissingFileError(root, "dataset folder")
+    if root.is_file() and root.name.endswith(".json"):
+        return _pairs_from_json(root)
+    if not root.is_dir():
+        raise DataError("is not a folder nor a dataset .json file", root)
+    if (root / DATASET_JSON).is_file():
+        return _pairs_from_json(root / DATASET_JSON)
+    if not any(root.iterdir()):
+        raise DataError("dataset folder is empty", root)
+    return _pairs_from_folders(root)

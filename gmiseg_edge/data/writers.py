@@ -1,0 +1,118 @@
+"""Write a mask with the geometry of the image it was computed from."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import cv2
+import nibabel as nib
+import nrrd
+import numpy as np
+
+from gmiseg_edge.data.errors import DataError
+from gmiseg_edge.data.readers import Image2D, Volume, file_suffix
+
+_NRRD_GEOMETRY_KEYS = ("space", "space directions", "space origin", "spacings", "kinds", "space units")
+
+
+def _label_dtype(array: np.ndarray, path: Path) -> np.ndarray:
+    if array.dtype == bool:
+        return array.astype(np.uint8)
+    if not np.issubdtype(array.dtype, np.integer):
+        raise DataError(f"cannot write a {array.dtype} array as a mask; give bool or integer labels", path)
+    low, high = (int(array.min()), int(array.max())) if array.size else (0, 0)
+    for dtype in (np.uint8, np.uint16, np.int32):
+        info = np.iinfo(dtype)
+        if info.min <= low and high <= info.max:
+            return array.astype(dtype)
+    raise DataError(f"label values {low}..{high} do not fit in int32", path)
+
+
+def _atomic_target(path: Path) -> Path:
+    return path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
+
+
+def _save_nifti(reference: Volume, array: np.ndarray, path: Path) -> None:
+    header = reference.header.copy()
+    image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
+    image = image_class(array, reference.affine, header=header)
+    image.set_data_dtype(array.dtype)
+    image.header.set_slope_inter(1.0, 0.0)
+    image.header["cal_min"], image.header["cal_max"] = 0, 0
+    image.header.set_intent("label")
+    tmp = _atomic_target(path)
+    try:
+        nib.save(image, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _save_nrrd(reference: Volume, array: np.ndarray, path: Path) -> None:
+    header = {k: reference.header[k] for k in _NRRD_GEOMETRY_KEYS if k in reference.header}
+    header["encoding"] = "gzip"
+    tmp = _atomic_target(path)
+    try:
+        nrrd.write(str(tmp), array, header, index_order="F")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _save_png(array: np.ndarray, path: Path) -> None:
+    if array.dtype not in (np.uint8, np.uint16):
+        raise DataError(
+            f"label values {int(array.min())}..{int(array.max())} do not fit in a 16-bit PNG", path
+        )
+    ok, encoded = cv2.imencode(".png", array)
+    if not ok:
+        raise DataError("PNG encoding failed", path)
+    tmp = _atomic_target(path)
+    try:
+        tmp.write_bytes(encoded.tobytes())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_like(reference: Image2D | Volume, array: np.ndarray, path: str | Path) -> Path:
+    """Write mask ``array`` to ``path`` with the geometry of ``reference`` (the image it belongs to).
+
+    NIfTI (``.nii``/``.nii.gz``): the reference's header and affine, intent "label". NRRD (``.nrrd``):
+    the reference's space, directions, origin and kinds. 2D (``.png``): a bool mask is written as 0/255,
+    integer labels as they are (8 or 16 bit). The write is atomic. Returns the path written.
+    """
+    path = Path(path)
+    array = np.asarray(array)
+    suffix = file_suffix(path)
+    if isinstance(reference, Volume):
+        if array.shape != reference.array.shape:
+            raise DataError(
+                f"array shape {array.shape} does not match the reference {reference.path} "
+                f"shape {reference.array.shape}",
+                path,
+            )
+        wanted = (".nii", ".nii.gz") if reference.format == "nifti" else (".nrrd",)
+        if suffix not in wanted:
+            raise DataError(
+                f"reference {reference.path} is {reference.format.upper()}: write to {' or '.join(wanted)}",
+                path,
+            )
+        labels = _label_dtype(array, path)
+        (_save_nifti if reference.format == "nifti" else _save_nrrd)(reference, labels, path)
+    elif isinstance(reference, Image2D):
+        if array.shape != reference.array.shape[:2]:
+            raise DataError(
+                f"array shape {array.shape} does not match the reference {reference.path} "
+                f"shape {reference.array.shape[:2]}",
+                path,
+            )
+        if suffix != ".png":
+            raise DataError(f"2D masks are written as .png, got {suffix or '(none)'!r}", path)
+        labels = array.astype(np.uint8) * 255 if array.dtype == bool else _label_dtype(array, path)
+        _save_png(labels, path)
+    else:
+        raise TypeError(f"reference must be an Image2D or a Volume, got {type(reference).__name__}")
+    return path
