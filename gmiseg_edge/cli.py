@@ -32,9 +32,13 @@ def _user_errors() -> Iterator[None]:
 
     try:
         yield
-    except (DataError, WeightsError, ValueError, FileNotFoundError) as exc:
+    except (DataError, WeightsError, ValueError, FileNotFoundError, UserFacingError) as exc:
         errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+
+
+class UserFacingError(RuntimeError):
+    """Base for library errors whose message is the whole story (export failures, build refusals)."""
 
 
 def _fmt(value: float, digits: int = 3) -> str:
@@ -119,6 +123,125 @@ def demo(
         )
     console.print(table)
     console.print(f"Mean Dice over the {len(groups)} rows: {sum(dice_per_row) / len(dice_per_row):.3f}")
+
+
+@app.command()
+def export(
+    model: Annotated[str, typer.Option(help="zoo model")] = "lite_medsam",
+    out: Annotated[Path | None, typer.Option(help="model folder to write (default: models/<model>)")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="SAM checkpoint (vit_b/l/h, or to override)")] = None,
+    adapter: Annotated[Path | None, typer.Option(help="adapter .safetensors to merge (exactly, W + ΔW)")] = None,
+    fp16: Annotated[bool, typer.Option("--fp16", help="also write fp16 graphs")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="also write int8 Q/DQ encoder graphs (needs --calib)")] = False,
+    calib: Annotated[
+        str | None, typer.Option(help="calibration data: a dataset folder, or 'samples' for the shipped cases")
+    ] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset")] = 17,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing model folder")] = False,
+) -> None:
+    """Export the encoder and decoder to ONNX (validated against PyTorch), plus a manifest; build engines
+    where TensorRT and a GPU are present."""
+    from gmiseg_edge.export.pipeline import ExportError, ExportOptions, export_model
+    from gmiseg_edge.export.tensorrt_build import build_engines, how_to_build, tensorrt_status
+
+    folder = out or Path("models") / model
+    options = ExportOptions(
+        model=model, out=folder, checkpoint=checkpoint, adapter=adapter, fp16=fp16, int8=int8,
+        calib=calib, opset=opset, force=force,
+    )
+    with _user_errors():
+        try:
+            result = export_model(options, log=console.print)
+        except ExportError as exc:
+            raise UserFacingError(str(exc)) from exc
+    table = Table(title=f"{folder}: ONNX Runtime vs PyTorch FP32 on the sample cases")
+    for column in ("precision", "cases", "embedding max abs", "logits max abs", "min mask Dice", "verdict"):
+        table.add_column(column)
+    for precision, report in result.reports.items():
+        data = report.to_dict()
+        table.add_row(
+            precision, str(len(report.cases)), f"{data['embedding_max_abs']:.2e}", f"{data['logits_max_abs']:.2e}",
+            f"{data['mask_dice_min']:.4f}", "[green]passed[/]" if report.passed else "[red]failed[/]",
+        )
+    console.print(table)
+    status = tensorrt_status()
+    if status.available:
+        for precision in result.reports:
+            build_engines(folder, precision, log=console.print)
+    else:
+        console.print(f"TensorRT engines not built: {status.reason}. {how_to_build(folder)}", markup=False)
+
+
+@app.command()
+def build(
+    model_dir: Annotated[Path, typer.Option(help="model folder written by `gmiseg-edge export`")],
+    precision: Annotated[str, typer.Option(help="fp32, fp16 or int8")] = "fp16",
+    force: Annotated[bool, typer.Option("--force", help="rebuild even if the engines match this GPU")] = False,
+) -> None:
+    """Build strongly typed TensorRT engines for this GPU from a model folder's graphs."""
+    from gmiseg_edge.export.tensorrt_build import build_engines, how_to_build, tensorrt_status
+
+    status = tensorrt_status()
+    if not status.available:
+        errors.print(f"error: cannot build engines here: {status.reason}.", style="bold red", markup=False)
+        errors.print(how_to_build(model_dir), markup=False)
+        raise typer.Exit(1)
+    with _user_errors():
+        for name, entry in build_engines(model_dir, precision, force=force, log=console.print).items():
+            console.print(f"{name}: TensorRT {entry['tensorrt']}, {entry['gpu']} (sm {entry['compute_capability']})")
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="training dataset folder (images/ + masks/, or dataset.json)")],
+    out: Annotated[Path, typer.Option(help="adapter file to write (.safetensors); its checkpoint goes beside it")],
+    val: Annotated[Path | None, typer.Option(help="validation dataset folder (Dice per epoch, early stopping)")] = None,
+    model: Annotated[str, typer.Option(help="zoo model")] = "lite_medsam",
+    adapter: Annotated[str, typer.Option(help="adapter kind: loose (Loose LoRA) or lora")] = "loose",
+    rank: Annotated[int, typer.Option(help="adapter rank")] = 4,
+    include_decoder: Annotated[bool, typer.Option(help="adapt the mask decoder's attention too")] = False,
+    epochs: Annotated[int, typer.Option(help="number of epochs")] = 10,
+    batch_size: Annotated[int, typer.Option(help="images per step and process")] = 2,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 1e-3,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay")] = 0.01,
+    patience: Annotated[int, typer.Option(help="epochs without better validation Dice before stopping (0: never)")] = 5,
+    seed: Annotated[int, typer.Option(help="random seed (order, augmentation, prompts, initialisation)")] = 0,
+    resume: Annotated[bool, typer.Option(help="continue from the checkpoint beside --out")] = False,
+    init: Annotated[Path | None, typer.Option(help="start from this adapter file")] = None,
+    prompt: Annotated[str, typer.Option(help="training prompts: box, points or mixed")] = "mixed",
+    normalisation: Annotated[
+        str, typer.Option(help="non-uint8 intensities: percentile, minmax, a CT window name, or low,high")
+    ] = "percentile",
+    axis: Annotated[int, typer.Option(help="volumes: slicing axis")] = 2,
+    label: Annotated[int | None, typer.Option(help="label of interest (default: every non-zero label)")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="base checkpoint (vit_b/l/h)")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+) -> None:
+    """Train LoRA / Loose LoRA adapters (focal + Dice loss); runs under torchrun for several processes."""
+    from gmiseg_edge.adapters import AdapterConfig
+    from gmiseg_edge.train import ADAPTER_KINDS, PromptConfig, RichProgress, TrainConfig, parse_normalisation
+    from gmiseg_edge.train import train as run_training
+
+    with _user_errors():
+        if adapter not in ADAPTER_KINDS:
+            raise ValueError(f"--adapter must be one of {', '.join(ADAPTER_KINDS)}, got {adapter!r}")
+        config = TrainConfig(
+            data=data, out=out, model=model, val=val, base_checkpoint=checkpoint, init=init, epochs=epochs,
+            adapter=AdapterConfig(kind=ADAPTER_KINDS[adapter], rank=rank, include_decoder=include_decoder),
+            batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, patience=patience or None,
+            resume=resume, normalisation=parse_normalisation(normalisation), axis=axis, label=label,
+            prompts=PromptConfig(mode=prompt), device=device,
+        )
+        result = run_training(config, [RichProgress(console)])
+    if result.rank != 0:
+        return
+    best = "" if result.best_dice is None else f", best validation Dice {result.best_dice:.4f}"
+    best += f" (epoch {result.best_epoch})" if best else ""
+    stop = " (stopped early)" if result.stopped_early else ""
+    console.print(
+        f"wrote {result.out} ({result.out.stat().st_size / 1024:.1f} KiB) after {len(result.history)} epochs{stop}"
+        f"{best} in {result.seconds:.1f} s", highlight=False,
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,77 @@
+"""Export the encoder and decoder graphs to ONNX with the legacy TorchScript exporter.
+
+The legacy exporter (``dynamo=False``) honours opset 17 and ``dynamic_axes`` for both graphs; the dynamo
+exporter writes opset 18 at least and puts dynamic axes on the wrong decoder inputs (see PITFALLS).
+Graphs over protobuf's 2 GB limit (ViT-H) are saved with their weights in one external ``.data`` file.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from segment_anything.modeling import Sam
+
+from gmiseg_edge.export.graphs import (
+    DECODER_INPUTS,
+    DECODER_OUTPUTS,
+    ENCODER_INPUTS,
+    ENCODER_OUTPUTS,
+    DecoderGraph,
+    EncoderGraph,
+    export_friendly,
+)
+
+DEFAULT_OPSET = 17
+PROTOBUF_LIMIT = 2**31 - 1
+
+
+def _export(module: torch.nn.Module, args: tuple, path: Path, inputs, outputs, dynamic, opset: int) -> None:
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad(), export_friendly(module):
+        warnings.simplefilter("ignore")  # tracer warnings on shape arithmetic are expected and harmless here
+        torch.onnx.export(
+            module.eval(),
+            args,
+            str(path),
+            input_names=list(inputs),
+            output_names=list(outputs),
+            dynamic_axes=dynamic,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    _externalise_if_large(path)
+
+
+def _externalise_if_large(path: Path) -> None:
+    """Move the weights of a graph over 2 GB into ``<name>.data`` beside it (one file)."""
+    if path.stat().st_size < PROTOBUF_LIMIT and not path.with_name(path.name + ".data").exists():
+        return
+    model = onnx.load(str(path), load_external_data=True)
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=path.name + ".data", size_threshold=1024)
+
+
+def export_encoder(model: Sam, path: Path, input_size: int, opset: int = DEFAULT_OPSET) -> None:
+    """``image`` float32 [B, 3, S, S] -> ``image_embeddings`` float32 [B, 256, 64, 64], B dynamic."""
+    dummy = torch.zeros(1, 3, input_size, input_size)
+    dynamic = {"image": {0: "batch"}, "image_embeddings": {0: "batch"}}
+    _export(EncoderGraph(model), (dummy,), path, ENCODER_INPUTS, ENCODER_OUTPUTS, dynamic, opset)
+
+
+def export_decoder(model: Sam, path: Path, opset: int = DEFAULT_OPSET) -> None:
+    """The prompt encoder + mask decoder graph of DESIGN §5, N (number of points) dynamic."""
+    embed_dim = model.prompt_encoder.embed_dim
+    grid = model.prompt_encoder.image_embedding_size
+    low_res = model.prompt_encoder.mask_input_size
+    args = (
+        torch.zeros(1, embed_dim, *grid),
+        torch.full((1, 3, 2), 10.0),
+        torch.tensor([[1.0, 2.0, 3.0]]),
+        torch.zeros(1, 1, *low_res),
+        torch.zeros(1),
+    )
+    dynamic = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
+    _export(DecoderGraph(model), args, path, DECODER_INPUTS, DECODER_OUTPUTS, dynamic, opset)

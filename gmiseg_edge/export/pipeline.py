@@ -1,0 +1,254 @@
+"""``gmiseg-edge export``: merge, export, convert, validate, and write the model folder atomically.
+
+Everything is written into a temporary folder beside the target and renamed into place only when every
+graph has been exported and has met its tolerance: a failed export never leaves a folder that looks complete.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+import onnxruntime
+import torch
+
+import gmiseg_edge
+from gmiseg_edge.export.onnx_export import DEFAULT_OPSET, export_decoder, export_encoder
+from gmiseg_edge.export.validate import ValidationReport, torch_references, validate_graphs
+from gmiseg_edge.manifest import FORMAT, FORMAT_VERSION, MANIFEST, graph_filename, write_json_atomic
+from gmiseg_edge.models.build import build_model, checkpoint_sha256
+from gmiseg_edge.models.weights import sha256_of
+from gmiseg_edge.models.zoo import get_spec
+
+Log = Callable[[str], None]
+
+
+class ExportError(RuntimeError):
+    """An export that could not be completed or missed its tolerance (nothing was written)."""
+
+
+@dataclass
+class ExportOptions:
+    """What ``gmiseg-edge export`` was asked for."""
+
+    model: str = "lite_medsam"
+    out: Path = Path("models/lite_medsam")
+    checkpoint: Path | None = None
+    adapter: Path | None = None
+    fp16: bool = False
+    int8: bool = False
+    calib: Path | None = None
+    opset: int = DEFAULT_OPSET
+    force: bool = False
+    validation_cases: list[str] | None = None  # sample case names; None: all of them
+
+
+@dataclass
+class ExportResult:
+    folder: Path
+    reports: dict[str, ValidationReport] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def export_model(options: ExportOptions, log: Log | None = None) -> ExportResult:
+    """Run the whole export; raises :class:`ExportError` (nothing written) when anything fails."""
+    say = log or (lambda message: None)
+    spec = get_spec(options.model)
+    target = Path(options.out)
+    _check_target(target, options.force)
+    if options.int8 and options.calib is None:
+        raise ExportError("--int8 needs calibration data: --calib DIR (a dataset folder of real images)")
+
+    say(f"building {spec.name} ...")
+    model = build_model(spec.name, checkpoint=options.checkpoint)
+    base_sha = checkpoint_sha256(spec.name, options.checkpoint)
+    adapter_info = None
+    if options.adapter is not None:
+        adapter_info = _merge_adapter(model, options.adapter, spec.name, base_sha, say)
+
+    cases = validation_cases(options.validation_cases)
+    say(f"running the FP32 PyTorch reference on {len(cases)} sample cases ...")
+    references = torch_references(model, spec.preprocess, cases)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    staging.chmod(0o755)
+    try:
+        files: dict[str, dict[str, Any]] = {}
+        reports: dict[str, ValidationReport] = {}
+        say(f"exporting encoder.onnx and decoder.onnx (opset {options.opset}) ...")
+        export_encoder(model, staging / "encoder.onnx", spec.input_size, options.opset)
+        export_decoder(model, staging / "decoder.onnx", options.opset)
+        reports["fp32"] = _validate(references, spec, staging, "fp32", say)
+        for graph in ("encoder", "decoder"):
+            files[graph_filename(graph, "fp32")] = _file_entry(staging, graph_filename(graph, "fp32"), "fp32")
+
+        if options.fp16:
+            from gmiseg_edge.export.fp16 import convert_to_fp16
+
+            for graph in ("encoder", "decoder"):
+                say(f"converting {graph} to fp16 (LayerNorm, Softmax and reductions kept in fp32) ...")
+                convert_to_fp16(staging / graph_filename(graph, "fp32"), staging / graph_filename(graph, "fp16"))
+            reports["fp16"] = _validate(references, spec, staging, "fp16", say)
+            for graph in ("encoder", "decoder"):
+                files[graph_filename(graph, "fp16")] = _file_entry(staging, graph_filename(graph, "fp16"), "fp16")
+
+        graphs = {p: {g: graph_filename(g, p) for g in ("encoder", "decoder")} for p in reports}
+        if options.int8:
+            from gmiseg_edge.calibration.dataset import SAMPLE_CALIBRATION_CASES, SAMPLES
+            from gmiseg_edge.calibration.quantize import quantize_graphs
+
+            assert options.calib is not None
+            quant = quantize_graphs(staging, spec.preprocess, options.calib, log=say)
+            calibrated_on = set(SAMPLE_CALIBRATION_CASES) if str(options.calib) == SAMPLES else set()
+            held_out = [r for r in references if r.name.split("/")[0] not in calibrated_on]
+            graphs["int8"] = {"encoder": "encoder.int8.onnx", "decoder": graph_filename("decoder", "fp32")}
+            reports["int8"] = _validate(held_out, spec, staging, "int8", say, graphs["int8"])
+            for name, info in quant.items():
+                files[name] = _file_entry(staging, name, "int8") | {"quantization": info}
+
+        failed = {p: r.failures() for p, r in reports.items() if not r.passed}
+        if failed:
+            lines = "; ".join(f"{p}: {', '.join(f)}" for p, f in failed.items())
+            raise ExportError(f"exported graphs miss their tolerance against PyTorch ({lines}); nothing was written")
+
+        manifest = _manifest(spec, options, base_sha, adapter_info, graphs, files, reports)
+        write_json_atomic(staging / MANIFEST, manifest)
+        _publish(staging, target, options.force)
+        say(f"wrote {target}")
+        return ExportResult(folder=target, reports=reports, manifest=manifest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def validation_cases(names: list[str] | None = None, instances_per_image: int = 5) -> list:
+    """Sample cases for validation: one slice per case and label; for instance maps (nuclei), a few
+    instances spread over the image, each with its own box (a box around every nucleus at once is no
+    meaningful prompt)."""
+    from gmiseg_edge.data.samples import load_sample_cases
+
+    cases = load_sample_cases(names, instances=True)
+    plain = [c for c in cases if not c.label.startswith("instance")]
+    instances = [c for c in cases if c.label.startswith("instance")]
+    step = max(1, len(instances) // instances_per_image)
+    return plain + instances[::step][:instances_per_image]
+
+
+def _check_target(target: Path, force: bool) -> None:
+    parent = target.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"{parent}: cannot create the output folder ({exc.strerror})") from exc
+    if not parent.is_dir() or not _writable(parent):
+        raise ExportError(f"{parent}: the output folder is not writable")
+    if target.exists() and not force:
+        raise ExportError(f"{target}: already exists; choose another --out or pass --force to replace it")
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def _publish(staging: Path, target: Path, force: bool) -> None:
+    """Rename the finished folder into place (the old one, with --force, only goes once the new one is in)."""
+    old = None
+    if target.exists():
+        if not force:
+            raise ExportError(f"{target}: appeared during the export; nothing was replaced")
+        old = target.with_name(f".{target.name}.old-{dt.datetime.now().strftime('%Y%m%d%H%M%S%f')}")
+        target.rename(old)
+    staging.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _merge_adapter(model, path: Path, name: str, base_sha: str, say: Log) -> dict[str, Any]:
+    from gmiseg_edge.adapters import apply_adapter, merge_adapters, parameter_counts
+
+    say(f"applying and merging adapter {path} ...")
+    config = apply_adapter(model, path, name, base_sha)
+    counts = parameter_counts(model)
+    merge_adapters(model)
+    _strip_adapters(model)
+    return {"file": Path(path).name, "sha256": sha256_of(path), "config": config.to_dict(),
+            "adapter_parameters": counts.adapter, "merged": True}
+
+
+def _strip_adapters(model) -> None:
+    """Replace every merged AdaptedLinear by a plain Linear holding W + ΔW: zero adapter overhead."""
+    from gmiseg_edge.adapters import adapted_layers
+
+    for name, layer in list(adapted_layers(model)):
+        parent_name, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), attr, layer.to_linear())
+
+
+def _validate(references, spec, folder: Path, precision: str, say: Log, pair=None) -> ValidationReport:
+    say(f"validating {precision} graphs in ONNX Runtime against PyTorch on {len(references)} sample cases ...")
+    pair = pair or {g: graph_filename(g, precision) for g in ("encoder", "decoder")}
+    report = validate_graphs(
+        references, spec.input_size, folder / pair["encoder"], folder / pair["decoder"], precision,
+    )
+    verdict = "passed" if report.passed else "FAILED: " + "; ".join(report.failures())
+    say(f"{precision}: embedding max abs {report.embedding_max_abs:.2e}, min mask Dice {report.mask_dice_min:.4f} "
+        f"-> {verdict}")
+    return report
+
+
+def _file_entry(folder: Path, filename: str, precision: str) -> dict[str, Any]:
+    path = folder / filename
+    model = onnx.load(str(path), load_external_data=False)
+    entry: dict[str, Any] = {
+        "graph": "encoder" if filename.startswith("encoder") else "decoder",
+        "precision": precision,
+        "sha256": sha256_of(path),
+        "bytes": path.stat().st_size,
+        "opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
+        "nodes": len(model.graph.node),
+    }
+    data = path.with_name(path.name + ".data")
+    if data.exists():
+        entry["external_data"] = {"file": data.name, "sha256": sha256_of(data), "bytes": data.stat().st_size}
+    return entry
+
+
+def _manifest(spec, options: ExportOptions, base_sha: str, adapter, graphs, files, reports) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": {
+            "name": spec.name,
+            "input_size": spec.input_size,
+            "preprocess": spec.preprocess.to_dict(),
+            "embedding_shape": [256, 64, 64],
+            "low_res_mask_shape": [256, 256],
+        },
+        "base_checkpoint": {
+            "file": options.checkpoint.name if options.checkpoint else spec.weights.filename,
+            "sha256": base_sha,
+        },
+        "adapter": adapter,
+        "graphs": graphs,
+        "files": files,
+        "validation": {precision: report.to_dict() for precision, report in reports.items()},
+        "engines": {},
+        "versions": {
+            "gmiseg_edge": gmiseg_edge.__version__,
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "opset": options.opset,
+            "python": platform.python_version(),
+        },
+    }

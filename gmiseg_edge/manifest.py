@@ -1,0 +1,118 @@
+"""The model folder's ``manifest.json`` (DESIGN §6): written by export and build, read by the runtime.
+
+Plain JSON and the standard library only, so the torch-free runtime can read it. Every file the runtime
+loads is listed with its sha256 and checked before use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from gmiseg_edge.runtime.transforms import PreprocessConfig
+
+MANIFEST = "manifest.json"
+FORMAT = "gmiseg-edge-model"
+FORMAT_VERSION = 1
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class ManifestError(ValueError):
+    """A model folder whose manifest is missing, malformed, or does not match its files."""
+
+
+def graph_filename(graph: str, precision: str) -> str:
+    """``encoder.onnx``, ``encoder.fp16.onnx``, ``decoder.int8.onnx``, ..."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return f"{graph}.onnx" if precision == "fp32" else f"{graph}.{precision}.onnx"
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON to ``path`` through a temporary file and a rename: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2, sort_keys=False)
+            handle.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+class Manifest:
+    """A parsed ``manifest.json`` with the accessors the runtime needs."""
+
+    def __init__(self, data: dict[str, Any], folder: Path) -> None:
+        self.data = data
+        self.folder = folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Manifest:
+        """Read and check ``folder/manifest.json``."""
+        folder = Path(folder)
+        path = folder / MANIFEST
+        if not path.is_file():
+            raise ManifestError(f"{folder}: not a gmiseg-edge model folder (no {MANIFEST}); create one with "
+                                "`gmiseg-edge export`")
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ManifestError(f"{path}: unreadable manifest ({exc})") from exc
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ManifestError(f"{path}: not a gmiseg-edge manifest (format {data.get('format')!r})")
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ManifestError(
+                f"{path}: manifest format version {data.get('format_version')} is not supported "
+                f"(this gmiseg-edge reads version {FORMAT_VERSION}); export the model again"
+            )
+        for key in ("model", "graphs", "files", "validation"):
+            if key not in data:
+                raise ManifestError(f"{path}: manifest has no {key!r} section")
+        return cls(data, folder)
+
+    @property
+    def model_name(self) -> str:
+        return str(self.data["model"]["name"])
+
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        return PreprocessConfig.from_dict(self.data["model"]["preprocess"])
+
+    def precisions(self) -> list[str]:
+        """Precisions with an exported graph pair, in the order fp32, fp16, int8."""
+        return [p for p in PRECISIONS if p in self.data["graphs"]]
+
+    def graph_path(self, graph: str, precision: str = "fp32") -> Path:
+        """Path of the ``encoder`` or ``decoder`` graph of a precision (an error names what is present)."""
+        pair = self.data["graphs"].get(precision)
+        if pair is None:
+            raise ManifestError(
+                f"{self.folder}: no {precision} graphs; present: {', '.join(self.precisions())} "
+                f"(export with --fp16 / --int8 to add them)"
+            )
+        return self.folder / pair[graph]
+
+    def validation(self, precision: str = "fp32") -> dict[str, Any] | None:
+        """The recorded validation of a precision (None if it was never validated)."""
+        return self.data["validation"].get(precision)
+
+    def verify_files(self, names: Iterable[str] | None = None) -> None:
+        """Check the sha256 and size of listed files (all by default); raise naming the first that differs."""
+        from gmiseg_edge.models.weights import sha256_of
+
+        entries = self.data["files"]
+        for name in names if names is not None else entries:
+            entry = entries[name]
+            path = self.folder / name
+            if not path.is_file():
+                raise ManifestError(f"{path}: listed in the manifest but missing")
+            if path.stat().st_size != entry["bytes"] or sha256_of(path) != entry["sha256"]:
+                raise ManifestError(
+                    f"{path}: sha256 differs from the manifest's; the file was altered or corrupted after export"
+                )
