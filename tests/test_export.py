@@ -168,7 +168,7 @@ def test_unwritable_output_and_existing_folder(tmp_path):
     existing = tmp_path / "existing"
     existing.mkdir()
     (existing / "keep.txt").write_text("mine")
-    with pytest.raises(ExportError, match="already exists.*--force"):
+    with pytest.raises(ExportError, match=r"already exists.*--force"):
         export_model(ExportOptions(model="lite_medsam", out=existing))
     assert (existing / "keep.txt").read_text() == "mine"
 
