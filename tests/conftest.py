@@ -26,3 +26,27 @@ def require_weights(name: str) -> None:
 
     if not weights_present(name):
         pytest.skip(f"weights of {name} are not in the cache: run `gmiseg-edge fetch-weights {name}`")
+
+
+class _ExportCache:
+    """Model folders exported once per test session (fp32 + fp16, validated on every sample case)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.results: dict[str, object] = {}
+
+    def __call__(self, name: str):
+        """The ExportResult of ``name`` (skips when torch or the weights are missing)."""
+        pytest.importorskip("torch")
+        require_weights(name)
+        if name not in self.results:
+            from gmiseg_edge.export.pipeline import ExportOptions, export_model
+
+            self.results[name] = export_model(ExportOptions(model=name, out=self.root / name, fp16=True))
+        return self.results[name]
+
+
+@pytest.fixture(scope="session")
+def exported_models(tmp_path_factory) -> _ExportCache:
+    """``exported_models("lite_medsam").folder`` is a model folder written by the real export."""
+    return _ExportCache(tmp_path_factory.mktemp("exported"))

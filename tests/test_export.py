@@ -36,12 +36,11 @@ def _random_adapter(name: str, path: Path, seed: int = 0) -> Path:
 
 
 @pytest.fixture(scope="module", params=["lite_medsam", "mobile_sam"])
-def exported(request, tmp_path_factory):
+def exported(request, tmp_path_factory, exported_models):
     """Each model exported twice: the base (fp32 + fp16) and with a merged Loose LoRA adapter (fp32)."""
     name = request.param
-    require_weights(name)
+    base = exported_models(name)
     root = tmp_path_factory.mktemp(f"export-{name}")
-    base = export_model(ExportOptions(model=name, out=root / "base", fp16=True))
     adapter = _random_adapter(name, root / "loose.safetensors")
     merged = export_model(ExportOptions(model=name, out=root / "merged", adapter=adapter))
     return name, base, merged
@@ -88,7 +87,7 @@ def test_manifest_records_what_the_design_asks(exported):
     for key in ("gmiseg_edge", "torch", "onnx", "onnxruntime", "opset"):
         assert data["versions"][key]
     manifest.verify_files()
-    assert not list(base.folder.parent.glob(".base.partial-*"))
+    assert not list(base.folder.parent.glob(f".{base.folder.name}.partial-*"))
 
 
 def test_graphs_have_the_contracted_io_and_dynamic_axes(exported):
