@@ -224,3 +224,22 @@ def test_tensorrt_engines_build_and_are_recorded(exported):
     assert data["engines"]["encoder.fp16.engine"]["compute_capability"] == status.device.compute_capability
     again = build_engines(base.folder, "fp16")
     assert again == built  # matching engines are kept, not rebuilt
+
+
+def test_int8_encoder_keeps_masks_on_held_out_cases(tmp_path):
+    """INT8 calibrated on three sample cases, checked on the four others (mask Dice >= 0.97 vs FP32)."""
+    require_weights("lite_medsam")
+    held_out = ["brain2", "breast1", "lung1", "dsb_nuclei"]
+    result = export_model(ExportOptions(model="lite_medsam", out=tmp_path / "m", int8=True, calib="samples",
+                                        validation_cases=held_out))
+    report = result.reports["int8"]
+    print(f"int8: min held-out mask Dice {report.mask_dice_min:.4f} over {len(report.cases)} cases")
+    assert {c.case.split("/")[0] for c in report.cases} == set(held_out)
+    assert report.mask_dice_min >= 0.97
+    manifest = Manifest.load(result.folder)
+    assert manifest.graph_path("encoder", "int8").name == "encoder.int8.onnx"
+    assert manifest.graph_path("decoder", "int8").name == "decoder.onnx"
+    files = result.manifest["files"]
+    assert files["encoder.int8.onnx"]["bytes"] < 0.9 * files["encoder.onnx"]["bytes"]  # Conv and fc2 stay fp32
+    assert files["encoder.int8-trt.onnx"]["quantization"]["activations"] == "int8 symmetric"
+    manifest.verify_files()
