@@ -7,12 +7,11 @@ loads is listed with its sha256 and checked before use.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from gmiseg_edge.atomic import write_bytes_atomic
 from gmiseg_edge.runtime.transforms import PreprocessConfig
 
 MANIFEST = "manifest.json"
@@ -34,15 +33,7 @@ def graph_filename(graph: str, precision: str) -> str:
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write JSON to ``path`` through a temporary file and a rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=False)
-            handle.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    write_bytes_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
 class Manifest:

