@@ -100,10 +100,13 @@ class Manifest:
         entries = self.data["files"]
         for name in names if names is not None else entries:
             entry = entries[name]
-            path = self.folder / name
-            if not path.is_file():
-                raise ManifestError(f"{path}: listed in the manifest but missing")
-            if path.stat().st_size != entry["bytes"] or sha256_of(path) != entry["sha256"]:
-                raise ManifestError(
-                    f"{path}: sha256 differs from the manifest's; the file was altered or corrupted after export"
-                )
+            checks = [(self.folder / name, entry)]
+            if "external_data" in entry:  # weights of a graph over 2 GB
+                checks.append((self.folder / entry["external_data"]["file"], entry["external_data"]))
+            for path, expected in checks:
+                if not path.is_file():
+                    raise ManifestError(f"{path}: listed in the manifest but missing")
+                if path.stat().st_size != expected["bytes"] or sha256_of(path) != expected["sha256"]:
+                    raise ManifestError(
+                        f"{path}: sha256 differs from the manifest's; the file was altered or corrupted after export"
+                    )

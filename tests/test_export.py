@@ -243,3 +243,40 @@ def test_int8_encoder_keeps_masks_on_held_out_cases(tmp_path):
     assert files["encoder.int8.onnx"]["bytes"] < 0.9 * files["encoder.onnx"]["bytes"]  # Conv and fc2 stay fp32
     assert files["encoder.int8-trt.onnx"]["quantization"]["activations"] == "int8 symmetric"
     manifest.verify_files()
+
+
+def test_graph_over_the_limit_gets_external_data_that_loads_and_is_verified(tmp_path, exported_models):
+    """The >2 GB path (ViT-H) on a small graph: a lower limit moves its weights to one .data file."""
+    import onnxruntime as ort
+
+    from gmiseg_edge.export.onnx_export import externalise_if_large
+    from gmiseg_edge.manifest import ManifestError
+
+    source = exported_models("lite_medsam").folder
+    folder = tmp_path / "m"
+    shutil.copytree(source, folder)
+    before = ort.InferenceSession(str(folder / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    assert externalise_if_large(folder / "decoder.onnx", limit=1024)
+    assert (folder / "decoder.onnx.data").stat().st_size > 10 * (folder / "decoder.onnx").stat().st_size
+    after = ort.InferenceSession(str(folder / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    feed = {
+        "image_embeddings": np.full((1, 256, 64, 64), 0.1, np.float32),
+        "point_coords": np.full((1, 2, 2), 40, np.float32),
+        "point_labels": np.array([[2, 3]], np.float32), "mask_input": np.zeros((1, 1, 256, 256), np.float32),
+        "has_mask_input": np.zeros(1, np.float32),
+    }
+    np.testing.assert_array_equal(before.run(None, feed)[0], after.run(None, feed)[0])
+
+    from gmiseg_edge.export.pipeline import _file_entry
+
+    data = json.loads((folder / "manifest.json").read_text())
+    data["files"]["decoder.onnx"] = _file_entry(folder, "decoder.onnx", "fp32")
+    (folder / "manifest.json").write_text(json.dumps(data))
+    Manifest.load(folder).verify_files()
+    with open(folder / "decoder.onnx.data", "r+b") as handle:
+        handle.seek(100)
+        byte = handle.read(1)
+        handle.seek(100)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(ManifestError, match=r"decoder\.onnx\.data: sha256 differs"):
+        Manifest.load(folder).verify_files()

@@ -42,16 +42,17 @@ def _export(module: torch.nn.Module, args: tuple, path: Path, inputs, outputs, d
             do_constant_folding=True,
             dynamo=False,
         )
-    _externalise_if_large(path)
+    externalise_if_large(path)
 
 
-def _externalise_if_large(path: Path) -> None:
-    """Move the weights of a graph over 2 GB into ``<name>.data`` beside it (one file)."""
-    if path.stat().st_size < PROTOBUF_LIMIT and not path.with_name(path.name + ".data").exists():
-        return
+def externalise_if_large(path: Path, limit: int = PROTOBUF_LIMIT) -> bool:
+    """Move the weights of a graph over ``limit`` bytes (protobuf's 2 GB) into ``<name>.data`` beside it."""
+    if path.stat().st_size < limit and not path.with_name(path.name + ".data").exists():
+        return False
     model = onnx.load(str(path), load_external_data=True)
     onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location=path.name + ".data", size_threshold=1024)
+    return True
 
 
 def export_encoder(model: Sam, path: Path, input_size: int, opset: int = DEFAULT_OPSET) -> None:
