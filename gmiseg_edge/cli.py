@@ -244,5 +244,62 @@ def train(
     )
 
 
+@app.command()
+def segment(
+    model_dir: Annotated[Path, typer.Option(help="model folder written by `gmiseg-edge export`")],
+    out: Annotated[Path, typer.Option(help="output folder: <stem>_mask.<ext> per input (+ overlays)")],
+    image: Annotated[Path | None, typer.Option(help="one image or volume (PNG/JPEG/TIFF, NIfTI, NRRD)")] = None,
+    input_dir: Annotated[
+        Path | None, typer.Option("--input", help="a folder: dataset (images/ + masks/) or plain images")
+    ] = None,
+    mask: Annotated[Path | None, typer.Option(help="label map of --image (for --label prompts and Dice)")] = None,
+    box: Annotated[str | None, typer.Option(help="box prompt x0,y0,x1,y1 (pixels)")] = None,
+    point: Annotated[list[str] | None, typer.Option(help="point prompt x,y,label (1 fg, 0 bg); repeatable")] = None,
+    slice_index: Annotated[
+        int | None, typer.Option("--slice", help="volumes with --box/--point: the slice along the last axis")
+    ] = None,
+    support: Annotated[Path | None, typer.Option(help="support set: a dataset folder of example image/masks")] = None,
+    label: Annotated[int | None, typer.Option(help="label K: prompts from its extent in the label map")] = None,
+    window: Annotated[str, typer.Option(help="non-uint8: percentile, minmax, a CT preset, or low,high")] = "percentile",
+    overlay: Annotated[bool, typer.Option("--overlay", help="also write overlay PNGs")] = False,
+    backend: Annotated[str, typer.Option(help="auto, trt, ort or torch")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32, fp16 or int8")] = "fp32",
+    threads: Annotated[int | None, typer.Option(help="CPU threads per run")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="disk embedding cache folder (shared across runs)")] = None,
+) -> None:
+    """Segment images or volumes with a box/points, a support set, or label-derived boxes; masks keep the
+    input's format and geometry."""
+    from gmiseg_edge.runtime import BackendError, load
+    from gmiseg_edge.runtime.segment_files import (
+        SegmentOptions,
+        collect_inputs,
+        parse_box,
+        parse_points,
+        parse_window,
+        rich_progress,
+        segment_files,
+    )
+
+    with _user_errors():
+        try:
+            options = SegmentOptions(
+                box=parse_box(box), points=parse_points(point), support=support, label=label,
+                slice_index=slice_index, window=parse_window(window), overlay=overlay,
+            )
+            options.check()
+            inputs = collect_inputs(image, input_dir, mask)
+            predictor = load(model_dir, backend=backend, precision=precision, threads=threads, cache=cache_dir)
+            console.print(f"{predictor.model_name} {precision} on {predictor.backend.detail}", highlight=False)
+            with rich_progress(console) as progress:
+                results = segment_files(predictor, inputs, out, options, progress)
+        except BackendError as exc:
+            raise UserFacingError(str(exc)) from exc
+    for r in results:
+        score = "" if r.dice is None else f", Dice {r.dice:.4f}"
+        console.print(f"{r.output} ({r.slices} slice(s), {r.seconds:.1f} s{score})", highlight=False)
+    stats = predictor.stats
+    console.print(f"encoder runs {stats.encoder_runs}, cache hits {stats.hits} ({stats.disk_hits} from disk)")
+
+
 if __name__ == "__main__":
     app()

@@ -11,9 +11,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from gmiseg_edge.metrics import SegmentationScores, score
+from gmiseg_edge.runtime.prompts import box_from_mask
 
 
 @dataclass(frozen=True)
@@ -29,15 +28,6 @@ class CaseResult:
     predicted_iou: float
     encode_s: float
     decode_s: float
-
-
-def box_from_mask(mask: np.ndarray) -> np.ndarray:
-    """The tight box [x0, y0, x1, y1] (pixel indices, inclusive) around a non-empty mask."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
-        raise ValueError("cannot make a box from an empty mask")
-    return np.array([cols[0], rows[0], cols[-1], rows[-1]], dtype=np.float32)
 
 
 def run_demo(

@@ -14,8 +14,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from gmiseg_edge.data import DataError, load_sample_cases, sample_data_dir  # noqa: E402
-from gmiseg_edge.demo import box_from_mask  # noqa: E402
 from gmiseg_edge.models.zoo import get_spec  # noqa: E402
+from gmiseg_edge.runtime.prompts import box_from_mask  # noqa: E402
 from gmiseg_edge.runtime.transforms import PreparedImage, postprocess_logits, preprocess  # noqa: E402
 from gmiseg_edge.train import (  # noqa: E402
     AugmentConfig,

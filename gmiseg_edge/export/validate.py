@@ -129,7 +129,7 @@ class TorchReference:
 
 def torch_references(model: Sam, preprocess_config: PreprocessConfig, cases: Sequence) -> list[TorchReference]:
     """Run the PyTorch model on ``cases`` (objects with name/image/mask) with a box from each label's extent."""
-    from gmiseg_edge.demo import box_from_mask
+    from gmiseg_edge.runtime.prompts import box_from_mask
 
     decoder = DecoderGraph(model).eval()
     size = preprocess_config.input_size

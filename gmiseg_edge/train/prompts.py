@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gmiseg_edge.demo import box_from_mask
+from gmiseg_edge.runtime.prompts import box_from_mask
 from gmiseg_edge.runtime.transforms import scale_boxes, scale_coords
 
 PROMPT_MODES = ("box", "points", "mixed")

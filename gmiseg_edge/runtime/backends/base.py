@@ -1,0 +1,64 @@
+"""The one small interface every backend implements; the predictor and the cache only ever see this."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+ENCODER_INPUT = "image"
+ENCODER_OUTPUT = "image_embeddings"
+DECODER_OUTPUTS = ("low_res_masks", "iou_predictions")
+
+
+@dataclass(frozen=True)
+class DecoderInputs:
+    """The decoder graph's inputs (DESIGN §5), already in the model's S x S frame."""
+
+    image_embeddings: np.ndarray  # float32 (1, 256, 64, 64)
+    point_coords: np.ndarray  # float32 (1, N, 2)
+    point_labels: np.ndarray  # float32 (1, N): 1 fg, 0 bg, 2/3 box corners, -1 padding
+    mask_input: np.ndarray  # float32 (1, 1, 256, 256)
+    has_mask_input: np.ndarray  # float32 (1,)
+
+    def feed(self) -> dict[str, np.ndarray]:
+        """The inputs by graph input name."""
+        return {
+            "image_embeddings": self.image_embeddings,
+            "point_coords": self.point_coords,
+            "point_labels": self.point_labels,
+            "mask_input": self.mask_input,
+            "has_mask_input": self.has_mask_input,
+        }
+
+
+class Backend(ABC):
+    """Runs the encoder and the decoder of one model folder at one precision.
+
+    ``run`` methods must be safe to call from several threads at once on one instance.
+    """
+
+    #: the name in the backend table (``ort``, ``trt``, ``torch``)
+    name: str = ""
+    #: the most prompt points (box corners and padding included) the decoder accepts; None: no limit
+    max_points: int | None = None
+
+    def __init__(self, encoder_id: str, precision: str, detail: str) -> None:
+        self.encoder_id = encoder_id  # identifies what computes embeddings: part of the cache key
+        self.precision = precision
+        self.detail = detail  # what actually runs, in words (provider, device, ...)
+
+    @abstractmethod
+    def encode(self, image: np.ndarray) -> np.ndarray:
+        """(1, 3, S, S) float32 preprocessed input -> (1, 256, 64, 64) float32 embedding."""
+
+    @abstractmethod
+    def decode(self, inputs: DecoderInputs) -> tuple[np.ndarray, np.ndarray]:
+        """Decoder inputs -> (low-res logits (1, 4, 256, 256), IoU predictions (1, 4)), float32."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what the backend holds (sessions, GPU memory)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name}, {self.precision}, {self.detail})"

@@ -1,0 +1,205 @@
+"""Embedding cache: an image is encoded once, then every prompt on it costs only the decoder.
+
+Key: sha256 over the encoder's identity (the sha256 of the encoder file that computes embeddings) and the
+preprocessed input tensor (shape, dtype, bytes), so another model, precision or preprocessing never hits.
+
+Two levels, both thread-safe:
+
+- memory: an LRU bounded in bytes (``max_bytes``; 0 disables it);
+- disk (optional ``folder``): one file per key, ``<folder>/<key[:2]>/<key>.emb`` = magic, sha256 of the
+  payload, payload (``.npy`` bytes). Writes go to a temporary file in the same folder and are renamed into
+  place (``os.replace``), so readers in any process see a whole entry or none; several processes may share
+  a folder. Every read checks the checksum: a corrupted or truncated entry is removed and recomputed.
+  The disk level is not size-bounded (delete the folder to clear it).
+
+Counters (:class:`CacheStats`): memory and disk hits, misses, encoder runs, corrupted entries dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gmiseg_edge.atomic import write_bytes_atomic
+
+MAGIC = b"GMISEG-EMB1\n"
+DIGEST = 32
+DEFAULT_MAX_BYTES = 256 << 20  # 64 lite_medsam / SAM embeddings of 4 MiB
+_STRIPES = 64
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """Counters since the cache was made (or :meth:`EmbeddingCache.reset_stats`)."""
+
+    memory_hits: int = 0
+    disk_hits: int = 0
+    misses: int = 0
+    encoder_runs: int = 0
+    corrupt_dropped: int = 0
+    entries: int = 0
+    bytes: int = 0
+
+    @property
+    def hits(self) -> int:
+        return self.memory_hits + self.disk_hits
+
+
+def cache_key(tensor: np.ndarray, encoder_id: str) -> str:
+    """Hex sha256 of the encoder identity and the preprocessed tensor's shape, dtype and bytes."""
+    tensor = np.ascontiguousarray(tensor)
+    digest = hashlib.sha256()
+    digest.update(f"{encoder_id}|{tensor.dtype.str}|{tensor.shape}|".encode())
+    digest.update(memoryview(tensor).cast("B"))
+    return digest.hexdigest()
+
+
+class EmbeddingCache:
+    """Embeddings by key: in memory (LRU, ``max_bytes``) and optionally in a disk ``folder``."""
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES, folder: str | Path | None = None) -> None:
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+        self.max_bytes = int(max_bytes)
+        self.folder = Path(folder) if folder is not None else None
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        self._memory: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self._stripes = [threading.Lock() for _ in range(_STRIPES)]  # one computation per key at a time
+        self._counts = dict.fromkeys(("memory_hits", "disk_hits", "misses", "encoder_runs", "corrupt_dropped"), 0)
+
+    # ------------------------------------------------------------------ public
+
+    def get_or_compute(self, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """The embedding of ``key``: from memory, else disk, else ``compute()`` (then stored in both).
+
+        Concurrent calls for one key compute it once; the others wait and get the stored result. The
+        returned array is read-only (it is shared).
+        """
+        value = self._memory_get(key)
+        if value is not None:
+            return value
+        with self._stripes[int(key[:8], 16) % _STRIPES]:
+            value = self._memory_get(key)
+            if value is not None:
+                return value
+            value = self._disk_get(key)
+            if value is None:
+                self._count("misses")
+                value = np.array(compute(), dtype=np.float32, copy=True)
+                self._count("encoder_runs")
+                self._disk_put(key, value)
+            value.flags.writeable = False
+            self._memory_put(key, value)
+            return value
+
+    def __contains__(self, key: str) -> bool:
+        with self._lock:
+            if key in self._memory:
+                return True
+        path = self._disk_path(key)
+        return path is not None and path.is_file()
+
+    @property
+    def stats(self) -> CacheStats:
+        with self._lock:
+            return CacheStats(**self._counts, entries=len(self._memory), bytes=self._bytes)
+
+    def reset_stats(self) -> None:
+        with self._lock:
+            self._counts = dict.fromkeys(self._counts, 0)
+
+    def clear_memory(self) -> None:
+        """Drop every in-memory entry (the disk level is kept)."""
+        with self._lock:
+            self._memory.clear()
+            self._bytes = 0
+
+    # ------------------------------------------------------------------ memory
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self._counts[name] += 1
+
+    def _memory_get(self, key: str) -> np.ndarray | None:
+        with self._lock:
+            value = self._memory.get(key)
+            if value is not None:
+                self._memory.move_to_end(key)
+                self._counts["memory_hits"] += 1
+            return value
+
+    def _memory_put(self, key: str, value: np.ndarray) -> None:
+        if value.nbytes > self.max_bytes:
+            return
+        with self._lock:
+            if key in self._memory:
+                return
+            self._memory[key] = value
+            self._bytes += value.nbytes
+            while self._bytes > self.max_bytes:
+                _, old = self._memory.popitem(last=False)
+                self._bytes -= old.nbytes
+
+    # ------------------------------------------------------------------ disk
+
+    def _disk_path(self, key: str) -> Path | None:
+        return None if self.folder is None else self.folder / key[:2] / f"{key}.emb"
+
+    def _disk_get(self, key: str) -> np.ndarray | None:
+        path = self._disk_path(key)
+        if path is None:
+            return None
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+                inode = os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            return None
+        value = _decode_entry(data)
+        if value is None:
+            self._count("corrupt_dropped")
+            try:  # remove it unless another process has already replaced it with a good entry
+                if path.stat().st_ino == inode:
+                    path.unlink()
+            except FileNotFoundError:
+                pass
+            return None
+        self._count("disk_hits")
+        return value
+
+    def _disk_put(self, key: str, value: np.ndarray) -> None:
+        path = self._disk_path(key)
+        if path is None:
+            return
+        write_bytes_atomic(path, _encode_entry(value))
+
+
+def _encode_entry(value: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, value, allow_pickle=False)
+    payload = buffer.getvalue()
+    return MAGIC + hashlib.sha256(payload).digest() + payload
+
+
+def _decode_entry(data: bytes) -> np.ndarray | None:
+    """The array of a disk entry, or None when it is not a whole, unaltered entry."""
+    if not data.startswith(MAGIC) or len(data) < len(MAGIC) + DIGEST:
+        return None
+    digest, payload = data[len(MAGIC):len(MAGIC) + DIGEST], data[len(MAGIC) + DIGEST:]
+    if hashlib.sha256(payload).digest() != digest:
+        return None
+    try:
+        return np.load(io.BytesIO(payload), allow_pickle=False)
+    except ValueError:
+        return None

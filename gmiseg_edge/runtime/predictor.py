@@ -1,0 +1,166 @@
+"""Interactive predictor: encode an image once (cached), decode any number of prompts, masks at full size.
+
+Which output is returned (SAM's rule): the decoder always gives four masks, index 0 the single-mask output
+and 1-3 the multimask outputs. A single point alone is ambiguous (part, object or group), so its three
+multimask outputs are candidates and the one with the best predicted IoU is chosen; any other prompt (a box,
+several points, a previous mask as ``mask_input``) is unambiguous and gets the single-mask output (index 0).
+``multimask=True``/``False`` overrides the rule. Post-processing: ``transforms.postprocess_logits`` to the
+original size, then threshold 0.
+
+The predictor keeps no per-image state (the cache holds embeddings), so one instance serves many threads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from gmiseg_edge.runtime.backends.base import Backend
+from gmiseg_edge.runtime.cache import CacheStats, EmbeddingCache, cache_key
+from gmiseg_edge.runtime.errors import InputError
+from gmiseg_edge.runtime.images import Normalisation, check_image
+from gmiseg_edge.runtime.prompts import Prompt, make_prompt
+from gmiseg_edge.runtime.transforms import PreparedImage, PreprocessConfig, postprocess_logits, preprocess
+
+SINGLE_OUTPUT = (0,)
+MULTIMASK_OUTPUTS = (1, 2, 3)
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """An image's geometry and embedding; pass it instead of the image to skip hashing it again."""
+
+    prepared: PreparedImage
+    embedding: np.ndarray  # float32 (1, 256, 64, 64), read-only
+    key: str  # the cache key
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W) of the original image."""
+        return self.prepared.original_size
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The candidate outputs of one prompt and the chosen one.
+
+    ``outputs`` are the decoder output indices of the candidates ((0,) single-mask, (1, 2, 3) multimask);
+    ``index`` picks the chosen candidate. Arrays hold one row per candidate.
+    """
+
+    masks: np.ndarray  # bool (K, H, W) at the original size
+    logits: np.ndarray  # float32 (K, H, W)
+    low_res_logits: np.ndarray  # float32 (K, 256, 256)
+    iou: np.ndarray  # float32 (K,) predicted IoU
+    index: int
+    outputs: tuple[int, ...]
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The chosen mask, bool (H, W)."""
+        return self.masks[self.index]
+
+    @property
+    def score(self) -> float:
+        """Predicted IoU of the chosen mask."""
+        return float(self.iou[self.index])
+
+    @property
+    def mask_input(self) -> np.ndarray:
+        """The chosen low-res logits as a next ``mask_input`` (1, 1, 256, 256)."""
+        return self.low_res_logits[self.index][None, None]
+
+
+def make_prediction(
+    prepared: PreparedImage, low_res: np.ndarray, iou: np.ndarray, outputs: tuple[int, ...], input_size: int
+) -> Prediction:
+    """Candidates ``outputs`` of the decoder's (4, 256, 256) logits and (4,) IoU, post-processed."""
+    chosen_low = np.ascontiguousarray(low_res[list(outputs)], dtype=np.float32)
+    chosen_iou = np.asarray(iou[list(outputs)], dtype=np.float32)
+    logits = postprocess_logits(chosen_low, prepared, input_size)
+    return Prediction(
+        masks=logits > 0, logits=logits, low_res_logits=chosen_low, iou=chosen_iou,
+        index=int(np.argmax(chosen_iou)), outputs=tuple(outputs),
+    )
+
+
+class Predictor:
+    """Segment images with prompts on any backend; embeddings go through an :class:`EmbeddingCache`."""
+
+    def __init__(self, backend: Backend, preprocess_config: PreprocessConfig, cache: EmbeddingCache,
+                 model_name: str = "", backend_note: str = "") -> None:
+        self.backend = backend
+        self.preprocess_config = preprocess_config
+        self.cache = cache
+        self.model_name = model_name
+        self.backend_note = backend_note  # why this backend was chosen (auto's fallbacks), "" if asked for
+
+    @property
+    def input_size(self) -> int:
+        return self.preprocess_config.input_size
+
+    @property
+    def stats(self) -> CacheStats:
+        """The cache's counters (hits, misses, encoder runs)."""
+        return self.cache.stats
+
+    def encode(self, image: np.ndarray | EncodedImage, normalise: Normalisation = None) -> EncodedImage:
+        """Check, preprocess and encode ``image`` (cached); see :func:`~gmiseg_edge.runtime.images.check_image`
+        for ``normalise``."""
+        if isinstance(image, EncodedImage):
+            return image
+        return self._encode_pixels(check_image(image, normalise))
+
+    def _encode_pixels(self, pixels: np.ndarray) -> EncodedImage:
+        prepared = preprocess(pixels, self.preprocess_config)
+        key = cache_key(prepared.tensor, self.backend.encoder_id)
+        embedding = self.cache.get_or_compute(key, lambda: self.backend.encode(prepared.tensor))
+        return EncodedImage(prepared=prepared, embedding=embedding, key=key)
+
+    def decode(self, encoded: EncodedImage, prompt: Prompt) -> tuple[np.ndarray, np.ndarray]:
+        """All four decoder outputs for a checked prompt: low-res logits (4, 256, 256) and IoU (4,)."""
+        limit = self.backend.max_points
+        if limit is not None and prompt.n_decoder_points > limit:
+            raise InputError(f"{prompt.n_points} points: the {self.backend.name} decoder takes at most {limit} "
+                             "prompt points (box corners and padding included)")
+        inputs = prompt.decoder_inputs(encoded.embedding, encoded.size, self.input_size)
+        low_res, iou = self.backend.decode(inputs)
+        return low_res[0], iou[0]
+
+    def predict(
+        self,
+        image: np.ndarray | EncodedImage,
+        points=None,
+        labels=None,
+        box=None,
+        mask_input=None,
+        multimask: bool | None = None,
+        normalise: Normalisation = None,
+    ) -> Prediction:
+        """Segment ``image`` (uint8 (H, W) or (H, W, 3), or an :class:`EncodedImage`) from a prompt.
+
+        ``points`` (N, 2) as (x, y) pixels with ``labels`` (N,) 1/0; ``box`` [x0, y0, x1, y1]; ``mask_input``
+        a previous prediction's low-res logits (``Prediction.mask_input``). ``multimask`` overrides the choice
+        rule of this module's docstring.
+        """
+        if isinstance(image, EncodedImage):
+            encoded: EncodedImage | None = image
+            size = image.size
+        else:
+            pixels = check_image(image, normalise)  # image errors first, then prompt errors, then encode
+            encoded, size = None, (int(pixels.shape[0]), int(pixels.shape[1]))
+        prompt = make_prompt(points, labels, box, mask_input, image_size=size)
+        if encoded is None:
+            encoded = self._encode_pixels(pixels)
+        low_res, iou = self.decode(encoded, prompt)
+        use_multimask = prompt.ambiguous if multimask is None else bool(multimask)
+        outputs = MULTIMASK_OUTPUTS if use_multimask else SINGLE_OUTPUT
+        return make_prediction(encoded.prepared, low_res, iou, outputs, self.input_size)
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __repr__(self) -> str:
+        return f"Predictor({self.model_name}, {self.backend!r})"
+

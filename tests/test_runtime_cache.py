@@ -1,0 +1,81 @@
+"""The embedding cache on its own: LRU bound, disk entries verified on read, one computation per key."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from gmiseg_edge.runtime.cache import EmbeddingCache, cache_key
+
+
+def embedding(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((1, 256, 64, 64)).astype(np.float32)
+
+
+def test_key_depends_on_tensor_and_encoder():
+    tensor = np.zeros((1, 3, 8, 8), np.float32)
+    other = tensor.copy()
+    other[0, 0, 0, 0] = 1e-7
+    assert cache_key(tensor, "a") == cache_key(tensor.copy(), "a")
+    assert cache_key(tensor, "a") != cache_key(tensor, "b")
+    assert cache_key(tensor, "a") != cache_key(other, "a")
+    assert cache_key(tensor, "a") != cache_key(tensor.reshape(1, 3, 4, 16), "a")
+
+
+def test_memory_lru_is_bounded_in_bytes():
+    one = embedding(0).nbytes
+    cache = EmbeddingCache(max_bytes=2 * one)
+    for i in range(3):
+        cache.get_or_compute(f"{i:064x}", lambda i=i: embedding(i))
+    stats = cache.stats
+    assert stats.entries == 2 and stats.bytes == 2 * one and stats.encoder_runs == 3
+    cache.get_or_compute(f"{2:064x}", lambda: embedding(99))  # still cached: no computation
+    cache.get_or_compute(f"{0:064x}", lambda: embedding(0))  # evicted first: computed again
+    assert cache.stats.encoder_runs == 4 and cache.stats.memory_hits == 1
+
+
+def test_disk_entries_survive_the_process_and_corrupted_ones_are_recomputed(tmp_path):
+    key = "ab" * 32
+    value = embedding(1)
+    EmbeddingCache(folder=tmp_path).get_or_compute(key, lambda: value)
+    path = tmp_path / key[:2] / f"{key}.emb"
+    assert path.is_file() and not list(tmp_path.rglob("*.tmp"))
+
+    fresh = EmbeddingCache(folder=tmp_path)
+    assert np.array_equal(fresh.get_or_compute(key, lambda: embedding(2)), value)
+    assert fresh.stats.disk_hits == 1 and fresh.stats.encoder_runs == 0
+
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0x01  # one flipped bit in the payload
+    path.write_bytes(bytes(data))
+    recomputed = EmbeddingCache(folder=tmp_path)
+    assert np.array_equal(recomputed.get_or_compute(key, lambda: value), value)
+    assert recomputed.stats.corrupt_dropped == 1 and recomputed.stats.encoder_runs == 1
+
+    path.write_bytes(path.read_bytes()[:1000])  # truncated
+    again = EmbeddingCache(folder=tmp_path)
+    again.get_or_compute(key, lambda: value)
+    assert again.stats.corrupt_dropped == 1 and again.stats.encoder_runs == 1
+    assert EmbeddingCache(folder=tmp_path).get_or_compute(key, lambda: embedding(3)).tobytes() == value.tobytes()
+
+
+def test_concurrent_requests_for_one_key_compute_it_once(tmp_path):
+    cache = EmbeddingCache(folder=tmp_path)
+    calls = []
+
+    def slow():
+        calls.append(1)
+        time.sleep(0.2)
+        return embedding(4)
+
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(cache.get_or_compute("cd" * 32, slow)))
+               for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and cache.stats.encoder_runs == 1 and cache.stats.memory_hits == 7
+    assert all(np.array_equal(r, results[0]) for r in results) and not results[0].flags.writeable
