@@ -269,13 +269,13 @@ def segment(
 ) -> None:
     """Segment images or volumes with a box/points, a support set, or label-derived boxes; masks keep the
     input's format and geometry."""
+    from gmiseg_edge.data.intensity import parse_normalisation
     from gmiseg_edge.runtime import BackendError, load
     from gmiseg_edge.runtime.segment_files import (
         SegmentOptions,
         collect_inputs,
         parse_box,
         parse_points,
-        parse_window,
         rich_progress,
         segment_files,
     )
@@ -284,7 +284,7 @@ def segment(
         try:
             options = SegmentOptions(
                 box=parse_box(box), points=parse_points(point), support=support, label=label,
-                slice_index=slice_index, window=parse_window(window), overlay=overlay,
+                slice_index=slice_index, window=parse_normalisation(window), overlay=overlay,
             )
             options.check()
             inputs = collect_inputs(image, input_dir, mask)
@@ -299,6 +299,91 @@ def segment(
         console.print(f"{r.output} ({r.slices} slice(s), {r.seconds:.1f} s{score})", highlight=False)
     stats = predictor.stats
     console.print(f"encoder runs {stats.encoder_runs}, cache hits {stats.hits} ({stats.disk_hits} from disk)")
+
+
+def _csv_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+@app.command()
+def bench(
+    model_dir: Annotated[Path, typer.Option(help="model folder written by `gmiseg-edge export`")],
+    backend: Annotated[str, typer.Option(help="comma-separated: auto, ort, trt, torch")] = "auto",
+    precision: Annotated[str, typer.Option(help="comma-separated: fp32, fp16, int8")] = "fp32,fp16,int8",
+    warmup: Annotated[int, typer.Option(help="untimed rounds first")] = 2,
+    runs: Annotated[int, typer.Option(help="timed rounds (every variant once per round, interleaved)")] = 10,
+    threads: Annotated[int | None, typer.Option(help="CPU threads per run (default: the backend's)")] = None,
+    no_torch: Annotated[bool, typer.Option("--no-torch", help="skip the PyTorch eager reference column")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the results and environment as JSON")] = None,
+    plot: Annotated[Path | None, typer.Option(help="write a PNG bar chart (needs matplotlib)")] = None,
+) -> None:
+    """Latency per stage and end to end, throughput, memory and size of each backend/precision, interleaved."""
+    from gmiseg_edge.bench import BenchConfig, run_bench
+    from gmiseg_edge.bench.report import bench_table, plot_bench, write_json
+
+    with _user_errors():
+        config = BenchConfig(model_dir=model_dir, backends=_csv_list(backend), precisions=_csv_list(precision),
+                             warmup=warmup, runs=runs, threads=threads, torch_reference=not no_torch)
+        with console.status("benchmarking ...") as status:
+            result = run_bench(config, progress=lambda text: status.update(f"benchmarking: {text}"))
+    console.print(bench_table(result))
+    if json_out is not None:
+        console.print(f"wrote {write_json(result.to_dict(), json_out)}", highlight=False)
+    if plot is not None:
+        console.print(f"plot: {plot_bench(result, plot)}", highlight=False)
+
+
+@app.command("eval")
+def eval_command(
+    model_dir: Annotated[Path, typer.Option(help="model folder written by `gmiseg-edge export`")],
+    data: Annotated[str, typer.Option(help="`samples` or a dataset folder / dataset.json")] = "samples",
+    prompt: Annotated[str, typer.Option(help="box, points or support (leave-one-case-out)")] = "box",
+    backend: Annotated[str, typer.Option(help="auto, trt, ort or torch")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32, fp16 or int8")] = "fp32",
+    seed: Annotated[int, typer.Option(help="prompt seed")] = 0,
+    threads: Annotated[int | None, typer.Option(help="CPU threads per run")] = None,
+    reference: Annotated[str | None, typer.Option(help="`torch`: per-case Dice agreement with FP32 PyTorch")] = None,
+    window: Annotated[str, typer.Option(help="non-uint8 folders: percentile, minmax, a CT preset, or low,high")] = (
+        "percentile"),
+    cases: Annotated[str | None, typer.Option(help="comma-separated case names to keep (e.g. lung1,lung2)")] = None,
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="write per-case rows as CSV")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write per-case rows and summaries as JSON")] = None,
+) -> None:
+    """Dice, Jaccard, ASD and HD95 (mm) per case and per dataset with seeded paper-style prompts."""
+    from gmiseg_edge.bench.report import write_json
+    from gmiseg_edge.data.intensity import parse_normalisation
+    from gmiseg_edge.evaluation import EvalConfig, evaluate
+    from gmiseg_edge.runtime import BackendError
+
+    with _user_errors():
+        try:
+            config = EvalConfig(model_dir=model_dir, data=data, prompt=prompt, backend=backend, precision=precision,
+                                seed=seed, threads=threads, reference=reference, window=parse_normalisation(window),
+                                cases=_csv_list(cases) if cases else None)
+            with console.status("evaluating ...") as status:
+                result = evaluate(config, progress=lambda name: status.update(f"evaluating {name}"))
+        except BackendError as exc:
+            raise UserFacingError(str(exc)) from exc
+    table = Table(title=f"{result.model} {precision} on {result.backend}, {prompt} prompts, seed {seed}")
+    columns = ["case", "dataset", "Dice", "Jaccard", "ASD mm", "HD95 mm"] + (["vs torch"] if reference else [])
+    for column in columns:
+        table.add_column(column)
+    for case in result.cases:
+        s = case.scores
+        values = [_fmt(s.dice, 4), _fmt(s.jaccard, 4), _fmt(s.asd, 2), _fmt(s.hd95, 2)] if s else [case.note, "-",
+                                                                                                  "-", "-"]
+        extra = [] if not reference else ["-" if case.agreement is None else _fmt(case.agreement, 4)]
+        table.add_row(case.name, case.dataset, *values, *extra)
+    table.add_section()
+    for name, summary in result.summary.items():
+        digits = {"dice": 4, "jaccard": 4, "asd": 2, "hd95": 2}
+        cells = [f"{_fmt(summary[m]['mean'], d)} ± {_fmt(summary[m]['std'], d)}" for m, d in digits.items()]
+        table.add_row(f"[bold]mean ± std (n={summary['n']})", f"[bold]{name}", *cells, *([""] if reference else []))
+    console.print(table)
+    if csv_out is not None:
+        console.print(f"wrote {result.write_csv(csv_out)}", highlight=False)
+    if json_out is not None:
+        console.print(f"wrote {write_json(result.to_dict(), json_out)}", highlight=False)
 
 
 if __name__ == "__main__":

@@ -91,3 +91,14 @@ def normalise(image: np.ndarray, method: str | tuple[float, float] = "percentile
     if isinstance(method, str) and method == "minmax":
         return percentile_normalise(image, 0.0, 100.0)
     return apply_window(image, method)
+
+
+def parse_normalisation(text: str) -> str | tuple[float, float]:
+    """A command-line normalisation: ``"percentile"``, ``"minmax"``, a window preset name, or ``"low,high"``."""
+    if "," in text:
+        try:
+            low, high = (float(v) for v in text.split(","))
+        except ValueError:
+            raise ValueError(f"normalisation must be a preset or 'low,high' (two numbers), got {text!r}") from None
+        return (low, high)
+    return text

@@ -107,17 +107,6 @@ class FileResult:
     seconds: float = 0.0
 
 
-def parse_window(text: str) -> str | tuple[float, float]:
-    """``percentile``, ``minmax``, a CT preset name, or ``low,high``."""
-    if "," in text:
-        try:
-            low, high = (float(v) for v in text.split(","))
-        except ValueError:
-            raise InputError(f"--window {text!r}: expected a preset name or low,high") from None
-        return (low, high)
-    return text
-
-
 def parse_box(text: str | None) -> tuple[float, float, float, float] | None:
     """``x0,y0,x1,y1`` -> four floats."""
     if text is None:

@@ -7,6 +7,7 @@ training samples and examples (:mod:`.samples`), the loop with checkpoints, resu
     result = train(TrainConfig(data="ds/train", val="ds/val", out="adapter.safetensors", epochs=10))
 """
 
+from gmiseg_edge.data.intensity import parse_normalisation
 from gmiseg_edge.train.augment import AugmentConfig, augment, flip, gaussian_noise, random_flip
 from gmiseg_edge.train.callbacks import Callback, EpochRecord, StartInfo, StepInfo, TrainResult
 from gmiseg_edge.train.checkpoint import CheckpointError, checkpoint_path
@@ -27,7 +28,6 @@ from gmiseg_edge.train.samples import (
     load_samples,
     lowres_target,
     make_example,
-    parse_normalisation,
 )
 from gmiseg_edge.train.segmenter import PromptedSam, decode, validation_dice
 
@@ -57,7 +57,7 @@ __all__ = [
     "load_samples",
     "lowres_target",
     "make_example",
-    "parse_normalisation",
+    "parse_normalisation",  # re-exported from gmiseg_edge.data.intensity
     "random_flip",
     "segmentation_loss",
     "simulate_box",

@@ -49,17 +49,6 @@ class Example:
     resized_size: tuple[int, int]
 
 
-def parse_normalisation(text: str) -> Normalisation:
-    """``"percentile"``, ``"minmax"``, a window preset name, or a custom window ``"low,high"``."""
-    if "," in text:
-        try:
-            low, high = (float(v) for v in text.split(","))
-        except ValueError:
-            raise ValueError(f"normalisation window must be 'low,high' (two numbers), got {text!r}") from None
-        return (low, high)
-    return text
-
-
 def _to_uint8(image: np.ndarray, method: Normalisation, path: Path) -> np.ndarray:
     if image.dtype == np.uint8:
         return image
