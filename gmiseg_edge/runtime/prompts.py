@@ -30,6 +30,35 @@ def box_from_mask(mask: np.ndarray) -> np.ndarray:
     return np.array([cols[0], rows[0], cols[-1], rows[-1]], dtype=np.float32)
 
 
+def _check_sim_mask(mask: np.ndarray) -> np.ndarray:
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2:
+        raise ValueError(f"expected a 2D mask, got shape {mask.shape}")
+    if not mask.any():
+        raise ValueError("cannot simulate a prompt from an empty mask")
+    return mask
+
+
+def simulate_points(mask: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` distinct foreground pixels (fewer pixels than ``n``: drawn with repetition), as float32 (n, 2)."""
+    rows, cols = np.nonzero(_check_sim_mask(mask))
+    picks = rng.choice(rows.size, size=n, replace=rows.size < n)
+    return np.stack([cols[picks], rows[picks]], axis=1).astype(np.float32)
+
+
+def simulate_box(mask: np.ndarray, rng: np.random.Generator, max_offset: int = 5) -> np.ndarray:
+    """The mask's extent (inclusive pixel indices) grown by a random 0..max_offset pixels on each side,
+    clipped to the image: a float32 [x0, y0, x1, y1] that always contains the extent."""
+    mask = _check_sim_mask(mask)
+    height, width = mask.shape
+    x0, y0, x1, y1 = box_from_mask(mask)
+    d = rng.integers(0, max_offset + 1, size=4)
+    return np.array(
+        [max(x0 - d[0], 0), max(y0 - d[1], 0), min(x1 + d[2], width - 1), min(y1 + d[3], height - 1)],
+        dtype=np.float32,
+    )
+
+
 @dataclass(frozen=True)
 class Prompt:
     """A checked prompt in original-image pixels."""
