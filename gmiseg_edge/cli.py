@@ -319,14 +319,15 @@ def bench(
 ) -> None:
     """Latency per stage and end to end, throughput, memory and size of each backend/precision, interleaved."""
     from gmiseg_edge.bench import BenchConfig, run_bench
-    from gmiseg_edge.bench.report import bench_table, plot_bench, write_json
+    from gmiseg_edge.bench.report import bench_tables, plot_bench, write_json
 
     with _user_errors():
         config = BenchConfig(model_dir=model_dir, backends=_csv_list(backend), precisions=_csv_list(precision),
                              warmup=warmup, runs=runs, threads=threads, torch_reference=not no_torch)
         with console.status("benchmarking ...") as status:
             result = run_bench(config, progress=lambda text: status.update(f"benchmarking: {text}"))
-    console.print(bench_table(result))
+    for table in bench_tables(result):
+        console.print(table)
     if json_out is not None:
         console.print(f"wrote {write_json(result.to_dict(), json_out)}", highlight=False)
     if plot is not None:
