@@ -94,35 +94,68 @@ def fetch_weights(
 @app.command()
 def demo(
     model: Annotated[str, typer.Option(help="zoo model")] = "lite_medsam",
-    case: Annotated[list[str] | None, typer.Option(help="only these sample cases (default: all)")] = None,
+    out: Annotated[Path, typer.Option(help="where the model folder, overlays and reports go")] = Path("runs/demo"),
+    precision: Annotated[str, typer.Option(help="comma-separated precisions to export and bench")] = "fp32,fp16,int8",
+    runs: Annotated[int, typer.Option(help="timed benchmark rounds")] = 5,
+    no_torch: Annotated[bool, typer.Option("--no-torch", help="skip the PyTorch eager benchmark column")] = False,
 ) -> None:
-    """The main job: box-prompt segmentation of every shipped sample case, with Dice, Jaccard, ASD and HD95."""
-    from gmiseg_edge.demo import run_demo
-    from gmiseg_edge.metrics import summarise
+    """The main job on the default model and the shipped sample data: export -> segment -> eval -> bench."""
+    import time
 
-    def on_case(r) -> None:
-        if r.group == r.name:
-            console.print(f"  {r.name}: Dice {r.scores.dice:.3f} ({r.encode_s + r.decode_s:.1f} s)", highlight=False)
+    from gmiseg_edge.bench.report import bench_tables, write_json
+    from gmiseg_edge.demo import run_main_job
+    from gmiseg_edge.export.pipeline import ExportError
 
+    start = time.perf_counter()
     with _user_errors():
-        console.print(f"Segmenting the shipped sample cases with {model} (box from each label's extent) ...")
-        results = run_demo(model, case, on_case=on_case, log=console.print)
-    table = Table(title=f"{model}, box prompts, PyTorch reference pipeline on the CPU")
-    for column in ("case", "modality", "n", "Dice", "Jaccard", "ASD mm", "HD95 mm"):
-        table.add_column(column, justify="left" if column in ("case", "modality") else "right", no_wrap=True)
-    groups: dict[str, list] = {}
-    for r in results:
-        groups.setdefault(r.group, []).append(r)
-    dice_per_row = []
-    for group, members in groups.items():
-        s = summarise([m.scores for m in members])
-        dice_per_row.append(s["dice"].mean)
+        try:
+            result = run_main_job(model, out, _csv_list(precision), runs, not no_torch, log=console.print)
+        except ExportError as exc:
+            raise UserFacingError(str(exc)) from exc
+    console.print(_export_table(result.export))
+    console.print(f"{len(result.overlays)} overlay PNGs in {Path(out) / 'overlays'}", highlight=False)
+    console.print(_eval_table(result.evaluation, f"{model} fp32, box prompts (seed 0)", instance_rows=False))
+    for table in bench_tables(result.bench):
+        console.print(table)
+    write_json(result.evaluation.to_dict(), Path(out) / "eval.json")
+    write_json(result.bench.to_dict(), Path(out) / "bench.json")
+    console.print(f"reports in {out}/eval.json and {out}/bench.json; main job took {time.perf_counter() - start:.0f} s",
+                  highlight=False)
+
+
+def _export_table(result) -> Table:
+    table = Table(title=f"{result.folder}: ONNX Runtime vs PyTorch FP32 on the sample cases")
+    for column in ("precision", "cases", "embedding max abs", "logits max abs", "min mask Dice", "verdict"):
+        table.add_column(column)
+    for precision, report in result.reports.items():
+        data = report.to_dict()
         table.add_row(
-            group, members[0].modality, str(len(members)), _fmt(s["dice"].mean), _fmt(s["jaccard"].mean),
-            _fmt(s["asd"].mean, 2), _fmt(s["hd95"].mean, 2),
+            precision, str(len(report.cases)), f"{data['embedding_max_abs']:.2e}", f"{data['logits_max_abs']:.2e}",
+            f"{data['mask_dice_min']:.4f}", "[green]passed[/]" if report.passed else "[red]failed[/]",
         )
-    console.print(table)
-    console.print(f"Mean Dice over the {len(groups)} rows: {sum(dice_per_row) / len(dice_per_row):.3f}")
+    return table
+
+
+def _eval_table(result, title: str, reference: bool = False, instance_rows: bool = True) -> Table:
+    """Per-case rows (instance cases only summarised unless ``instance_rows``) and per-dataset summaries."""
+    table = Table(title=title)
+    columns = ["case", "dataset", "Dice", "Jaccard", "ASD mm", "HD95 mm"] + (["vs torch"] if reference else [])
+    for column in columns:
+        table.add_column(column)
+    for case in result.cases:
+        if not instance_rows and "/instance_" in case.name:
+            continue
+        s = case.scores
+        values = [_fmt(s.dice, 4), _fmt(s.jaccard, 4), _fmt(s.asd, 2), _fmt(s.hd95, 2)] if s else [case.note, "-",
+                                                                                                  "-", "-"]
+        extra = [] if not reference else ["-" if case.agreement is None else _fmt(case.agreement, 4)]
+        table.add_row(case.name, case.dataset, *values, *extra)
+    table.add_section()
+    for name, summary in result.summary.items():
+        digits = {"dice": 4, "jaccard": 4, "asd": 2, "hd95": 2}
+        cells = [f"{_fmt(summary[m]['mean'], d)} ± {_fmt(summary[m]['std'], d)}" for m, d in digits.items()]
+        table.add_row(f"[bold]mean ± std (n={summary['n']})", f"[bold]{name}", *cells, *([""] if reference else []))
+    return table
 
 
 @app.command()
@@ -154,16 +187,7 @@ def export(
             result = export_model(options, log=console.print)
         except ExportError as exc:
             raise UserFacingError(str(exc)) from exc
-    table = Table(title=f"{folder}: ONNX Runtime vs PyTorch FP32 on the sample cases")
-    for column in ("precision", "cases", "embedding max abs", "logits max abs", "min mask Dice", "verdict"):
-        table.add_column(column)
-    for precision, report in result.reports.items():
-        data = report.to_dict()
-        table.add_row(
-            precision, str(len(report.cases)), f"{data['embedding_max_abs']:.2e}", f"{data['logits_max_abs']:.2e}",
-            f"{data['mask_dice_min']:.4f}", "[green]passed[/]" if report.passed else "[red]failed[/]",
-        )
-    console.print(table)
+    console.print(_export_table(result))
     status = tensorrt_status()
     if status.available:
         for precision in result.reports:
@@ -365,22 +389,8 @@ def eval_command(
                 result = evaluate(config, progress=lambda name: status.update(f"evaluating {name}"))
         except BackendError as exc:
             raise UserFacingError(str(exc)) from exc
-    table = Table(title=f"{result.model} {precision} on {result.backend}, {prompt} prompts, seed {seed}")
-    columns = ["case", "dataset", "Dice", "Jaccard", "ASD mm", "HD95 mm"] + (["vs torch"] if reference else [])
-    for column in columns:
-        table.add_column(column)
-    for case in result.cases:
-        s = case.scores
-        values = [_fmt(s.dice, 4), _fmt(s.jaccard, 4), _fmt(s.asd, 2), _fmt(s.hd95, 2)] if s else [case.note, "-",
-                                                                                                  "-", "-"]
-        extra = [] if not reference else ["-" if case.agreement is None else _fmt(case.agreement, 4)]
-        table.add_row(case.name, case.dataset, *values, *extra)
-    table.add_section()
-    for name, summary in result.summary.items():
-        digits = {"dice": 4, "jaccard": 4, "asd": 2, "hd95": 2}
-        cells = [f"{_fmt(summary[m]['mean'], d)} ± {_fmt(summary[m]['std'], d)}" for m, d in digits.items()]
-        table.add_row(f"[bold]mean ± std (n={summary['n']})", f"[bold]{name}", *cells, *([""] if reference else []))
-    console.print(table)
+    title = f"{result.model} {precision} on {result.backend}, {prompt} prompts, seed {seed}"
+    console.print(_eval_table(result, title, reference=bool(reference)))
     if csv_out is not None:
         console.print(f"wrote {result.write_csv(csv_out)}", highlight=False)
     if json_out is not None:

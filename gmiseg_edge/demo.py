@@ -1,79 +1,72 @@
-"""The main job on the built-in model and sample data: box-prompt segmentation of every sample case, scored.
+"""The main job on the built-in model and the shipped sample data: export -> segment -> eval -> bench.
 
-Until the ONNX runtime lands this runs the PyTorch reference pipeline (our preprocessing, the zoo model,
-our post-processing); the figures are real segmentations of the shipped scans.
+1. export the model to ONNX (validated against PyTorch; fp16 and int8 variants by default),
+2. segment every sample case with the torch-free runtime (a box from each label's extent) and write overlay PNGs,
+3. evaluate Dice, Jaccard, ASD and HD95 with the paper's seeded box prompts,
+4. benchmark every precision side by side with PyTorch eager.
 """
 
 from __future__ import annotations
 
-import hashlib
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from gmiseg_edge.metrics import SegmentationScores, score
 from gmiseg_edge.runtime.prompts import box_from_mask
 
-
-@dataclass(frozen=True)
-class CaseResult:
-    """One sample case segmented with a box prompt."""
-
-    name: str
-    group: str  # the table row: the case itself, or its image for per-instance cases (nuclei)
-    modality: str
-    shape: tuple[int, int]
-    box: tuple[int, int, int, int]
-    scores: SegmentationScores
-    predicted_iou: float
-    encode_s: float
-    decode_s: float
+Log = Callable[[str], None]
 
 
-def run_demo(
-    model_name: str = "lite_medsam",
-    cases: Sequence[str] | None = None,
-    on_case: Callable[[CaseResult], None] | None = None,
-    log: Callable[[str], None] | None = None,
-) -> list[CaseResult]:
-    """Segment the shipped sample cases (all, or those named) with a box from each label's extent.
+@dataclass
+class MainJobResult:
+    """What each step produced (the objects of the library calls)."""
 
-    Instance label maps (nuclei) give one case per instance, each with its own box; their image is encoded
-    once and each box costs only the decoder.
-    """
+    model_dir: Path
+    export: object
+    overlays: list[Path] = field(default_factory=list)
+    evaluation: object = None
+    bench: object = None
+
+
+def run_main_job(
+    model: str = "lite_medsam",
+    out: Path = Path("runs/demo"),
+    precisions: Sequence[str] = ("fp32", "fp16", "int8"),
+    runs: int = 5,
+    torch_reference: bool = True,
+    log: Log | None = None,
+) -> MainJobResult:
+    """Run the four steps; the model folder is ``out/<model>`` (replaced on every run)."""
+    from gmiseg_edge.bench import BenchConfig, run_bench
     from gmiseg_edge.data.samples import load_sample_cases
-    from gmiseg_edge.models.build import build_model
-    from gmiseg_edge.models.reference import TorchPredictor
-    from gmiseg_edge.models.weights import resolve_weights
-    from gmiseg_edge.models.zoo import get_spec
+    from gmiseg_edge.evaluation import EvalConfig, evaluate
+    from gmiseg_edge.export.pipeline import ExportOptions, export_model
+    from gmiseg_edge.runtime import load
+    from gmiseg_edge.runtime.segment_files import overlay, write_png
 
-    spec = get_spec(model_name)
-    resolve_weights(model_name, log=log)
-    predictor = TorchPredictor(build_model(model_name), spec)
-    results = []
-    encoded_images: dict[str, tuple] = {}
-    for case in load_sample_cases(cases, instances=True):
-        box = box_from_mask(case.mask)
-        key = hashlib.sha256(case.image.tobytes()).hexdigest() + str(case.image.shape)
-        start = time.perf_counter()
-        if key not in encoded_images:
-            encoded_images[key] = predictor.encode(case.image)
-        prepared, embedding = encoded_images[key]
-        encoded = time.perf_counter()
-        prediction = predictor.decode(prepared, embedding, box=box)
-        decoded = time.perf_counter()
-        result = CaseResult(
-            name=case.name,
-            group=f"{case.case}/instances" if case.label.startswith("instance") else case.name,
-            modality=case.modality,
-            shape=tuple(case.image.shape[:2]),
-            box=tuple(int(v) for v in box),
-            scores=score(prediction.best_mask(), case.mask, case.spacing),
-            predicted_iou=float(prediction.iou.max()),
-            encode_s=encoded - start,
-            decode_s=decoded - encoded,
-        )
-        results.append(result)
-        if on_case is not None:
-            on_case(result)
-    return results
+    say = log or (lambda message: None)
+    model_dir = Path(out) / model
+    say(f"[1/4] export {model} to {model_dir} ({', '.join(precisions)}), validated against PyTorch")
+    exported = export_model(ExportOptions(
+        model=model, out=model_dir, fp16="fp16" in precisions, int8="int8" in precisions,
+        calib="samples" if "int8" in precisions else None, force=True,
+    ), log=say)
+    result = MainJobResult(model_dir=model_dir, export=exported)
+
+    say("[2/4] segment the sample cases with the torch-free runtime (ONNX Runtime, fp32), overlays")
+    predictor = load(model_dir, backend="auto", precision="fp32")
+    overlay_dir = Path(out) / "overlays"
+    overlay_dir.mkdir(parents=True, exist_ok=True)
+    for case in load_sample_cases():
+        prediction = predictor.predict(case.image, box=box_from_mask(case.mask))
+        path = overlay_dir / f"{case.name.replace('/', '_')}.png"
+        result.overlays.append(write_png(path, overlay(case.image, prediction.mask)))
+
+    say("[3/4] evaluate: box prompts from each label's extent plus a seeded random offset")
+    result.evaluation = evaluate(EvalConfig(model_dir=model_dir, data="samples", prompt="box", seed=0))
+
+    say(f"[4/4] benchmark {', '.join(precisions)} side by side" + (" with PyTorch eager" if torch_reference else ""))
+    result.bench = run_bench(BenchConfig(
+        model_dir=model_dir, precisions=tuple(precisions), warmup=1, runs=runs, torch_reference=torch_reference,
+    ))
+    return result

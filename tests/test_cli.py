@@ -34,9 +34,13 @@ def test_fetch_weights_from_a_bad_archive_fails_cleanly(tmp_path, monkeypatch):
     assert "cannot extract" in result.output and "Traceback" not in result.output
 
 
-def test_demo_segments_a_sample_case():
+def test_main_job_exports_segments_evaluates_and_benchmarks(tmp_path):
     pytest.importorskip("torch")
     require_weights("lite_medsam")
-    result = runner.invoke(app, ["demo", "--case", "lung2"])
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--precision", "fp32", "--runs", "1", "--no-torch"])
     assert result.exit_code == 0, result.output
-    assert "lung2/lesion: Dice 0.93" in result.output
+    assert "passed" in result.output and "10 overlay PNGs" in result.output
+    assert "lung2/lesion" in result.output and "mean ± std (n=134)" in result.output
+    assert len(list((tmp_path / "overlays").glob("*.png"))) == 10
+    assert (tmp_path / "eval.json").is_file() and (tmp_path / "bench.json").is_file()
+    assert (tmp_path / "lite_medsam" / "manifest.json").is_file()
