@@ -94,19 +94,24 @@ class Manifest:
         return self.data["validation"].get(precision)
 
     def verify_files(self, names: Iterable[str] | None = None) -> None:
-        """Check the sha256 and size of listed files (all by default); raise naming the first that differs."""
-        from gmiseg_edge.models.weights import sha256_of
-
+        """Check the sha256 and size of listed files (all by default) and of their external data; raise naming
+        the first that is unlisted, missing or different."""
         entries = self.data["files"]
         for name in names if names is not None else entries:
+            if name not in entries:
+                raise ManifestError(f"{self.folder / name}: not listed in the manifest's files; cannot verify it")
             entry = entries[name]
-            checks = [(self.folder / name, entry)]
+            verify_file(self.folder / name, entry, "the file was altered or corrupted after export")
             if "external_data" in entry:  # weights of a graph over 2 GB
-                checks.append((self.folder / entry["external_data"]["file"], entry["external_data"]))
-            for path, expected in checks:
-                if not path.is_file():
-                    raise ManifestError(f"{path}: listed in the manifest but missing")
-                if path.stat().st_size != expected["bytes"] or sha256_of(path) != expected["sha256"]:
-                    raise ManifestError(
-                        f"{path}: sha256 differs from the manifest's; the file was altered or corrupted after export"
-                    )
+                verify_file(self.folder / entry["external_data"]["file"], entry["external_data"],
+                            "the file was altered or corrupted after export")
+
+
+def verify_file(path: Path, expected: dict[str, Any], cause: str) -> None:
+    """Raise :class:`ManifestError` naming ``path`` unless it exists with the recorded size and sha256."""
+    from gmiseg_edge.models.weights import sha256_of
+
+    if not path.is_file():
+        raise ManifestError(f"{path}: listed in the manifest but missing")
+    if path.stat().st_size != expected.get("bytes") or sha256_of(path) != expected.get("sha256"):
+        raise ManifestError(f"{path}: sha256 differs from the manifest's; {cause}")

@@ -58,14 +58,9 @@ def engine_problem(manifest: Manifest, precision: str, status: TensorRTStatus) -
 
 
 def _verify_engine(path: Path, entry: dict[str, Any]) -> bytes:
-    from gmiseg_edge.manifest import ManifestError
-    from gmiseg_edge.models.weights import sha256_of
+    from gmiseg_edge.manifest import verify_file
 
-    if not path.is_file():
-        raise ManifestError(f"{path}: listed in the manifest's engines but missing")
-    if path.stat().st_size != entry.get("bytes") or sha256_of(path) != entry.get("sha256"):
-        raise ManifestError(f"{path}: sha256 differs from the manifest's; the engine was altered or corrupted "
-                            "after it was built")
+    verify_file(path, entry, "the engine was altered or corrupted after it was built")
     return path.read_bytes()
 
 
