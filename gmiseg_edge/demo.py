@@ -41,11 +41,13 @@ def run_main_job(
     from gmiseg_edge.data.samples import load_sample_cases
     from gmiseg_edge.evaluation import EvalConfig, evaluate
     from gmiseg_edge.export.pipeline import ExportOptions, export_model
+    from gmiseg_edge.models.weights import resolve_weights
     from gmiseg_edge.runtime import load
     from gmiseg_edge.runtime.segment_files import overlay, write_png
 
     say = log or (lambda message: None)
     model_dir = Path(out) / model
+    resolve_weights(model, log=say)  # the first run fetches the weights: say so, rather than seem to hang
     say(f"[1/4] export {model} to {model_dir} ({', '.join(precisions)}), validated against PyTorch")
     exported = export_model(ExportOptions(
         model=model, out=model_dir, fp16="fp16" in precisions, int8="int8" in precisions,

@@ -105,6 +105,24 @@ def test_postprocess_equals_segment_anything():
             assert float(np.abs(ours - t).max()) <= tolerance, (shape, dtype)
 
 
+@pytest.mark.parametrize("input_size", [256, 1024])
+@pytest.mark.parametrize("shape", [(512, 512), (7, 3), (1, 900), (2000, 1500), (255, 257)])
+def test_banded_postprocess_equals_the_dense_folded_maps(shape, input_size):
+    """The gathers of postprocess_logits give the dense float64 product rows @ logits @ cols.T (no BLAS)."""
+    from gmiseg_edge.runtime.transforms import PreprocessConfig, linear_resize_matrix
+
+    rng = np.random.default_rng(2)
+    low_res = rng.normal(size=(2, 256, 256)) * 20
+    prepared = preprocess(np.zeros(shape, np.uint8), PreprocessConfig(input_size=input_size))
+    (h, w), (height, width) = prepared.resized_size, prepared.original_size
+    rows = linear_resize_matrix(h, height) @ linear_resize_matrix(256, input_size)[:h]
+    cols = linear_resize_matrix(w, width) @ linear_resize_matrix(256, input_size)[:w]
+    dense = rows @ low_res @ cols.T
+    ours = postprocess_logits(low_res.astype(np.float32), prepared, input_size)
+    assert ours.shape == (2, *shape) and ours.dtype == np.float32
+    assert float(np.abs(ours - dense).max()) <= 1e-4
+
+
 @pytest.mark.parametrize(
     ("image", "message"),
     [

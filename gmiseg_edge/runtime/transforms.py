@@ -13,6 +13,7 @@ in the export manifest as a :class:`PreprocessConfig`:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -63,9 +64,10 @@ class PreparedImage:
 
 
 def resized_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
-    """(h, w) after scaling so the longer side is ``long_side``, rounded half up (as segment-anything)."""
+    """(h, w) after scaling so the longer side is ``long_side``, rounded half up (as segment-anything), and at
+    least 1 (segment-anything would give 0 for a side under half a pixel and fail)."""
     scale = long_side / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
+    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 
 
 def as_rgb_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
@@ -144,19 +146,53 @@ def linear_resize_matrix(n_in: int, n_out: int) -> np.ndarray:
     return matrix
 
 
+@dataclass(frozen=True)
+class BandedResize:
+    """A 1D linear map whose output sample ``i`` reads at most ``k`` input samples: ``index`` (n_out, k) and
+    ``weight`` (n_out, k), float32; unused slots have weight 0."""
+
+    index: np.ndarray
+    weight: np.ndarray
+
+    @classmethod
+    def from_matrix(cls, matrix: np.ndarray) -> BandedResize:
+        nonzero = matrix != 0
+        width = max(1, int(nonzero.sum(axis=1).max()))
+        index = np.argsort(~nonzero, axis=1, kind="stable")[:, :width]
+        return cls(index=index, weight=np.take_along_axis(matrix, index, axis=1).astype(np.float32))
+
+
+@functools.lru_cache(maxsize=64)
+def postprocess_maps(grid: tuple[int, int], input_size: int, resized: tuple[int, int],
+                     original: tuple[int, int]) -> tuple[BandedResize, BandedResize]:
+    """Row and column maps from low-res logits of shape ``grid`` to the original image size (see
+    :func:`postprocess_logits`); cached per geometry."""
+    maps = []
+    for n_grid, n_resized, n_original in zip(grid, resized, original, strict=True):
+        folded = linear_resize_matrix(n_resized, n_original) @ linear_resize_matrix(n_grid, input_size)[:n_resized]
+        maps.append(BandedResize.from_matrix(folded))
+    return maps[0], maps[1]
+
+
 def postprocess_logits(low_res_logits: np.ndarray, prepared: PreparedImage, input_size: int) -> np.ndarray:
     """Low-res logits (..., 256, 256) to logits at the original image size (..., H, W).
 
     The steps of segment-anything's ``Sam.postprocess_masks`` (bilinear upsampling to the S x S input frame,
     cropping the padding, bilinear resizing to the original size) are all linear and separable, so they are
-    folded into one (H, 256) and one (W, 256) matrix computed in float64: ``rows @ logits @ cols.T``.
+    folded, in float64, into one map per axis. Each output row (column) reads only a few input rows (columns),
+    so the maps are applied as a handful of weighted gathers rather than dense matrix products: a few ms, and
+    no BLAS thread pool that would contend with the inference runtime's own threads.
     """
     logits = np.asarray(low_res_logits, dtype=np.float32)
     lead = logits.shape[:-2]
-    grid_h, grid_w = logits.shape[-2:]
-    new_h, new_w = prepared.resized_size
-    height, width = prepared.original_size
-    rows = (linear_resize_matrix(new_h, height) @ linear_resize_matrix(grid_h, input_size)[:new_h]).astype(np.float32)
-    cols = (linear_resize_matrix(new_w, width) @ linear_resize_matrix(grid_w, input_size)[:new_w]).astype(np.float32)
-    out = rows @ logits.reshape(-1, grid_h, grid_w) @ cols.T
-    return out.reshape(*lead, height, width)
+    grid = logits.shape[-2:]
+    rows, cols = postprocess_maps(tuple(grid), input_size, tuple(prepared.resized_size),
+                                  tuple(prepared.original_size))
+    flat = logits.reshape(-1, *grid)
+    tall = rows.weight[:, 0, None] * flat[:, rows.index[:, 0], :]
+    for k in range(1, rows.index.shape[1]):
+        tall += rows.weight[:, k, None] * flat[:, rows.index[:, k], :]
+    out = cols.weight[:, 0] * tall[:, :, cols.index[:, 0]]
+    for k in range(1, cols.index.shape[1]):
+        out += cols.weight[:, k] * tall[:, :, cols.index[:, k]]
+    return out.reshape(*lead, *prepared.original_size)
