@@ -52,6 +52,11 @@ def test_bench_command_writes_every_field(model_dir, tmp_path):
     env = data["environment"]
     assert env["cpu"] and env["cores_logical"] >= 1 and env["threads"] == 1 and "onnxruntime" in env["libraries"]
     assert data["peak_rss_mib"] > 50 and "ru_maxrss" in data["peak_rss_measures"]
+    ratios = {r["variant"]: r for r in data["ratios"]}
+    assert set(ratios) == {"auto fp32", "auto fp16"}
+    assert ratios["auto fp16"]["encoder_speedup_vs_torch_eager"] is None  # no torch column in this run
+    assert ratios["auto fp32"]["encoder_speedup_vs_fp32"] == pytest.approx(1.0)
+    assert "cached prompt / cold" in result.output
     assert "plot:" in result.output  # written, or "not available" without matplotlib
 
 
@@ -70,6 +75,14 @@ def test_bench_torch_reference_column(model_dir):
     labels = {row.label: row for row in result.rows}
     assert labels["torch fp32"].timed and labels["ort fp32"].timed
     assert "torch" in labels["torch fp32"].detail
+    ratios = {r["variant"]: r for r in result.ratios()}
+    ort_row, torch_row = labels["ort fp32"].stats(), labels["torch fp32"].stats()
+    want = torch_row["encoder"]["p50"] / ort_row["encoder"]["p50"]
+    assert ratios["ort fp32"]["encoder_speedup_vs_torch_eager"] == pytest.approx(want)
+    assert ratios["ort fp32"]["encoder_speedup_vs_fp32"] == pytest.approx(1.0)
+    assert ratios["torch fp32"]["encoder_speedup_vs_torch_eager"] == pytest.approx(1.0)
+    share = ort_row["cached_prompt"]["p50"] / ort_row["cold_prompt"]["p50"]
+    assert ratios["ort fp32"]["cached_prompt_share_of_cold"] == pytest.approx(share) and 0 < share < 1
 
 
 def test_bench_and_eval_import_and_run_without_torch(model_dir):

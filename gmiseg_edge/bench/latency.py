@@ -124,8 +124,37 @@ class BenchResult:
     peak_rss_mib: float
     input_shape: tuple[int, ...]
 
+    def ratios(self) -> list[dict[str, Any]]:
+        """Per timed variant, ratios of p50s measured side by side in this run: encoder speed-up over PyTorch
+        eager and over the first timed ORT/TensorRT fp32 row, and a cached-image prompt as a share of a cold one.
+        A ratio whose reference row was not timed is None."""
+        timed = [row for row in self.rows if row.timed]
+        p50 = {row.label: row.stats() for row in timed}
+        eager = next((row.label for row in timed if row.backend == "torch"), None)
+        fp32 = next((row.label for row in timed if row.backend != "torch" and row.precision == "fp32"), None)
+
+        def speedup(reference: str | None, label: str) -> float | None:
+            if reference is None:
+                return None
+            return p50[reference]["encoder"]["p50"] / p50[label]["encoder"]["p50"]
+
+        out = []
+        for row in timed:
+            stats = p50[row.label]
+            out.append({
+                "variant": row.label,
+                "encoder_ms": stats["encoder"]["p50"],
+                "decoder_ms": stats["decoder"]["p50"],
+                "encoder_speedup_vs_torch_eager": speedup(eager, row.label),
+                "encoder_speedup_vs_fp32": speedup(fp32, row.label),
+                "cached_prompt_share_of_cold": stats["cached_prompt"]["p50"] / stats["cold_prompt"]["p50"],
+                "cold_prompt_ms": stats["cold_prompt"]["p50"],
+            })
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return {
+            "ratios": self.ratios(),
             "model": self.model, "model_dir": self.model_dir, "config": self.config,
             "environment": self.environment, "input_shape": list(self.input_shape),
             "peak_rss_mib": self.peak_rss_mib,

@@ -18,7 +18,7 @@ def _ms(value: float) -> str:
 
 
 def bench_tables(result: BenchResult) -> list[Table]:
-    """Two tables: per-stage p50 with status, size and memory; then end-to-end latency and throughput."""
+    """Three tables: per-stage p50 with status, size and memory; end-to-end latency and throughput; ratios."""
     env = result.environment
     stages = Table(title=f"{result.model} on {env['cpu']} ({env['cores_usable']} cores, threads "
                          f"{env['threads'] or 'default'}), {result.config['runs']} interleaved runs: p50 ms per stage")
@@ -28,6 +28,7 @@ def bench_tables(result: BenchResult) -> list[Table]:
     for column in ("variant", "cold min", "p50", "p90", "p99", "max", "cached p50", "cached p99", "cold/cached",
                    "images/s", "prompts/s"):
         e2e.add_column(column)
+    e2e.caption = _caption(result)
     for row in result.rows:
         size = "-" if row.model_bytes is None else f"{row.model_bytes / 1e6:.1f}"
         if not row.timed:
@@ -40,9 +41,29 @@ def bench_tables(result: BenchResult) -> list[Table]:
         e2e.add_row(row.label, *(_ms(cold[k]) for k in ("min", "p50", "p90", "p99", "max")), _ms(cached["p50"]),
                     _ms(cached["p99"]), f"{row.cold_over_cached():.1f}x", f"{rate['images_per_s']:.2f}",
                     f"{rate['prompts_per_s']:.2f}")
-    e2e.caption = (f"peak RSS {result.peak_rss_mib:.0f} MiB (ru_maxrss: process high-water, all variants loaded); "
-                   "load MiB: RSS growth while loading a variant")
-    return [stages, e2e]
+    return [stages, e2e, ratio_table(result)]
+
+
+def ratio_table(result: BenchResult) -> Table:
+    """The side-by-side ratios of :meth:`BenchResult.ratios` (p50s of this run)."""
+    table = Table(title="measured side by side in this run (p50): encoder speed-up, decoder, cached vs cold prompt")
+    for column in ("variant", "encoder ms", "vs torch eager", "vs fp32", "decoder ms", "cold prompt ms",
+                   "cached prompt / cold"):
+        table.add_column(column)
+
+    def times(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}x"
+
+    for r in result.ratios():
+        table.add_row(r["variant"], _ms(r["encoder_ms"]), times(r["encoder_speedup_vs_torch_eager"]),
+                      times(r["encoder_speedup_vs_fp32"]), _ms(r["decoder_ms"]), _ms(r["cold_prompt_ms"]),
+                      f"{r['cached_prompt_share_of_cold']:.1%}")
+    return table
+
+
+def _caption(result: BenchResult) -> str:
+    return (f"peak RSS {result.peak_rss_mib:.0f} MiB (ru_maxrss: process high-water, all variants loaded); "
+            "load MiB: RSS growth while loading a variant")
 
 
 def write_json(data: dict, path: str | Path) -> Path:
