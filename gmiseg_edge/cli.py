@@ -290,11 +290,13 @@ def segment(
     precision: Annotated[str, typer.Option(help="fp32, fp16 or int8")] = "fp32",
     threads: Annotated[int | None, typer.Option(help="CPU threads per run")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="disk embedding cache folder (shared across runs)")] = None,
+    cache_max_gb: Annotated[float, typer.Option(help="--cache-dir bound: least recently used entries go")] = 4.0,
 ) -> None:
     """Segment images or volumes with a box/points, a support set, or label-derived boxes; masks keep the
     input's format and geometry."""
     from gmiseg_edge.data.intensity import parse_normalisation
     from gmiseg_edge.runtime import BackendError, load
+    from gmiseg_edge.runtime.cache import EmbeddingCache
     from gmiseg_edge.runtime.segment_files import (
         SegmentOptions,
         collect_inputs,
@@ -312,7 +314,10 @@ def segment(
             )
             options.check()
             inputs = collect_inputs(image, input_dir, mask)
-            predictor = load(model_dir, backend=backend, precision=precision, threads=threads, cache=cache_dir)
+            if cache_max_gb <= 0:
+                raise UserFacingError(f"--cache-max-gb must be positive, got {cache_max_gb}")
+            cache = EmbeddingCache(folder=cache_dir, max_disk_bytes=int(cache_max_gb * 2**30)) if cache_dir else None
+            predictor = load(model_dir, backend=backend, precision=precision, threads=threads, cache=cache)
             console.print(f"{predictor.model_name} {precision} on {predictor.backend.detail}", highlight=False)
             with rich_progress(console) as progress:
                 results = segment_files(predictor, inputs, out, options, progress)

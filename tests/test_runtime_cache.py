@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -79,3 +80,24 @@ def test_concurrent_requests_for_one_key_compute_it_once(tmp_path):
         t.join()
     assert len(calls) == 1 and cache.stats.encoder_runs == 1 and cache.stats.memory_hits == 7
     assert all(np.array_equal(r, results[0]) for r in results) and not results[0].flags.writeable
+
+
+def test_disk_level_is_bounded_and_evicts_least_recently_used(tmp_path):
+    small = np.arange(1000, dtype=np.float32)  # ~4 KB entries
+    entry_bytes = None
+    keys = [f"{i:02x}" * 32 for i in range(1, 6)]
+    writer = EmbeddingCache(max_bytes=0, folder=tmp_path, max_disk_bytes=10**9)
+    for i, key in enumerate(keys[:3]):
+        writer.get_or_compute(key, lambda i=i: small + i)
+        os.utime(tmp_path / key[:2] / f"{key}.emb", (1000 + i, 1000 + i))  # keys[0] oldest
+    entry_bytes = (tmp_path / keys[0][:2] / f"{keys[0]}.emb").stat().st_size
+
+    bounded = EmbeddingCache(max_bytes=0, folder=tmp_path, max_disk_bytes=int(3.5 * entry_bytes))
+    assert bounded.get_or_compute(keys[0], lambda: small * 0).tobytes() == small.tobytes()  # a hit refreshes it
+    bounded.get_or_compute(keys[3], lambda: small + 3)  # 4 entries > 3.5: LRU ones go, down to 90% (3.15)
+    on_disk = {p.stem for p in tmp_path.rglob("*.emb")}
+    assert on_disk == {keys[0], keys[2], keys[3]}, on_disk  # keys[1] was the least recently used
+    assert bounded.stats.disk_evicted == 1
+    assert sum(p.stat().st_size for p in tmp_path.rglob("*.emb")) <= 3.5 * entry_bytes
+    bounded.get_or_compute(keys[4], lambda: small + 4)
+    assert len(list(tmp_path.rglob("*.emb"))) == 3 and (tmp_path / keys[4][:2] / f"{keys[4]}.emb").is_file()

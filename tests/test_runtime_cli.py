@@ -91,3 +91,22 @@ def test_segment_an_nrrd_volume_from_a_support_set(model_dir, tmp_path):
     assert header["space"] == original["space"]
     assert np.array_equal(header["space directions"], original["space directions"])
     assert np.array_equal(header["space origin"], original["space origin"])
+
+
+def test_segment_disk_cache_is_reused_and_bounded(model_dir, tmp_path):
+    folder = sample_data_dir() / "totalsegmentator"
+    args = ["segment", "--model-dir", str(model_dir), "--image", str(folder / "example_ct_sm.nii.gz"),
+            "--mask", str(folder / "example_seg.nii.gz"), "--label", "33", "--window", "abdomen",
+            "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
+    bound = 2.5 * 4 * 2**20 / 2**30  # room for two 4 MiB lite_medsam embeddings of the three slices
+    first = runner.invoke(app, [*args, "--cache-max-gb", str(bound)])
+    assert first.exit_code == 0, first.output
+    assert "encoder runs 3" in first.output
+    entries = list((tmp_path / "cache").rglob("*.emb"))
+    assert len(entries) == 2 and sum(p.stat().st_size for p in entries) <= bound * 2**30
+    second = runner.invoke(app, args)  # default bound (4 GiB): the two kept entries are read, one is encoded
+    assert second.exit_code == 0, second.output
+    assert "encoder runs 1, cache hits 2 (2 from disk)" in second.output
+    assert len(list((tmp_path / "cache").rglob("*.emb"))) == 3
+    refused = runner.invoke(app, [*args, "--cache-max-gb", "0"])
+    assert refused.exit_code == 1 and "--cache-max-gb must be positive" in refused.output

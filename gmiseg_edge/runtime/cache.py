@@ -10,13 +10,15 @@ Two levels, both thread-safe:
   payload, payload (``.npy`` bytes). Writes go to a temporary file in the same folder and are renamed into
   place (``os.replace``), so readers in any process see a whole entry or none; several processes may share
   a folder. Every read checks the checksum: a corrupted or truncated entry is removed and recomputed.
-  The disk level is not size-bounded (delete the folder to clear it).
+  The folder is bounded by ``max_disk_bytes``: when a write takes it over, the least recently used entries
+  (a hit refreshes an entry's modification time) are deleted down to 90% of the bound.
 
 Counters (:class:`CacheStats`): memory and disk hits, misses, encoder runs, corrupted entries dropped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -33,6 +35,7 @@ from gmiseg_edge.atomic import write_bytes_atomic
 MAGIC = b"GMISEG-EMB1\n"
 DIGEST = 32
 DEFAULT_MAX_BYTES = 256 << 20  # 64 lite_medsam / SAM embeddings of 4 MiB
+DEFAULT_MAX_DISK_BYTES = 4 << 30  # ~1000 embeddings
 _STRIPES = 64
 
 
@@ -45,6 +48,7 @@ class CacheStats:
     misses: int = 0
     encoder_runs: int = 0
     corrupt_dropped: int = 0
+    disk_evicted: int = 0
     entries: int = 0
     bytes: int = 0
 
@@ -63,12 +67,16 @@ def cache_key(tensor: np.ndarray, encoder_id: str) -> str:
 
 
 class EmbeddingCache:
-    """Embeddings by key: in memory (LRU, ``max_bytes``) and optionally in a disk ``folder``."""
+    """Embeddings by key: in memory (LRU, ``max_bytes``) and optionally in a disk ``folder`` (LRU,
+    ``max_disk_bytes``)."""
 
-    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES, folder: str | Path | None = None) -> None:
-        if max_bytes < 0:
-            raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+    def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES, folder: str | Path | None = None,
+                 max_disk_bytes: int = DEFAULT_MAX_DISK_BYTES) -> None:
+        if max_bytes < 0 or max_disk_bytes < 0:
+            raise ValueError(f"cache bounds must be >= 0, got max_bytes={max_bytes}, max_disk_bytes={max_disk_bytes}")
         self.max_bytes = int(max_bytes)
+        self.max_disk_bytes = int(max_disk_bytes)
+        self._disk_bytes: int | None = None  # this process's running estimate; rescanned before evicting
         self.folder = Path(folder) if folder is not None else None
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -76,7 +84,8 @@ class EmbeddingCache:
         self._bytes = 0
         self._lock = threading.Lock()
         self._stripes = [threading.Lock() for _ in range(_STRIPES)]  # one computation per key at a time
-        self._counts = dict.fromkeys(("memory_hits", "disk_hits", "misses", "encoder_runs", "corrupt_dropped"), 0)
+        self._counts = dict.fromkeys(
+            ("memory_hits", "disk_hits", "misses", "encoder_runs", "corrupt_dropped", "disk_evicted"), 0)
 
     # ------------------------------------------------------------------ public
 
@@ -176,13 +185,53 @@ class EmbeddingCache:
                 pass
             return None
         self._count("disk_hits")
+        with contextlib.suppress(OSError):  # recently used: evicted last
+            os.utime(path)
         return value
 
     def _disk_put(self, key: str, value: np.ndarray) -> None:
         path = self._disk_path(key)
         if path is None:
             return
-        write_bytes_atomic(path, _encode_entry(value))
+        entry = _encode_entry(value)
+        write_bytes_atomic(path, entry)
+        with self._lock:
+            if self._disk_bytes is None:
+                self._disk_bytes = self._scan_disk_bytes()
+            else:
+                self._disk_bytes += len(entry)
+            if self._disk_bytes > self.max_disk_bytes:
+                self._evict_disk(keep=path)
+
+    def _disk_entries(self) -> list[tuple[float, int, Path]]:
+        assert self.folder is not None
+        entries = []
+        for path in self.folder.glob("??/*.emb"):
+            try:
+                info = path.stat()
+            except FileNotFoundError:  # removed by another process meanwhile
+                continue
+            entries.append((info.st_mtime, info.st_size, path))
+        return entries
+
+    def _scan_disk_bytes(self) -> int:
+        return sum(size for _, size, _ in self._disk_entries())
+
+    def _evict_disk(self, keep: Path) -> None:
+        """Delete least recently used entries (other than ``keep``) down to 90% of ``max_disk_bytes``."""
+        entries = sorted(self._disk_entries())
+        total = sum(size for _, size, _ in entries)
+        target = int(self.max_disk_bytes * 0.9)
+        for _, size, path in entries:
+            if total <= target:
+                break
+            if path == keep:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                self._counts["disk_evicted"] += 1
+            total -= size
+        self._disk_bytes = total
 
 
 def _encode_entry(value: np.ndarray) -> bytes:
