@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -58,6 +59,11 @@ def test_bench_command_writes_every_field(model_dir, tmp_path):
     assert ratios["auto fp32"]["encoder_speedup_vs_fp32"] == pytest.approx(1.0)
     assert "cached prompt / cold" in result.output
     assert "plot:" in result.output  # written, or "not available" without matplotlib
+    if importlib.util.find_spec("matplotlib") is not None:
+        import cv2
+
+        plot = cv2.imread(str(tmp_path / "b.png"))
+        assert plot is not None and plot.shape[0] > 100 and plot.shape[1] > 100
 
 
 def test_bench_refuses_failed_validation(model_dir, tmp_path):

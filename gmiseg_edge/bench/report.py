@@ -10,7 +10,7 @@ from rich.table import Table
 
 from gmiseg_edge.bench.latency import STAGES, BenchResult
 
-NOT_AVAILABLE = "not available (matplotlib is not installed)"
+NOT_AVAILABLE = "not available (matplotlib is not installed: pip install 'gmiseg-edge[plot]')"
 
 
 def _ms(value: float) -> str:
