@@ -153,3 +153,13 @@ def test_torch_backend_is_the_reference_behind_the_same_predictor(model_dir, pre
     case = cases[3]
     box = box_from_mask(case.mask)
     assert dice(reference.predict(case.image, box=box).mask, predictor.predict(case.image, box=box).mask) >= 0.999
+
+
+def test_encoder_threads_sleep_when_idle_and_decoder_threads_spin(predictor):
+    """The encoder session must not busy-wait after a run: that stole the cores from the next decoder run."""
+    spinning = "session.intra_op.allow_spinning"
+    encoder, decoder = predictor.backend._encoder, predictor.backend._decoder
+    assert encoder.get_session_options().get_session_config_entry(spinning) == "0"
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # unset: ONNX Runtime's default, spin
+        decoder.get_session_options().get_session_config_entry(spinning)
+    assert encoder.get_session_options().intra_op_num_threads == 2
