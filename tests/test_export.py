@@ -234,7 +234,11 @@ def test_int8_encoder_keeps_masks_on_held_out_cases(tmp_path, name):
     result = export_model(ExportOptions(model=name, out=tmp_path / "m", int8=True, calib="samples",
                                         validation_cases=held_out))
     report = result.reports["int8"]
-    print(f"{name} int8: min held-out mask Dice {report.mask_dice_min:.4f} over {len(report.cases)} cases")
+    cpu = result.manifest["files"]["encoder.int8.onnx"]["quantization"]
+    rejected = f" (dynamic rejected: {cpu['rejected']['reason']})" if "rejected" in cpu else ""
+    print(f"{name} int8 {cpu['mode']}{rejected}: min held-out mask Dice {report.mask_dice_min:.4f} "
+          f"over {len(report.cases)} cases")
+    assert cpu["mode"] == "dynamic" or (cpu["mode"] == "static" and cpu["rejected"]["mode"] == "dynamic")
     assert {c.case.split("/")[0] for c in report.cases} == set(held_out)
     assert report.mask_dice_min >= 0.97
     manifest = Manifest.load(result.folder)

@@ -67,9 +67,9 @@ def test_activation_matmuls_are_the_ones_without_a_constant_input(tiny):
     assert sorted(activation_matmuls(tiny)) == ["/attn/MatMul", "/attn/MatMul_1"]
 
 
-def test_cpu_target_runs_weight_matmuls_as_int8_kernels(tiny, tmp_path):
+def test_static_cpu_mode_runs_weight_matmuls_as_int8_kernels(tiny, tmp_path):
     target = tmp_path / "encoder.int8.onnx"
-    info = quantize_encoder(tiny, target, _inputs(), "cpu")
+    info = quantize_encoder(tiny, target, _inputs(), "static")
     assert info["activations"] == "uint8 asymmetric" and info["calibration_images"] == 4
     optimized = tmp_path / "optimized.onnx"
     x = _inputs(1)[0]
@@ -95,8 +95,59 @@ def test_tensorrt_target_is_symmetric_int8_qdq(tiny, tmp_path):
     assert _cosine(_run(target, x), _run(tiny, x)) > 0.99
 
 
-def test_bad_target_and_missing_calibration_are_refused(tiny, tmp_path):
-    with pytest.raises(ValueError, match="target"):
+def test_bad_mode_and_missing_calibration_are_refused(tiny, tmp_path):
+    with pytest.raises(ValueError, match="mode must be one of"):
         quantize_encoder(tiny, tmp_path / "x.onnx", _inputs(), "gpu")
     with pytest.raises(ValueError, match="calibration"):
         quantize_encoder(tiny, tmp_path / "x.onnx", [], "tensorrt")
+    with pytest.raises(ValueError, match="calibration"):
+        quantize_encoder(tiny, tmp_path / "x.onnx", [], "static")
+
+
+def _tiny_image_encoder(path: Path, size: int) -> None:
+    """image (1, 3, size, size) -> rows of pixels -> two linear layers: the encoder interface, in small."""
+    rng = np.random.default_rng(3)
+    w1 = numpy_helper.from_array(rng.normal(0, 0.3, (size, size)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.normal(0, 0.3, (size, size)).astype(np.float32), "w2")
+    shape = numpy_helper.from_array(np.array([1, 3 * size, size], np.int64), "shape")
+    nodes = [
+        helper.make_node("Reshape", ["image", "shape"], ["rows"], name="/rows"),
+        helper.make_node("MatMul", ["rows", "w1"], ["h"], name="/fc1/MatMul"),
+        helper.make_node("Relu", ["h"], ["a"], name="/relu"),
+        helper.make_node("MatMul", ["a", "w2"], ["image_embeddings"], name="/proj/MatMul"),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny_image",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("image_embeddings", TensorProto.FLOAT, [1, 3 * size, size])],
+        [w1, w2, shape],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+@pytest.mark.parametrize("accepted", [True, False])
+def test_cpu_graph_is_dynamic_unless_the_gate_rejects_it(tmp_path, accepted):
+    from gmiseg_edge.calibration.quantize import CPU_GRAPH, TENSORRT_GRAPH, quantize_graphs
+    from gmiseg_edge.runtime.transforms import PreprocessConfig
+
+    _tiny_image_encoder(tmp_path / "encoder.onnx", 16)
+    seen: list[set[str]] = []
+
+    def gate(path: Path) -> tuple[bool, str]:
+        seen.append({n.op_type for n in onnx.load(str(path)).graph.node})
+        return accepted, "" if accepted else "min mask Dice 0.5 < 0.97 (the test's gate)"
+
+    info = quantize_graphs(tmp_path, PreprocessConfig(input_size=16, normalization="minmax"), "samples", limit=3,
+                           accept=gate)
+    assert len(seen) == 1 and "DynamicQuantizeLinear" in seen[0]  # the gate saw the dynamic graph
+    written = {n.op_type for n in onnx.load(str(tmp_path / CPU_GRAPH)).graph.node}
+    if accepted:
+        assert info[CPU_GRAPH]["mode"] == "dynamic" and "rejected" not in info[CPU_GRAPH]
+        assert "DynamicQuantizeLinear" in written
+    else:
+        assert info[CPU_GRAPH]["mode"] == "static" and "0.5 < 0.97" in info[CPU_GRAPH]["rejected"]["reason"]
+        assert "QuantizeLinear" in written and "DynamicQuantizeLinear" not in written
+        assert len(info[CPU_GRAPH]["calibration_slices"]) == 3
+    assert info[TENSORRT_GRAPH]["mode"] == "tensorrt" and info[TENSORRT_GRAPH]["calibration_images"] == 3
+    x = np.random.default_rng(4).random((1, 3, 16, 16), dtype=np.float32)
+    assert _cosine(_run(tmp_path / CPU_GRAPH, x), _run(tmp_path / "encoder.onnx", x)) > 0.99

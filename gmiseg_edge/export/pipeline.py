@@ -104,11 +104,17 @@ def export_model(options: ExportOptions, log: Log | None = None) -> ExportResult
             from gmiseg_edge.calibration.quantize import quantize_graphs
 
             assert options.calib is not None
-            quant = quantize_graphs(staging, spec.preprocess, options.calib, log=say)
             calibrated_on = set(SAMPLE_CALIBRATION_CASES) if str(options.calib) == SAMPLES else set()
             held_out = [r for r in references if r.name.split("/")[0] not in calibrated_on]
             graphs["int8"] = {"encoder": "encoder.int8.onnx", "decoder": graph_filename("decoder", "fp32")}
-            reports["int8"] = _validate(held_out, spec, staging, "int8", say, graphs["int8"])
+
+            def accept(_path: Path) -> tuple[bool, str]:  # the CPU int8 graph just written, on held-out cases
+                reports["int8"] = _validate(held_out, spec, staging, "int8", say, graphs["int8"])
+                return reports["int8"].passed, "; ".join(reports["int8"].failures())
+
+            quant = quantize_graphs(staging, spec.preprocess, options.calib, log=say, accept=accept)
+            if "rejected" in quant["encoder.int8.onnx"]:  # the static fallback was written: validate it too
+                accept(staging / "encoder.int8.onnx")
             for name, info in quant.items():
                 files[name] = _file_entry(staging, name, "int8") | {"quantization": info}
 
