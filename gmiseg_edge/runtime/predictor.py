@@ -12,16 +12,17 @@ The predictor keeps no per-image state (the cache holds embeddings), so one inst
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
 
 from gmiseg_edge.runtime.backends.base import Backend
-from gmiseg_edge.runtime.cache import CacheStats, EmbeddingCache, cache_key
+from gmiseg_edge.runtime.cache import CacheStats, EmbeddingCache, image_key
 from gmiseg_edge.runtime.errors import InputError
 from gmiseg_edge.runtime.images import Normalisation, check_image
 from gmiseg_edge.runtime.prompts import Prompt, make_prompt
-from gmiseg_edge.runtime.transforms import PreparedImage, PreprocessConfig, postprocess_logits, preprocess
+from gmiseg_edge.runtime.transforms import ImageGeometry, PreprocessConfig, postprocess_logits, preprocess
 
 SINGLE_OUTPUT = (0,)
 MULTIMASK_OUTPUTS = (1, 2, 3)
@@ -31,7 +32,7 @@ MULTIMASK_OUTPUTS = (1, 2, 3)
 class EncodedImage:
     """An image's geometry and embedding; pass it instead of the image to skip hashing it again."""
 
-    prepared: PreparedImage
+    prepared: ImageGeometry
     embedding: np.ndarray  # float32 (1, 256, 64, 64), read-only
     key: str  # the cache key
 
@@ -73,7 +74,7 @@ class Prediction:
 
 
 def make_prediction(
-    prepared: PreparedImage, low_res: np.ndarray, iou: np.ndarray, outputs: tuple[int, ...], input_size: int
+    prepared: ImageGeometry, low_res: np.ndarray, iou: np.ndarray, outputs: tuple[int, ...], input_size: int
 ) -> Prediction:
     """Candidates ``outputs`` of the decoder's (4, 256, 256) logits and (4,) IoU, post-processed."""
     chosen_low = np.ascontiguousarray(low_res[list(outputs)], dtype=np.float32)
@@ -83,6 +84,15 @@ def make_prediction(
         masks=logits > 0, logits=logits, low_res_logits=chosen_low, iou=chosen_iou,
         index=int(np.argmax(chosen_iou)), outputs=tuple(outputs),
     )
+
+
+def preprocessing_id(config: PreprocessConfig) -> str:
+    """What determines the model input made from given pixels: the settings and the resizing libraries."""
+    import cv2
+    import PIL
+
+    return json.dumps({"config": config.to_dict(), "pillow": PIL.__version__, "opencv": cv2.__version__},
+                      sort_keys=True)
 
 
 class Predictor:
@@ -95,6 +105,7 @@ class Predictor:
         self.cache = cache
         self.model_name = model_name
         self.backend_note = backend_note  # why this backend was chosen (auto's fallbacks), "" if asked for
+        self._preprocessing = preprocessing_id(preprocess_config)
 
     @property
     def input_size(self) -> int:
@@ -113,10 +124,11 @@ class Predictor:
         return self._encode_pixels(check_image(image, normalise))
 
     def _encode_pixels(self, pixels: np.ndarray) -> EncodedImage:
-        prepared = preprocess(pixels, self.preprocess_config)
-        key = cache_key(prepared.tensor, self.backend.encoder_id)
-        embedding = self.cache.get_or_compute(key, lambda: self.backend.encode(prepared.tensor))
-        return EncodedImage(prepared=prepared, embedding=embedding, key=key)
+        key = image_key(pixels, self._preprocessing, self.backend.encoder_id)
+        geometry = ImageGeometry.of(pixels.shape[0], pixels.shape[1], self.input_size)
+        embedding = self.cache.get_or_compute(
+            key, lambda: self.backend.encode(preprocess(pixels, self.preprocess_config).tensor))
+        return EncodedImage(prepared=geometry, embedding=embedding, key=key)
 
     def decode(self, encoded: EncodedImage, prompt: Prompt) -> tuple[np.ndarray, np.ndarray]:
         """All four decoder outputs for a checked prompt: low-res logits (4, 256, 256) and IoU (4,)."""

@@ -37,7 +37,7 @@ from gmiseg_edge.runtime.errors import InputError
 from gmiseg_edge.runtime.images import Normalisation, check_image
 from gmiseg_edge.runtime.predictor import SINGLE_OUTPUT, EncodedImage, Prediction, Predictor, make_prediction
 from gmiseg_edge.runtime.prompts import LOW_RES, make_prompt
-from gmiseg_edge.runtime.transforms import PreparedImage
+from gmiseg_edge.runtime.transforms import ImageGeometry
 
 EMPTY_LOGIT = -20.0
 RING_CELLS = 4
@@ -64,7 +64,7 @@ class SupportPrompt:
     best_score: float
 
 
-def grid_weights(mask: np.ndarray, prepared: PreparedImage, input_size: int, grid: int) -> np.ndarray:
+def grid_weights(mask: np.ndarray, prepared: ImageGeometry, input_size: int, grid: int) -> np.ndarray:
     """A (H, W) mask as (grid, grid) area weights in [0, 1] over the padded S x S model frame."""
     new_h, new_w = prepared.resized_size
     resized = cv2.resize(mask.astype(np.float32), (new_w, new_h), interpolation=cv2.INTER_AREA)
@@ -106,7 +106,7 @@ class SupportSetSegmenter:
         with self._lock:
             return list(self._supports)
 
-    def _valid(self, prepared: PreparedImage, grid: int) -> np.ndarray:
+    def _valid(self, prepared: ImageGeometry, grid: int) -> np.ndarray:
         inside = np.ones(prepared.original_size, bool)
         return grid_weights(inside, prepared, self.predictor.input_size, grid) >= 0.5
 

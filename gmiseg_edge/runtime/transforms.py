@@ -55,12 +55,23 @@ class PreprocessConfig:
 
 
 @dataclass(frozen=True)
-class PreparedImage:
-    """A model input and the geometry needed to map prompts in and masks back out."""
+class ImageGeometry:
+    """Where an image sits in the model's S x S input: what maps prompts in and masks back out."""
 
-    tensor: np.ndarray  # float32 (1, 3, S, S)
     original_size: tuple[int, int]  # (H, W) of the image given
     resized_size: tuple[int, int]  # (h, w) inside the S x S input, before padding
+
+    @classmethod
+    def of(cls, height: int, width: int, input_size: int) -> ImageGeometry:
+        """The geometry of an H x W image in an S x S input (no pixels needed)."""
+        return cls(original_size=(int(height), int(width)), resized_size=resized_shape(height, width, input_size))
+
+
+@dataclass(frozen=True)
+class PreparedImage(ImageGeometry):
+    """A model input and its geometry."""
+
+    tensor: np.ndarray  # float32 (1, 3, S, S)
 
 
 def resized_shape(height: int, width: int, long_side: int) -> tuple[int, int]:
@@ -174,7 +185,7 @@ def postprocess_maps(grid: tuple[int, int], input_size: int, resized: tuple[int,
     return maps[0], maps[1]
 
 
-def postprocess_logits(low_res_logits: np.ndarray, prepared: PreparedImage, input_size: int) -> np.ndarray:
+def postprocess_logits(low_res_logits: np.ndarray, prepared: ImageGeometry, input_size: int) -> np.ndarray:
     """Low-res logits (..., 256, 256) to logits at the original image size (..., H, W).
 
     The steps of segment-anything's ``Sam.postprocess_masks`` (bilinear upsampling to the S x S input frame,
