@@ -39,14 +39,18 @@ def _head_weights(linear: nn.Linear, heads: int) -> tuple[torch.Tensor, torch.Te
     return linear.weight.reshape(heads, out_dim // heads, in_dim), linear.bias.reshape(heads, out_dim // heads)
 
 
-class FewQueryAttention(nn.Module):
-    """segment-anything ``Attention`` for few queries (prompt tokens) over many keys (image tokens)."""
+class _RegroupedAttention(nn.Module):
+    """The projections of a segment-anything ``Attention`` (shared, not copied), for a regrouped forward."""
 
     def __init__(self, original: Attention) -> None:
         super().__init__()
         self.heads = original.num_heads
         self.q_proj, self.k_proj, self.v_proj, self.out_proj = (
             original.q_proj, original.k_proj, original.v_proj, original.out_proj)
+
+
+class FewQueryAttention(_RegroupedAttention):
+    """segment-anything ``Attention`` for few queries (prompt tokens) over many keys (image tokens)."""
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         batch, tokens, _ = q.shape
@@ -62,14 +66,8 @@ class FewQueryAttention(nn.Module):
         return self.out_proj(out.transpose(1, 2).reshape(batch, tokens, -1))
 
 
-class FewKeyAttention(nn.Module):
+class FewKeyAttention(_RegroupedAttention):
     """segment-anything ``Attention`` for many queries (image tokens) over few keys (prompt tokens)."""
-
-    def __init__(self, original: Attention) -> None:
-        super().__init__()
-        self.heads = original.num_heads
-        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (
-            original.q_proj, original.k_proj, original.v_proj, original.out_proj)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         batch, n_image, dim = q.shape
@@ -133,18 +131,9 @@ class FastDecoderGraph(DecoderGraph):
             raise TypeError("unexpected output_upscaling: expected SAM's ConvT(2, 2), LayerNorm2d, act, ConvT, act")
         self.upscale1, self.upscale_norm, self.upscale_act1, self.upscale2, self.upscale_act2 = upscaling
 
-    def forward(
-        self,
-        image_embeddings: torch.Tensor,
-        point_coords: torch.Tensor,
-        point_labels: torch.Tensor,
-        mask_input: torch.Tensor,
-        has_mask_input: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode(self, image_embeddings: torch.Tensor, sparse: torch.Tensor,
+               dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         decoder = self.mask_decoder
-        sparse = self._point_embeddings(point_coords, point_labels)
-        has_mask = has_mask_input.reshape(1, 1, 1, 1)
-        dense = has_mask * self.mask_downscaling(mask_input) + (1 - has_mask) * self.no_mask_embed
         output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0).unsqueeze(0)
         tokens = torch.cat((output_tokens, sparse), dim=1)  # one prompt set per graph call: no repeat needed
         batch, channels, height, width = image_embeddings.shape

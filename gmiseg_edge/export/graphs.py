@@ -112,6 +112,11 @@ class DecoderGraph(nn.Module):
         sparse = self._point_embeddings(point_coords, point_labels)
         has_mask = has_mask_input.reshape(1, 1, 1, 1)
         dense = has_mask * self.mask_downscaling(mask_input) + (1 - has_mask) * self.no_mask_embed
+        return self.decode(image_embeddings, sparse, dense)
+
+    def decode(self, image_embeddings: torch.Tensor, sparse: torch.Tensor,
+               dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """segment-anything's ``predict_masks`` on embedded prompts: all four masks and their IoU scores."""
         return self.mask_decoder.predict_masks(
             image_embeddings=image_embeddings,
             image_pe=self.dense_pe,

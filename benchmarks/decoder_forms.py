@@ -1,0 +1,97 @@
+"""The prompt + mask decoder graph exported in segment-anything's form vs the regrouped form we ship.
+
+    .venv/bin/python benchmarks/decoder_forms.py --model lite_medsam --runs 50
+
+Both graphs are exported here from the same weights, checked against each other on a real embedding, and
+timed interleaved in one process (2 threads; idle threads sleep in both sessions, so neither session's
+spinning workers slow the other). Prompts: a box (7 tokens with SAM's 5 output tokens) and 10 points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from gmiseg_edge.data.samples import load_sample_cases
+from gmiseg_edge.export.graphs import DECODER_INPUTS, DECODER_OUTPUTS, DecoderGraph, export_friendly
+from gmiseg_edge.export.onnx_export import export_decoder
+from gmiseg_edge.models.build import build_model
+from gmiseg_edge.models.zoo import get_spec
+from gmiseg_edge.runtime.prompts import box_from_mask
+from gmiseg_edge.runtime.transforms import preprocess, scale_boxes
+
+
+def export_original(model, path: Path) -> None:
+    """segment-anything's decoder form (what ``export_decoder`` exported before the regrouping)."""
+    args = (torch.zeros(1, 256, 64, 64), torch.full((1, 3, 2), 10.0), torch.tensor([[1.0, 2.0, 3.0]]),
+            torch.zeros(1, 1, 256, 256), torch.zeros(1))
+    dynamic = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
+    module = DecoderGraph(model).eval()
+    with warnings.catch_warnings(), torch.no_grad(), export_friendly(module):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, str(path), input_names=list(DECODER_INPUTS),
+                          output_names=list(DECODER_OUTPUTS), dynamic_axes=dynamic, opset_version=17,
+                          do_constant_folding=True, dynamo=False)
+
+
+def session(path: Path, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="lite_medsam")
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    model = build_model(args.model)
+    spec = get_spec(args.model)
+    case = load_sample_cases(["lung2"])[0]
+    prepared = preprocess(case.image, spec.preprocess)
+    with torch.inference_mode():
+        embedding = model.image_encoder(torch.from_numpy(prepared.tensor)).numpy()
+    box = scale_boxes(box_from_mask(case.mask), prepared.original_size, spec.input_size).reshape(1, 2, 2)
+    rng = np.random.default_rng(0)
+    prompts = {
+        "box": (box.astype(np.float32), np.array([[2.0, 3.0]], np.float32)),
+        "10 points": (rng.uniform(0, spec.input_size, (1, 10, 2)).astype(np.float32),
+                      np.concatenate([np.ones((1, 9)), -np.ones((1, 1))], axis=1).astype(np.float32)),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        original, regrouped = Path(tmp) / "original.onnx", Path(tmp) / "regrouped.onnx"
+        export_original(model, original)
+        export_decoder(model, regrouped)
+        sessions = {"segment-anything form": session(original, args.threads),
+                    "regrouped (shipped)": session(regrouped, args.threads)}
+        for label, (coords, labels) in prompts.items():
+            feed = {"image_embeddings": embedding, "point_coords": coords, "point_labels": labels,
+                    "mask_input": np.zeros((1, 1, 256, 256), np.float32), "has_mask_input": np.zeros(1, np.float32)}
+            outs = [s.run(None, feed)[0] for s in sessions.values()]
+            times: dict[str, list[float]] = {name: [] for name in sessions}
+            for i in range(args.runs + 5):
+                order = list(sessions.items()) if i % 2 else list(sessions.items())[::-1]
+                for name, s in order:
+                    start = time.perf_counter()
+                    s.run(None, feed)
+                    if i >= 5:
+                        times[name].append(time.perf_counter() - start)
+            medians = {name: float(np.median(t) * 1e3) for name, t in times.items()}
+            first, second = medians.values()
+            gap = np.abs(outs[0] - outs[1]).max()
+            print(f"{args.model}, {label}: " + ", ".join(f"{n} {m:.1f} ms" for n, m in medians.items())
+                  + f"; speed-up {first / second:.2f}x; logits max abs difference {gap:.1e}")
+
+
+if __name__ == "__main__":
+    main()
