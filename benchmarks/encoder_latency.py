@@ -6,6 +6,8 @@ Usage (after `gmiseg-edge export --fp16 --int8 --calib samples --out models/lite
 
 Variants run interleaved (one call of each per round, the order rotated every round) on a real sample slice,
 so machine noise hits them alike; medians and ratios are printed. Ratios, not absolute times, are the result.
+ONNX Runtime's idle threads sleep (as in the runtime's encoder session), so no session's spinning workers slow
+the next variant.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ def ort_runner(path: Path, threads: int, level: ort.GraphOptimizationLevel) -> C
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.graph_optimization_level = level
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the runtime's encoder
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return lambda x: session.run(None, {"image": x})
 
