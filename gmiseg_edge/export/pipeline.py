@@ -85,6 +85,8 @@ def export_model(options: ExportOptions, log: Log | None = None) -> ExportResult
         export_encoder(model, staging / "encoder.onnx", spec.input_size, options.opset)
         export_decoder(model, staging / "decoder.onnx", options.opset)
         reports["fp32"] = _validate(references, spec, staging, "fp32", say)
+        if adapter_info is not None:  # provenance, and what the torch reference backend rebuilds the model from
+            shutil.copyfile(options.adapter, staging / adapter_info["file"])
         for graph in ("encoder", "decoder"):
             files[graph_filename(graph, "fp32")] = _file_entry(staging, graph_filename(graph, "fp32"), "fp32")
 

@@ -4,7 +4,7 @@ Imported only when chosen (it needs torch and segment-anything). The encoder is 
 the decoder is the very module that was exported (:class:`gmiseg_edge.export.graphs.DecoderGraph`), so it
 takes the same inputs as the ONNX decoder. The base checkpoint must be the one the manifest records (sha256):
 the zoo's released weights from the weight cache, or for ``vit_*`` the checkpoint file placed in the model
-folder. A merged adapter is re-applied from the adapter file, which must sit in the model folder too.
+folder. A merged adapter is re-applied from the adapter file, which export copies into the model folder.
 """
 
 from __future__ import annotations
