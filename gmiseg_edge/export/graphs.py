@@ -15,11 +15,12 @@ from segment_anything.modeling.common import LayerNorm2d
 from torch import nn
 from torch.nn import functional as F
 
+from gmiseg_edge.runtime.prompts import PAD_LABEL  # a padding point: only the "not a point" embedding
+
 ENCODER_INPUTS = ("image",)
 ENCODER_OUTPUTS = ("image_embeddings",)
 DECODER_INPUTS = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input")
 DECODER_OUTPUTS = ("low_res_masks", "iou_predictions")
-PAD_LABEL = -1  # a padding point: contributes only the "not a point" embedding
 
 
 class ChannelLayerNorm(nn.Module):
@@ -124,20 +125,3 @@ class DecoderGraph(nn.Module):
             dense_prompt_embeddings=dense,
         )
 
-
-def box_and_points_to_prompt(
-    box: torch.Tensor | None, points: torch.Tensor | None, labels: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """SAM's prompt convention as decoder inputs: points, then box corners (labels 2, 3); a padding point
-    is appended when there is no box (as segment-anything's prompt encoder does)."""
-    coords, tags = [], []
-    if points is not None:
-        coords.append(points.reshape(1, -1, 2).float())
-        tags.append(labels.reshape(1, -1).float())
-    if box is not None:
-        coords.append(box.reshape(1, 2, 2).float())
-        tags.append(torch.tensor([[2.0, 3.0]]))
-    else:
-        coords.append(torch.zeros(1, 1, 2))
-        tags.append(torch.full((1, 1), float(PAD_LABEL)))
-    return torch.cat(coords, dim=1), torch.cat(tags, dim=1)

@@ -16,14 +16,13 @@ import onnxruntime as ort
 import torch
 from segment_anything.modeling import Sam
 
-from gmiseg_edge.export.graphs import DecoderGraph, box_and_points_to_prompt
+from gmiseg_edge.export.graphs import DecoderGraph
 from gmiseg_edge.metrics import dice
 from gmiseg_edge.runtime.transforms import (
     PreparedImage,
     PreprocessConfig,
     postprocess_logits,
     preprocess,
-    scale_boxes,
 )
 
 
@@ -129,20 +128,21 @@ class TorchReference:
 
 def torch_references(model: Sam, preprocess_config: PreprocessConfig, cases: Sequence) -> list[TorchReference]:
     """Run the PyTorch model on ``cases`` (objects with name/image/mask) with a box from each label's extent."""
-    from gmiseg_edge.runtime.prompts import box_from_mask
+    from gmiseg_edge.runtime.prompts import box_from_mask, make_prompt
 
     decoder = DecoderGraph(model).eval()
     size = preprocess_config.input_size
     out = []
     for case in cases:
         prepared = preprocess(case.image, preprocess_config)
-        box = scale_boxes(box_from_mask(case.mask), prepared.original_size, size)
-        coords, labels = box_and_points_to_prompt(torch.from_numpy(box), None, None)
+        prompt = make_prompt(box=box_from_mask(case.mask), image_size=prepared.original_size)
+        coords, labels = prompt.decoder_points(prepared.original_size, size)
         with torch.inference_mode():
             embedding = model.image_encoder(torch.from_numpy(prepared.tensor))
-            logits, iou = decoder(embedding, coords, labels, torch.from_numpy(NO_MASK), torch.zeros(1))
+            logits, iou = decoder(embedding, torch.from_numpy(coords), torch.from_numpy(labels),
+                                  torch.from_numpy(NO_MASK), torch.zeros(1))
         out.append(TorchReference(
-            name=case.name, prepared=prepared, coords=coords.numpy(), labels=labels.numpy(),
+            name=case.name, prepared=prepared, coords=coords, labels=labels,
             embedding=embedding.numpy(), logits=logits.numpy(), iou=iou.numpy(),
             mask=postprocess_logits(logits[0, :1].numpy(), prepared, size)[0] > 0,
         ))

@@ -83,8 +83,9 @@ class Prompt:
         multimask output). A box, several points or a previous mask make the prompt unambiguous."""
         return self.n_points == 1 and self.box is None and self.mask_input is None
 
-    def decoder_inputs(self, embedding: np.ndarray, original_size: tuple[int, int], input_size: int) -> DecoderInputs:
-        """The decoder's inputs for this prompt on an image of ``original_size`` (H, W)."""
+    def decoder_points(self, original_size: tuple[int, int], input_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """``point_coords`` (1, N, 2) in the S x S frame and ``point_labels`` (1, N), float32, for an image of
+        ``original_size`` (H, W): the points, then the box corners or a padding point (module docstring)."""
         coords, labels = [], []
         if self.points is not None and self.labels is not None:
             coords.append(scale_coords(self.points, original_size, input_size))
@@ -95,11 +96,16 @@ class Prompt:
         else:
             coords.append(np.zeros((1, 2), np.float32))
             labels.append(np.asarray([PAD_LABEL], np.float32))
+        return np.concatenate(coords).astype(np.float32)[None], np.concatenate(labels).astype(np.float32)[None]
+
+    def decoder_inputs(self, embedding: np.ndarray, original_size: tuple[int, int], input_size: int) -> DecoderInputs:
+        """The decoder's inputs for this prompt on an image of ``original_size`` (H, W)."""
+        coords, labels = self.decoder_points(original_size, input_size)
         has_mask = self.mask_input is not None
         return DecoderInputs(
             image_embeddings=embedding,
-            point_coords=np.concatenate(coords).astype(np.float32)[None],
-            point_labels=np.concatenate(labels).astype(np.float32)[None],
+            point_coords=coords,
+            point_labels=labels,
             mask_input=self.mask_input if has_mask else np.zeros((1, 1, LOW_RES, LOW_RES), np.float32),
             has_mask_input=np.asarray([1.0 if has_mask else 0.0], np.float32),
         )
