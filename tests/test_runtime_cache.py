@@ -8,21 +8,22 @@ import time
 
 import numpy as np
 
-from gmiseg_edge.runtime.cache import EmbeddingCache, cache_key
+from gmiseg_edge.runtime.cache import EmbeddingCache, image_key
 
 
 def embedding(seed: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((1, 256, 64, 64)).astype(np.float32)
 
 
-def test_key_depends_on_tensor_and_encoder():
-    tensor = np.zeros((1, 3, 8, 8), np.float32)
-    other = tensor.copy()
-    other[0, 0, 0, 0] = 1e-7
-    assert cache_key(tensor, "a") == cache_key(tensor.copy(), "a")
-    assert cache_key(tensor, "a") != cache_key(tensor, "b")
-    assert cache_key(tensor, "a") != cache_key(other, "a")
-    assert cache_key(tensor, "a") != cache_key(tensor.reshape(1, 3, 4, 16), "a")
+def test_key_depends_on_pixels_preprocessing_and_encoder():
+    pixels = np.zeros((8, 8, 3), np.uint8)
+    other = pixels.copy()
+    other[0, 0, 0] = 1
+    assert image_key(pixels, "p", "a") == image_key(pixels.copy(), "p", "a")
+    assert image_key(pixels, "p", "a") != image_key(pixels, "p", "b")
+    assert image_key(pixels, "p", "a") != image_key(pixels, "q", "a")
+    assert image_key(pixels, "p", "a") != image_key(other, "p", "a")
+    assert image_key(pixels, "p", "a") != image_key(pixels.reshape(4, 16, 3), "p", "a")
 
 
 def test_memory_lru_is_bounded_in_bytes():

@@ -2,7 +2,7 @@
 
 Key (:func:`image_key`): sha256 over the encoder's identity (the sha256 of the encoder file that computes
 embeddings), the preprocessing and the image's pixels, so another model, precision or preprocessing never
-hits, and a hit needs no preprocessing. :func:`cache_key` keys a preprocessed input tensor instead.
+hits, and a hit needs no preprocessing.
 
 Two levels, both thread-safe:
 
@@ -66,15 +66,6 @@ def image_key(pixels: np.ndarray, preprocessing: str, encoder_id: str) -> str:
     digest = hashlib.sha256()
     digest.update(f"pixels|{encoder_id}|{preprocessing}|{pixels.dtype.str}|{pixels.shape}|".encode())
     digest.update(memoryview(pixels).cast("B"))
-    return digest.hexdigest()
-
-
-def cache_key(tensor: np.ndarray, encoder_id: str) -> str:
-    """Hex sha256 of the encoder identity and the preprocessed tensor's shape, dtype and bytes."""
-    tensor = np.ascontiguousarray(tensor)
-    digest = hashlib.sha256()
-    digest.update(f"{encoder_id}|{tensor.dtype.str}|{tensor.shape}|".encode())
-    digest.update(memoryview(tensor).cast("B"))
     return digest.hexdigest()
 
 

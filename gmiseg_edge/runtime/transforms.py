@@ -172,6 +172,14 @@ class BandedResize:
         index = np.argsort(~nonzero, axis=1, kind="stable")[:, :width]
         return cls(index=index, weight=np.take_along_axis(matrix, index, axis=1).astype(np.float32))
 
+    def apply(self, array: np.ndarray, axis: int) -> np.ndarray:
+        """The map along ``axis`` of ``array`` (a negative axis: -2 rows, -1 columns)."""
+        trailing = (1,) * (-1 - axis)  # weights broadcast over the axes after ``axis``
+        out = self.weight[:, 0].reshape(-1, *trailing) * np.take(array, self.index[:, 0], axis=axis)
+        for k in range(1, self.index.shape[1]):
+            out += self.weight[:, k].reshape(-1, *trailing) * np.take(array, self.index[:, k], axis=axis)
+        return out
+
 
 @functools.lru_cache(maxsize=64)
 def postprocess_maps(grid: tuple[int, int], input_size: int, resized: tuple[int, int],
@@ -199,11 +207,5 @@ def postprocess_logits(low_res_logits: np.ndarray, prepared: ImageGeometry, inpu
     grid = logits.shape[-2:]
     rows, cols = postprocess_maps(tuple(grid), input_size, tuple(prepared.resized_size),
                                   tuple(prepared.original_size))
-    flat = logits.reshape(-1, *grid)
-    tall = rows.weight[:, 0, None] * flat[:, rows.index[:, 0], :]
-    for k in range(1, rows.index.shape[1]):
-        tall += rows.weight[:, k, None] * flat[:, rows.index[:, k], :]
-    out = cols.weight[:, 0] * tall[:, :, cols.index[:, 0]]
-    for k in range(1, cols.index.shape[1]):
-        out += cols.weight[:, k] * tall[:, :, cols.index[:, k]]
+    out = cols.apply(rows.apply(logits.reshape(-1, *grid), axis=-2), axis=-1)
     return out.reshape(*lead, *prepared.original_size)
