@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,25 +19,11 @@ import onnxruntime as ort
 import torch
 
 from gmiseg_edge.data.samples import load_sample_cases
-from gmiseg_edge.export.graphs import DECODER_INPUTS, DECODER_OUTPUTS, DecoderGraph, export_friendly
 from gmiseg_edge.export.onnx_export import export_decoder
 from gmiseg_edge.models.build import build_model
 from gmiseg_edge.models.zoo import get_spec
 from gmiseg_edge.runtime.prompts import box_from_mask
 from gmiseg_edge.runtime.transforms import preprocess, scale_boxes
-
-
-def export_original(model, path: Path) -> None:
-    """segment-anything's decoder form (what ``export_decoder`` exported before the regrouping)."""
-    args = (torch.zeros(1, 256, 64, 64), torch.full((1, 3, 2), 10.0), torch.tensor([[1.0, 2.0, 3.0]]),
-            torch.zeros(1, 1, 256, 256), torch.zeros(1))
-    dynamic = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
-    module = DecoderGraph(model).eval()
-    with warnings.catch_warnings(), torch.no_grad(), export_friendly(module):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, str(path), input_names=list(DECODER_INPUTS),
-                          output_names=list(DECODER_OUTPUTS), dynamic_axes=dynamic, opset_version=17,
-                          do_constant_folding=True, dynamo=False)
 
 
 def session(path: Path, threads: int) -> ort.InferenceSession:
@@ -70,7 +55,7 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp:
         original, regrouped = Path(tmp) / "original.onnx", Path(tmp) / "regrouped.onnx"
-        export_original(model, original)
+        export_decoder(model, original, regrouped=False)
         export_decoder(model, regrouped)
         sessions = {"segment-anything form": session(original, args.threads),
                     "regrouped (shipped)": session(regrouped, args.threads)}

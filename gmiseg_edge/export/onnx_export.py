@@ -20,6 +20,7 @@ from gmiseg_edge.export.graphs import (
     DECODER_OUTPUTS,
     ENCODER_INPUTS,
     ENCODER_OUTPUTS,
+    DecoderGraph,
     EncoderGraph,
     export_friendly,
 )
@@ -62,9 +63,10 @@ def export_encoder(model: Sam, path: Path, input_size: int, opset: int = DEFAULT
     _export(EncoderGraph(model), (dummy,), path, ENCODER_INPUTS, ENCODER_OUTPUTS, dynamic, opset)
 
 
-def export_decoder(model: Sam, path: Path, opset: int = DEFAULT_OPSET) -> None:
+def export_decoder(model: Sam, path: Path, opset: int = DEFAULT_OPSET, regrouped: bool = True) -> None:
     """The prompt encoder + mask decoder graph of DESIGN §5, N (number of points) dynamic, in the faster
-    form of :mod:`gmiseg_edge.export.fast_decoder` (same maths; validation compares it with the original)."""
+    form of :mod:`gmiseg_edge.export.fast_decoder` (same maths; validation compares it with the original).
+    ``regrouped=False`` exports segment-anything's own form instead (for comparison)."""
     embed_dim = model.prompt_encoder.embed_dim
     grid = model.prompt_encoder.image_embedding_size
     low_res = model.prompt_encoder.mask_input_size
@@ -76,5 +78,8 @@ def export_decoder(model: Sam, path: Path, opset: int = DEFAULT_OPSET) -> None:
         torch.zeros(1),
     )
     dynamic = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
+    if not regrouped:
+        _export(DecoderGraph(model), args, path, DECODER_INPUTS, DECODER_OUTPUTS, dynamic, opset)
+        return
     with few_token_attention(model.mask_decoder.transformer):
         _export(FastDecoderGraph(model), args, path, DECODER_INPUTS, DECODER_OUTPUTS, dynamic, opset)
