@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from gmiseg_edge.atomic import atomic_path
 from gmiseg_edge.metrics import SegmentationScores, dice, score, summarise
 from gmiseg_edge.runtime.prompts import simulate_box, simulate_points
 
@@ -106,9 +107,8 @@ class EvalResult:
 
     def write_csv(self, path: str | Path) -> Path:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         rows = [c.row() for c in self.cases]
-        with open(path, "w", newline="", encoding="utf-8") as handle:
+        with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["case"])
             writer.writeheader()
             writer.writerows(rows)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 from rich.table import Table
 
+from gmiseg_edge.atomic import atomic_path
 from gmiseg_edge.bench.latency import STAGES, BenchResult
+from gmiseg_edge.manifest import write_json_atomic
 
 NOT_AVAILABLE = "not available (matplotlib is not installed: pip install 'gmiseg-edge[plot]')"
 
@@ -67,10 +68,9 @@ def _caption(result: BenchResult) -> str:
 
 
 def write_json(data: dict, path: str | Path) -> Path:
-    """Write ``data`` as indented JSON (non-finite floats as null-safe strings are left to json: inf -> Infinity)."""
+    """Write ``data`` as indented JSON, atomically (a failed write leaves no half file)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    write_json_atomic(path, data)
     return path
 
 
@@ -95,6 +95,7 @@ def plot_bench(result: BenchResult, path: str | Path) -> str:
     ax.set_title(f"{result.model}: latency per stage")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_path(path, suffix=Path(path).suffix) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
     return str(path)
