@@ -18,20 +18,18 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from gmiseg_edge.core.graph_io import DecoderInputs
+from gmiseg_edge.core.onnx_session import cpu_session
+from gmiseg_edge.core.prompts import box_from_mask
+from gmiseg_edge.core.transforms import preprocess, scale_boxes
 from gmiseg_edge.data.samples import load_sample_cases
 from gmiseg_edge.export.onnx_export import export_decoder
 from gmiseg_edge.models.build import build_model
 from gmiseg_edge.models.zoo import get_spec
-from gmiseg_edge.runtime.prompts import box_from_mask
-from gmiseg_edge.runtime.transforms import preprocess, scale_boxes
 
 
 def session(path: Path, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return cpu_session(path, threads, spin=False)
 
 
 def main() -> None:
@@ -60,8 +58,7 @@ def main() -> None:
         sessions = {"segment-anything form": session(original, args.threads),
                     "regrouped (shipped)": session(regrouped, args.threads)}
         for label, (coords, labels) in prompts.items():
-            feed = {"image_embeddings": embedding, "point_coords": coords, "point_labels": labels,
-                    "mask_input": np.zeros((1, 1, 256, 256), np.float32), "has_mask_input": np.zeros(1, np.float32)}
+            feed = DecoderInputs.without_mask(embedding, coords, labels).feed()
             outs = [s.run(None, feed)[0] for s in sessions.values()]
             times: dict[str, list[float]] = {name: [] for name in sessions}
             for i in range(args.runs + 5):

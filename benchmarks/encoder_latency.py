@@ -21,18 +21,16 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from gmiseg_edge.core.graph_io import ENCODER_INPUT
+from gmiseg_edge.core.manifest import Manifest
+from gmiseg_edge.core.onnx_session import cpu_session
+from gmiseg_edge.core.transforms import preprocess
 from gmiseg_edge.data.samples import load_sample_cases
-from gmiseg_edge.manifest import Manifest
-from gmiseg_edge.runtime.transforms import preprocess
 
 
 def ort_runner(path: Path, threads: int, level: ort.GraphOptimizationLevel) -> Callable[[np.ndarray], object]:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.graph_optimization_level = level
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the runtime's encoder
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return lambda x: session.run(None, {"image": x})
+    session = cpu_session(path, threads, spin=False, level=level)  # as the runtime's encoder
+    return lambda x: session.run(None, {ENCODER_INPUT: x})
 
 
 def torch_runner(model_name: str, threads: int) -> Callable[[np.ndarray], object]:

@@ -30,7 +30,7 @@ from gmiseg_edge.adapters import AdapterConfig, apply_adapter
 from gmiseg_edge.data import load_sample_cases
 from gmiseg_edge.metrics import dice
 from gmiseg_edge.models.build import build_model, checkpoint_sha256
-from gmiseg_edge.models.reference import TorchPredictor
+from gmiseg_edge.models.reference import TorchReference
 from gmiseg_edge.models.zoo import get_spec
 from gmiseg_edge.train import PromptConfig, TrainConfig, simulate_box, simulate_points, train
 
@@ -68,19 +68,19 @@ def test_cases() -> list[tuple[str, object]]:
 
 def evaluate(model: torch.nn.Module, cases: list, seed: int) -> dict[str, dict[str, list[float]]]:
     """Dice per case with a box and with 3 points (seeded per case, the same for every model)."""
-    predictor = TorchPredictor(model, get_spec(MODEL))
+    predictor = TorchReference(model, get_spec(MODEL).preprocess)
     scores: dict[str, dict[str, list[float]]] = defaultdict(lambda: {"box": [], "points": []})
     embeddings: dict[bytes, tuple] = {}
     for index, (group, case) in enumerate(cases):
         key = case.image.tobytes()
         if key not in embeddings:
-            embeddings = {key: predictor.encode(case.image)}  # consecutive cases share slices
+            embeddings = {key: predictor.prepare(case.image)}  # consecutive cases share slices
         prepared, embedding = embeddings[key]
         rng = np.random.default_rng([seed, index])
         box = simulate_box(case.mask, rng, max_offset=5)
         points = simulate_points(case.mask, 3, rng)
-        by_box = predictor.decode(prepared, embedding, box=box).best_mask()
-        by_points = predictor.decode(prepared, embedding, points=points, labels=np.ones(3, np.int64)).best_mask()
+        by_box = predictor.predict(prepared, embedding, box=box).mask
+        by_points = predictor.predict(prepared, embedding, points=points, labels=np.ones(3)).mask
         scores[group]["box"].append(dice(by_box, case.mask))
         scores[group]["points"].append(dice(by_points, case.mask))
     return scores

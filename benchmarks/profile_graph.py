@@ -19,20 +19,16 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from gmiseg_edge.core.graph_io import ENCODER_INPUT
+from gmiseg_edge.core.manifest import Manifest
+from gmiseg_edge.core.onnx_session import cpu_session
+from gmiseg_edge.core.prompts import box_from_mask, make_prompt
+from gmiseg_edge.core.transforms import preprocess
 from gmiseg_edge.data.samples import load_sample_cases
-from gmiseg_edge.manifest import Manifest
-from gmiseg_edge.runtime.prompts import box_from_mask
-from gmiseg_edge.runtime.transforms import preprocess, scale_boxes
 
 
 def _session(path: Path, threads: int, profile: bool, prefix: str = "") -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads
-    if profile:
-        options.enable_profiling = True
-        options.profile_file_prefix = prefix
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return cpu_session(path, threads, profile_prefix=prefix if profile else None)
 
 
 def real_inputs(graph: Path, threads: int) -> dict[str, np.ndarray]:
@@ -42,17 +38,11 @@ def real_inputs(graph: Path, threads: int) -> dict[str, np.ndarray]:
     prepared = preprocess(case.image, config)
     image = prepared.tensor
     if "decoder" not in graph.name:
-        return {"image": image}
+        return {ENCODER_INPUT: image}
     encoder = _session(graph.parent / "encoder.onnx", threads, profile=False)
-    embedding = encoder.run(None, {"image": image})[0]
-    box = scale_boxes(box_from_mask(case.mask), prepared.original_size, config.input_size)
-    return {
-        "image_embeddings": embedding,
-        "point_coords": box.reshape(1, 2, 2).astype(np.float32),
-        "point_labels": np.array([[2.0, 3.0]], np.float32),
-        "mask_input": np.zeros((1, 1, 256, 256), np.float32),
-        "has_mask_input": np.zeros(1, np.float32),
-    }
+    embedding = encoder.run(None, {ENCODER_INPUT: image})[0]
+    prompt = make_prompt(box=box_from_mask(case.mask), image_size=prepared.original_size)
+    return prompt.decoder_inputs(embedding, prepared.original_size, config.input_size).feed()
 
 
 def profile(graph: Path, runs: int, warmup: int, threads: int, top: int) -> None:

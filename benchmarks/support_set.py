@@ -21,11 +21,11 @@ import argparse
 import time
 from collections import defaultdict
 
+from gmiseg_edge.core.prompts import box_from_mask
 from gmiseg_edge.data import load_sample_cases
+from gmiseg_edge.jobs.segment_files import spread
 from gmiseg_edge.metrics import dice
 from gmiseg_edge.runtime import SupportSetSegmenter, load
-from gmiseg_edge.runtime.prompts import box_from_mask
-from gmiseg_edge.runtime.segment_files import spread
 
 
 def kind(case) -> str:

@@ -7,12 +7,11 @@ import json
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from gmiseg_edge.core.errors import AdapterError
+
 KINDS = ("lora", "loose_lora")
+ALIASES = {"loose": "loose_lora"}  # what users type
 TARGETS = ("q", "k", "v")
-
-
-class AdapterError(ValueError):
-    """A bad adapter configuration, file or model/adapter mismatch (messages name the file at fault)."""
 
 
 @dataclass(frozen=True)
@@ -37,8 +36,9 @@ class AdapterConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", ALIASES.get(self.kind, self.kind))
         if self.kind not in KINDS:
-            raise AdapterError(f"adapter kind must be one of {KINDS}, got {self.kind!r}")
+            raise AdapterError(f"adapter kind must be one of {', '.join((*KINDS, *ALIASES))}, got {self.kind!r}")
         if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
             raise AdapterError(f"adapter rank must be a positive integer, got {self.rank!r}")
         alpha = float(self.rank if self.alpha is None else self.alpha)

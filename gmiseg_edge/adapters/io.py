@@ -33,7 +33,7 @@ from gmiseg_edge.adapters.inject import (
     sites_from_json,
     sites_to_json,
 )
-from gmiseg_edge.atomic import write_bytes_atomic
+from gmiseg_edge.core.files import write_bytes_atomic
 
 FORMAT = "gmiseg-edge-adapter"
 FORMAT_VERSION = "1"

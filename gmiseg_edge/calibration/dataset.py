@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from gmiseg_edge.data.errors import DataError
-from gmiseg_edge.runtime.transforms import PreprocessConfig, preprocess
+from gmiseg_edge.core.errors import DataError
+from gmiseg_edge.core.transforms import PreprocessConfig, preprocess
+from gmiseg_edge.data import Volume, find_pairs, to_uint8, volume_slices
+from gmiseg_edge.data.samples import load_sample_cases
 
 SAMPLES = "samples"  # --calib samples: the shipped sample cases below
 # Calibrate on these sample cases; the others stay held out to check INT8 accuracy.
@@ -33,7 +35,6 @@ def calibration_slices(source: str | Path, limit: int = 16) -> list[CalibrationS
     other cases are held out to check accuracy).
     """
     if str(source) == SAMPLES:
-        from gmiseg_edge.data.samples import load_sample_cases
 
         cases = load_sample_cases(list(SAMPLE_CALIBRATION_CASES), slices="all")
         slices = [CalibrationSlice(c.name, c.image) for c in cases]
@@ -48,7 +49,6 @@ def calibration_slices(source: str | Path, limit: int = 16) -> list[CalibrationS
 
 
 def _folder_slices(folder: Path) -> list[CalibrationSlice]:
-    from gmiseg_edge.data import Volume, find_pairs, normalise, volume_slices
 
     if not folder.is_dir():
         raise DataError(f"{folder}: calibration folder not found")
@@ -57,16 +57,13 @@ def _folder_slices(folder: Path) -> list[CalibrationSlice]:
         image, mask = pair.read()
         if isinstance(image, Volume):
             for item in volume_slices(image, mask, label=pair.label, mode="labelled"):
-                out.append(CalibrationSlice(f"{pair.name}[{item.index}]", _to_uint8(item.image, normalise)))
+                out.append(CalibrationSlice(f"{pair.name}[{item.index}]", to_uint8(item.image)))
         else:
-            out.append(CalibrationSlice(pair.name, _to_uint8(image.array, normalise)))
+            out.append(CalibrationSlice(pair.name, to_uint8(image.array)))
     return out
-
-
-def _to_uint8(image: np.ndarray, normalise) -> np.ndarray:
-    return image if image.dtype == np.uint8 else normalise(image, "percentile")
 
 
 def calibration_inputs(slices: Sequence[CalibrationSlice], config: PreprocessConfig) -> list[np.ndarray]:
     """Encoder inputs (1, 3, S, S) float32 for each slice, via the runtime's own preprocessing."""
+
     return [preprocess(s.image, config, name=s.name).tensor for s in slices]

@@ -47,7 +47,8 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from gmiseg_edge.calibration.dataset import calibration_inputs, calibration_slices
-from gmiseg_edge.runtime.transforms import PreprocessConfig
+from gmiseg_edge.core.graph_io import ENCODER_INPUT
+from gmiseg_edge.core.transforms import PreprocessConfig
 
 QUANTIZED_OPS = ("MatMul", "Gemm")
 FLOAT_NODE_PATTERNS = ("/mlp/fc2/", "/mlp/lin2/", "/image_encoder/layers.3/")  # float in static modes
@@ -68,7 +69,7 @@ class _Reader(CalibrationDataReader):
         if item is None:
             return None
         self.served += 1
-        return {"image": item}
+        return {ENCODER_INPUT: item}
 
     def rewind(self) -> None:
         self._it = iter(self.inputs)

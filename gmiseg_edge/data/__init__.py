@@ -4,15 +4,17 @@ Readers for 2D images and 3D volumes, 3D to 2D slicing, intensity normalisation,
 shipped sample data. Every error on bad input is a :class:`DataError` naming the file.
 """
 
+from gmiseg_edge.core.errors import DataError, MissingFileError
 from gmiseg_edge.data.dataset import Pair, find_pairs
-from gmiseg_edge.data.errors import DataError, MissingFileError
 from gmiseg_edge.data.intensity import (
     WINDOWS,
+    Normalisation,
     apply_window,
     get_window,
     normalise,
     percentile_normalise,
     rescale_to_uint8,
+    to_uint8,
     window_from_width_level,
 )
 from gmiseg_edge.data.labels import instance_masks, label_values, require_nonempty, select_label
@@ -54,6 +56,7 @@ __all__ = [
     "DataError",
     "Image2D",
     "MissingFileError",
+    "Normalisation",
     "Pair",
     "SampleCase",
     "Slice2D",
@@ -89,6 +92,7 @@ __all__ = [
     "select_label",
     "slice_2d",
     "slice_spacing",
+    "to_uint8",
     "volume_slices",
     "window_from_width_level",
 ]

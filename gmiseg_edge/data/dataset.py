@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from gmiseg_edge.data.errors import DataError, MissingFileError
+from gmiseg_edge.core.errors import DataError, MissingFileError
 from gmiseg_edge.data.readers import (
     SUFFIXES_2D,
     SUFFIXES_3D,

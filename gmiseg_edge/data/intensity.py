@@ -6,7 +6,11 @@ i.e. truncation, so ``high`` maps to 255 and a value just below it to 254.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+
+from gmiseg_edge.core.errors import DataError
 
 Window = tuple[float, float]
 
@@ -91,6 +95,20 @@ def normalise(image: np.ndarray, method: str | tuple[float, float] = "percentile
     if isinstance(method, str) and method == "minmax":
         return percentile_normalise(image, 0.0, 100.0)
     return apply_window(image, method)
+
+
+Normalisation = str | tuple[float, float]  # "percentile", "minmax", a window preset name, or (low, high)
+
+
+def to_uint8(image: np.ndarray, method: Normalisation = "percentile", path: str | Path | None = None) -> np.ndarray:
+    r"""``image`` as it is when it is uint8, otherwise :func:`normalise`\ d with ``method``; a method that cannot
+    apply is a :class:`DataError` naming ``path``."""
+    if image.dtype == np.uint8:
+        return image
+    try:
+        return normalise(image, method)
+    except ValueError as exc:
+        raise DataError(f"cannot normalise intensities with {method!r}: {exc}", path) from None
 
 
 def parse_normalisation(text: str) -> str | tuple[float, float]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gmiseg_edge.data.errors import DataError
+from gmiseg_edge.core.errors import DataError
 
 
 def label_values(labels: np.ndarray) -> list[int]:

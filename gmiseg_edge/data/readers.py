@@ -18,7 +18,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from gmiseg_edge.data.errors import DataError, MissingFileError
+from gmiseg_edge.core.errors import DataError, MissingFileError
 
 SUFFIXES_2D = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 SUFFIXES_3D = (".nii.gz", ".nii", ".nrrd", ".nhdr")

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from gmiseg_edge.data.errors import DataError, MissingFileError
+from gmiseg_edge.core.errors import DataError, MissingFileError
 from gmiseg_edge.data.intensity import normalise
 from gmiseg_edge.data.labels import instance_masks, select_label
 from gmiseg_edge.data.readers import Image2D, Volume, read_pair

@@ -9,8 +9,8 @@ import nibabel as nib
 import nrrd
 import numpy as np
 
-from gmiseg_edge.atomic import atomic_path, write_bytes_atomic
-from gmiseg_edge.data.errors import DataError
+from gmiseg_edge.core.errors import DataError
+from gmiseg_edge.core.files import atomic_path, write_bytes_atomic
 from gmiseg_edge.data.readers import Image2D, Volume, file_suffix
 
 _NRRD_GEOMETRY_KEYS = ("space", "space directions", "space origin", "spacings", "kinds", "space units")
@@ -48,15 +48,17 @@ def _save_nrrd(reference: Volume, array: np.ndarray, path: Path) -> None:
         nrrd.write(str(tmp), array, header, index_order="F")
 
 
-def _save_png(array: np.ndarray, path: Path) -> None:
+def write_png(path: str | Path, array: np.ndarray) -> Path:
+    """Write a PNG atomically: (H, W) uint8/uint16 grey or labels, or (H, W, 3) uint8 RGB."""
+    path = Path(path)
     if array.dtype not in (np.uint8, np.uint16):
-        raise DataError(
-            f"label values {int(array.min())}..{int(array.max())} do not fit in a 16-bit PNG", path
-        )
+        raise DataError(f"values {array.min()}..{array.max()} ({array.dtype}) do not fit in a 16-bit PNG", path)
+    if array.ndim == 3:
+        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)  # OpenCV writes BGR
     ok, encoded = cv2.imencode(".png", array)
     if not ok:
         raise DataError("PNG encoding failed", path)
-    write_bytes_atomic(path, encoded.tobytes())
+    return write_bytes_atomic(path, encoded.tobytes())
 
 
 def save_like(reference: Image2D | Volume, array: np.ndarray, path: str | Path) -> Path:
@@ -94,7 +96,7 @@ def save_like(reference: Image2D | Volume, array: np.ndarray, path: str | Path) 
         if suffix != ".png":
             raise DataError(f"2D masks are written as .png, got {suffix or '(none)'!r}", path)
         labels = array.astype(np.uint8) * 255 if array.dtype == bool else _label_dtype(array, path)
-        _save_png(labels, path)
+        write_png(path, labels)
     else:
         raise TypeError(f"reference must be an Image2D or a Volume, got {type(reference).__name__}")
     return path

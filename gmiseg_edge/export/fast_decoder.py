@@ -30,7 +30,7 @@ from segment_anything.modeling.transformer import Attention, TwoWayTransformer
 from torch import nn
 from torch.nn import functional as F
 
-from gmiseg_edge.export.graphs import DecoderGraph
+from gmiseg_edge.models.graphs import DecoderGraph
 
 
 def _head_weights(linear: nn.Linear, heads: int) -> tuple[torch.Tensor, torch.Tensor]:

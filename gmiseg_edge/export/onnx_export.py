@@ -14,12 +14,18 @@ import onnx
 import torch
 from segment_anything.modeling import Sam
 
-from gmiseg_edge.export.fast_decoder import FastDecoderGraph, few_token_attention
-from gmiseg_edge.export.graphs import (
+from gmiseg_edge.core.graph_io import (
     DECODER_INPUTS,
     DECODER_OUTPUTS,
+    ENCODER_INPUT,
     ENCODER_INPUTS,
+    ENCODER_OUTPUT,
     ENCODER_OUTPUTS,
+    POINT_COORDS,
+    POINT_LABELS,
+)
+from gmiseg_edge.export.fast_decoder import FastDecoderGraph, few_token_attention
+from gmiseg_edge.models.graphs import (
     DecoderGraph,
     EncoderGraph,
     export_friendly,
@@ -59,7 +65,7 @@ def externalise_if_large(path: Path, limit: int = PROTOBUF_LIMIT) -> bool:
 def export_encoder(model: Sam, path: Path, input_size: int, opset: int = DEFAULT_OPSET) -> None:
     """``image`` float32 [B, 3, S, S] -> ``image_embeddings`` float32 [B, 256, 64, 64], B dynamic."""
     dummy = torch.zeros(1, 3, input_size, input_size)
-    dynamic = {"image": {0: "batch"}, "image_embeddings": {0: "batch"}}
+    dynamic = {ENCODER_INPUT: {0: "batch"}, ENCODER_OUTPUT: {0: "batch"}}
     _export(EncoderGraph(model), (dummy,), path, ENCODER_INPUTS, ENCODER_OUTPUTS, dynamic, opset)
 
 
@@ -77,7 +83,7 @@ def export_decoder(model: Sam, path: Path, opset: int = DEFAULT_OPSET, regrouped
         torch.zeros(1, 1, *low_res),
         torch.zeros(1),
     )
-    dynamic = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
+    dynamic = {POINT_COORDS: {1: "num_points"}, POINT_LABELS: {1: "num_points"}}
     if not regrouped:
         _export(DecoderGraph(model), args, path, DECODER_INPUTS, DECODER_OUTPUTS, dynamic, opset)
         return

@@ -20,18 +20,20 @@ import onnxruntime
 import torch
 
 import gmiseg_edge
+from gmiseg_edge.adapters import adapted_layers, apply_adapter, merge_adapters, parameter_counts
+from gmiseg_edge.calibration.dataset import SAMPLE_CALIBRATION_CASES, SAMPLES
+from gmiseg_edge.calibration.quantize import quantize_graphs
+from gmiseg_edge.core.errors import ExportError
+from gmiseg_edge.core.files import sha256_of
+from gmiseg_edge.core.manifest import Manifest, file_entry, graph_filename
+from gmiseg_edge.data.samples import load_sample_cases
+from gmiseg_edge.export.fp16 import convert_to_fp16
 from gmiseg_edge.export.onnx_export import DEFAULT_OPSET, export_decoder, export_encoder
 from gmiseg_edge.export.validate import ValidationReport, torch_references, validate_graphs
-from gmiseg_edge.manifest import FORMAT, FORMAT_VERSION, MANIFEST, graph_filename, write_json_atomic
 from gmiseg_edge.models.build import build_model, checkpoint_sha256
-from gmiseg_edge.models.weights import sha256_of
 from gmiseg_edge.models.zoo import get_spec
 
 Log = Callable[[str], None]
-
-
-class ExportError(RuntimeError):
-    """An export that could not be completed or missed its tolerance (nothing was written)."""
 
 
 @dataclass
@@ -91,7 +93,6 @@ def export_model(options: ExportOptions, log: Log | None = None) -> ExportResult
             files[graph_filename(graph, "fp32")] = _file_entry(staging, graph_filename(graph, "fp32"), "fp32")
 
         if options.fp16:
-            from gmiseg_edge.export.fp16 import convert_to_fp16
 
             for graph in ("encoder", "decoder"):
                 say(f"converting {graph} to fp16 (LayerNorm, Softmax and reductions kept in fp32) ...")
@@ -102,8 +103,6 @@ def export_model(options: ExportOptions, log: Log | None = None) -> ExportResult
 
         graphs = {p: {g: graph_filename(g, p) for g in ("encoder", "decoder")} for p in reports}
         if options.int8:
-            from gmiseg_edge.calibration.dataset import SAMPLE_CALIBRATION_CASES, SAMPLES
-            from gmiseg_edge.calibration.quantize import quantize_graphs
 
             assert options.calib is not None
             calibrated_on = set(SAMPLE_CALIBRATION_CASES) if str(options.calib) == SAMPLES else set()
@@ -125,11 +124,11 @@ def export_model(options: ExportOptions, log: Log | None = None) -> ExportResult
             lines = "; ".join(f"{p}: {', '.join(f)}" for p, f in failed.items())
             raise ExportError(f"exported graphs miss their tolerance against PyTorch ({lines}); nothing was written")
 
-        manifest = _manifest(spec, options, base_sha, adapter_info, graphs, files, reports)
-        write_json_atomic(staging / MANIFEST, manifest)
+        manifest = _manifest(staging, spec, options, base_sha, adapter_info, graphs, files, reports)
+        manifest.save()
         _publish(staging, target, options.force)
         say(f"wrote {target}")
-        return ExportResult(folder=target, reports=reports, manifest=manifest)
+        return ExportResult(folder=target, reports=reports, manifest=manifest.data)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -138,8 +137,6 @@ def validation_cases(names: list[str] | None = None, instances_per_image: int = 
     """Sample cases for validation: one slice per case and label; for instance maps (nuclei), a few
     instances spread over the image, each with its own box (a box around every nucleus at once is no
     meaningful prompt)."""
-    from gmiseg_edge.data.samples import load_sample_cases
-
     cases = load_sample_cases(names, instances=True)
     plain = [c for c in cases if not c.label.startswith("instance")]
     instances = [c for c in cases if c.label.startswith("instance")]
@@ -181,7 +178,6 @@ def _publish(staging: Path, target: Path, force: bool) -> None:
 
 
 def _merge_adapter(model, path: Path, name: str, base_sha: str, say: Log) -> dict[str, Any]:
-    from gmiseg_edge.adapters import apply_adapter, merge_adapters, parameter_counts
 
     say(f"applying and merging adapter {path} ...")
     config = apply_adapter(model, path, name, base_sha)
@@ -194,7 +190,6 @@ def _merge_adapter(model, path: Path, name: str, base_sha: str, say: Log) -> dic
 
 def _strip_adapters(model) -> None:
     """Replace every merged AdaptedLinear by a plain Linear holding W + ΔW: zero adapter overhead."""
-    from gmiseg_edge.adapters import adapted_layers
 
     for name, layer in list(adapted_layers(model)):
         parent_name, _, attr = name.rpartition(".")
@@ -216,42 +211,34 @@ def _validate(references, spec, folder: Path, precision: str, say: Log, pair=Non
 def _file_entry(folder: Path, filename: str, precision: str) -> dict[str, Any]:
     path = folder / filename
     model = onnx.load(str(path), load_external_data=False)
-    entry: dict[str, Any] = {
-        "graph": "encoder" if filename.startswith("encoder") else "decoder",
-        "precision": precision,
-        "sha256": sha256_of(path),
-        "bytes": path.stat().st_size,
-        "opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
-        "nodes": len(model.graph.node),
-    }
+    entry = file_entry(
+        path,
+        graph="encoder" if filename.startswith("encoder") else "decoder",
+        precision=precision,
+        opset=next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
+        nodes=len(model.graph.node),
+    )
     data = path.with_name(path.name + ".data")
     if data.exists():
-        entry["external_data"] = {"file": data.name, "sha256": sha256_of(data), "bytes": data.stat().st_size}
+        entry["external_data"] = file_entry(data, file=data.name)
     return entry
 
 
-def _manifest(spec, options: ExportOptions, base_sha: str, adapter, graphs, files, reports) -> dict[str, Any]:
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "model": {
-            "name": spec.name,
-            "input_size": spec.input_size,
-            "preprocess": spec.preprocess.to_dict(),
-            "embedding_shape": [256, 64, 64],
-            "low_res_mask_shape": [256, 256],
-        },
-        "base_checkpoint": {
+def _manifest(folder: Path, spec, options: ExportOptions, base_sha: str, adapter, graphs, files,
+              reports) -> Manifest:
+    return Manifest.create(
+        folder,
+        model_name=spec.name,
+        preprocess=spec.preprocess,
+        base_checkpoint={
             "file": options.checkpoint.name if options.checkpoint else spec.weights.filename,
             "sha256": base_sha,
         },
-        "adapter": adapter,
-        "graphs": graphs,
-        "files": files,
-        "validation": {precision: report.to_dict() for precision, report in reports.items()},
-        "engines": {},
-        "versions": {
+        adapter=adapter,
+        graphs=graphs,
+        files=files,
+        validation={precision: report.to_dict() for precision, report in reports.items()},
+        versions={
             "gmiseg_edge": gmiseg_edge.__version__,
             "torch": torch.__version__,
             "onnx": onnx.__version__,
@@ -259,4 +246,4 @@ def _manifest(spec, options: ExportOptions, base_sha: str, adapter, graphs, file
             "opset": options.opset,
             "python": platform.python_version(),
         },
-    }
+    )

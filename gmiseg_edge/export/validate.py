@@ -8,22 +8,18 @@ the low-res logits and of the IoU scores, and the Dice between the two threshold
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
-import torch
 from segment_anything.modeling import Sam
 
-from gmiseg_edge.export.graphs import DecoderGraph
+from gmiseg_edge.core.graph_io import DECODER_OUTPUTS, ENCODER_INPUT, DecoderInputs
+from gmiseg_edge.core.onnx_session import cpu_session
+from gmiseg_edge.core.prompts import box_from_mask, make_prompt
+from gmiseg_edge.core.transforms import PreparedImage, PreprocessConfig, postprocess_logits
 from gmiseg_edge.metrics import dice
-from gmiseg_edge.runtime.transforms import (
-    PreparedImage,
-    PreprocessConfig,
-    postprocess_logits,
-    preprocess,
-)
+from gmiseg_edge.models.reference import TorchReference
 
 
 @dataclass(frozen=True)
@@ -34,7 +30,6 @@ class Tolerance:
     mask_dice_min: float
 
 
-NO_MASK = np.zeros((1, 1, 256, 256), np.float32)
 TOLERANCES = {
     "fp32": Tolerance(embedding_max_abs=1e-3, mask_dice_min=0.999),
     "fp16": Tolerance(embedding_max_abs=None, mask_dice_min=0.99),
@@ -103,54 +98,41 @@ class ValidationReport:
         }
 
 
-def cpu_session(path: Path, threads: int = 0) -> ort.InferenceSession:
-    """An ONNX Runtime CPU session with full graph optimisation."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 @dataclass(frozen=True)
-class TorchReference:
+class TorchReferenceCase:
     """The FP32 PyTorch outputs for one case, computed once and shared by every precision's validation."""
 
     name: str
     prepared: PreparedImage
-    coords: np.ndarray
-    labels: np.ndarray
-    embedding: np.ndarray
+    inputs: DecoderInputs  # the box prompt, with the PyTorch embedding
     logits: np.ndarray
     iou: np.ndarray
     mask: np.ndarray
 
+    @property
+    def embedding(self) -> np.ndarray:
+        return self.inputs.image_embeddings
 
-def torch_references(model: Sam, preprocess_config: PreprocessConfig, cases: Sequence) -> list[TorchReference]:
+
+def torch_references(model: Sam, preprocess_config: PreprocessConfig, cases: Sequence) -> list[TorchReferenceCase]:
     """Run the PyTorch model on ``cases`` (objects with name/image/mask) with a box from each label's extent."""
-    from gmiseg_edge.runtime.prompts import box_from_mask, make_prompt
-
-    decoder = DecoderGraph(model).eval()
+    reference = TorchReference(model, preprocess_config)
     size = preprocess_config.input_size
     out = []
     for case in cases:
-        prepared = preprocess(case.image, preprocess_config)
+        prepared, embedding = reference.prepare(case.image)
         prompt = make_prompt(box=box_from_mask(case.mask), image_size=prepared.original_size)
-        coords, labels = prompt.decoder_points(prepared.original_size, size)
-        with torch.inference_mode():
-            embedding = model.image_encoder(torch.from_numpy(prepared.tensor))
-            logits, iou = decoder(embedding, torch.from_numpy(coords), torch.from_numpy(labels),
-                                  torch.from_numpy(NO_MASK), torch.zeros(1))
-        out.append(TorchReference(
-            name=case.name, prepared=prepared, coords=coords, labels=labels,
-            embedding=embedding.numpy(), logits=logits.numpy(), iou=iou.numpy(),
-            mask=postprocess_logits(logits[0, :1].numpy(), prepared, size)[0] > 0,
+        inputs = prompt.decoder_inputs(embedding, prepared.original_size, size)
+        logits, iou = reference.decode(inputs)
+        out.append(TorchReferenceCase(
+            name=case.name, prepared=prepared, inputs=inputs, logits=logits, iou=iou,
+            mask=postprocess_logits(logits[0, :1], prepared, size)[0] > 0,
         ))
     return out
 
 
 def validate_graphs(
-    references: Sequence[TorchReference],
+    references: Sequence[TorchReferenceCase],
     input_size: int,
     encoder_path: Path,
     decoder_path: Path,
@@ -161,11 +143,8 @@ def validate_graphs(
     encoder, decoder = cpu_session(encoder_path), cpu_session(decoder_path)
     report = ValidationReport(precision, TOLERANCES[precision])
     for ref in references:
-        (emb,) = encoder.run(None, {"image": ref.prepared.tensor})
-        logits, iou = decoder.run(None, {
-            "image_embeddings": emb, "point_coords": ref.coords, "point_labels": ref.labels,
-            "mask_input": NO_MASK, "has_mask_input": np.zeros(1, np.float32),
-        })
+        (emb,) = encoder.run(None, {ENCODER_INPUT: ref.prepared.tensor})
+        logits, iou = decoder.run(list(DECODER_OUTPUTS), replace(ref.inputs, image_embeddings=emb).feed())
         mask = postprocess_logits(logits[0, :1], ref.prepared, input_size)[0] > 0
         agreement = CaseAgreement(
             case=ref.name,

@@ -10,10 +10,12 @@ from segment_anything.build_sam import sam_model_registry
 from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 from torch import nn
 
+from gmiseg_edge.core.errors import WeightsError
+from gmiseg_edge.core.files import sha256_of
+from gmiseg_edge.core.transforms import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 from gmiseg_edge.models.tiny_vit import TinyViT, TinyViTConfig
-from gmiseg_edge.models.weights import WeightsError, resolve_weights, sha256_of
+from gmiseg_edge.models.weights import resolve_weights
 from gmiseg_edge.models.zoo import ModelSpec, get_spec
-from gmiseg_edge.runtime.transforms import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 
 EMBED_GRID = 64
 EMBED_DIM = 256

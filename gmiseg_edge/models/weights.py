@@ -9,7 +9,6 @@ default ``~/.cache/gmiseg-edge/weights``). Every load verifies the sha256 again.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import subprocess
@@ -22,37 +21,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-from gmiseg_edge.atomic import atomic_path
+from gmiseg_edge.core.errors import WeightsError
+from gmiseg_edge.core.files import atomic_path, sha256_of, user_cache_dir
 from gmiseg_edge.models.zoo import ModelSpec, WeightSource, get_spec
 
 CHUNK = 1 << 20
 
 
-class WeightsError(RuntimeError):
-    """Weights missing, corrupted, or not obtainable."""
-
-
-def cache_dir() -> Path:
-    """Root of the user cache (``$GMISEG_EDGE_HOME`` or ``~/.cache/gmiseg-edge``)."""
-    root = os.environ.get("GMISEG_EDGE_HOME")
-    if root:
-        return Path(root).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "gmiseg-edge"
-
-
 def weights_path(source: WeightSource) -> Path:
     """Where the cached weight file of ``source`` lives (present or not)."""
-    return cache_dir() / "weights" / source.filename
-
-
-def sha256_of(path: Path | str) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return user_cache_dir() / "weights" / source.filename
 
 
 def fetch_hint(name: str) -> str:

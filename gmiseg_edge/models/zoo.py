@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gmiseg_edge.runtime.transforms import PreprocessConfig
+from gmiseg_edge.core.transforms import PreprocessConfig
 
 DEFAULT_MODEL = "lite_medsam"
 

@@ -1,12 +1,12 @@
 """Torch-free runtime: backends (ONNX Runtime, TensorRT, PyTorch reference), embedding cache, interactive
-predictor, support-set segmentation and file segmentation. ``transforms`` holds the pre/post-processing.
+predictor, support-set segmentation. Pre/post-processing and prompt layout live in :mod:`gmiseg_edge.core`.
 
     from gmiseg_edge.runtime import load
     predictor = load("models/lite_medsam")              # auto: TensorRT engines if usable, else ONNX Runtime
     prediction = predictor.predict(image, box=[40, 30, 120, 90])
     prediction.mask                                      # bool (H, W)
 
-Names are imported lazily so that ``gmiseg_edge.runtime.transforms`` stays importable with numpy alone.
+Names are imported lazily, so ``import gmiseg_edge.runtime`` loads no inference library.
 """
 
 from __future__ import annotations
@@ -15,17 +15,16 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "load": "loader",
-    "check_precision": "loader",
-    "Predictor": "predictor",
-    "Prediction": "predictor",
-    "EncodedImage": "predictor",
-    "EmbeddingCache": "cache",
-    "CacheStats": "cache",
-    "SupportSetSegmenter": "support_set",
-    "segment_files": "segment_files",
-    "InputError": "errors",
-    "BackendError": "errors",
+    "load": "gmiseg_edge.runtime.loader",
+    "check_precision": "gmiseg_edge.runtime.loader",
+    "Predictor": "gmiseg_edge.runtime.predictor",
+    "EncodedImage": "gmiseg_edge.runtime.predictor",
+    "Prediction": "gmiseg_edge.core.prediction",
+    "EmbeddingCache": "gmiseg_edge.runtime.cache",
+    "CacheStats": "gmiseg_edge.runtime.cache",
+    "SupportSetSegmenter": "gmiseg_edge.runtime.support_set",
+    "InputError": "gmiseg_edge.core.errors",
+    "BackendError": "gmiseg_edge.core.errors",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -35,4 +34,4 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    return getattr(importlib.import_module(module), name)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gmiseg_edge.atomic import write_bytes_atomic
+from gmiseg_edge.core.files import write_bytes_atomic
 
 MAGIC = b"GMISEG-EMB1\n"
 DIGEST = 32

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from gmiseg_edge.runtime.errors import InputError
+from gmiseg_edge.core.errors import InputError
+from gmiseg_edge.data.intensity import Normalisation as Method
+from gmiseg_edge.data.intensity import normalise as to_uint8
 
-Normalisation = str | tuple[float, float] | None
+Normalisation = Method | None  # None: uint8 images only
 
 _HOW = (
     "pass normalise='percentile' (or 'minmax', a CT window such as 'abdomen' or 'lung', or (low, high)), "
@@ -45,8 +47,6 @@ def check_image(image: np.ndarray, normalise: Normalisation = None, name: str = 
     if normalise is None:
         raise InputError(f"{name}: dtype {image.dtype} (values {image.min()}..{image.max()}) is not uint8; "
                          f"a silent cast would give a wrong mask: {_HOW}")
-    from gmiseg_edge.data.intensity import normalise as to_uint8
-
     try:
         return to_uint8(image, normalise)
     except ValueError as exc:

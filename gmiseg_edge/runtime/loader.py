@@ -16,10 +16,12 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from gmiseg_edge.manifest import PRECISIONS, Manifest, ManifestError
+from gmiseg_edge.core.errors import BackendError
+from gmiseg_edge.core.manifest import PRECISIONS, Manifest, ManifestError
 from gmiseg_edge.runtime.backends import BACKEND_CHOICES, BACKENDS, Backend, BackendOptions
+from gmiseg_edge.runtime.backends.trt.device import tensorrt_status
+from gmiseg_edge.runtime.backends.trt.runner import engine_problem
 from gmiseg_edge.runtime.cache import EmbeddingCache
-from gmiseg_edge.runtime.errors import BackendError
 from gmiseg_edge.runtime.predictor import Predictor
 
 log = logging.getLogger(__name__)
@@ -43,8 +45,6 @@ def check_precision(manifest: Manifest, precision: str) -> None:
 
 
 def _open_auto(manifest: Manifest, precision: str, options: BackendOptions) -> tuple[Backend, str]:
-    from gmiseg_edge.export.tensorrt_build import tensorrt_status
-    from gmiseg_edge.runtime.backends.trt import engine_problem
 
     problem = engine_problem(manifest, precision, tensorrt_status())
     if problem is None:
@@ -57,10 +57,16 @@ def _open_auto(manifest: Manifest, precision: str, options: BackendOptions) -> t
     return BACKENDS["ort"].open(manifest, precision, options), note
 
 
-def _as_cache(cache: EmbeddingCache | str | Path | None) -> EmbeddingCache:
+def _as_cache(cache: EmbeddingCache | str | Path | None, max_gb: float | None) -> EmbeddingCache:
     if isinstance(cache, EmbeddingCache):
         return cache
-    return EmbeddingCache() if cache is None else EmbeddingCache(folder=cache)
+    if cache is None:
+        return EmbeddingCache()
+    if max_gb is None:
+        return EmbeddingCache(folder=cache)
+    if not 0 < max_gb < 1 << 20:  # also refuses NaN and inf
+        raise ValueError(f"the disk cache bound must be a positive number of GB, got {max_gb}")
+    return EmbeddingCache(folder=cache, max_disk_bytes=int(max_gb * 2**30))
 
 
 def load(
@@ -70,13 +76,15 @@ def load(
     threads: int | None = None,
     cache: EmbeddingCache | str | Path | None = None,
     providers: Sequence[str] | None = None,
+    cache_max_gb: float | None = None,
 ) -> Predictor:
     """Open a model folder written by ``gmiseg-edge export`` and return a thread-safe :class:`Predictor`.
 
     ``backend``: ``auto``, ``trt``, ``ort`` or ``torch``; ``precision``: ``fp32``, ``fp16`` or ``int8``;
     ``threads``: CPU threads per run (None: the backend's default); ``cache``: an :class:`EmbeddingCache`, a
     folder for a disk cache (plus the default in-memory LRU), or None for the in-memory LRU only;
-    ``providers``: ONNX Runtime providers to try in order (default: TensorRT, CUDA, CPU).
+    ``providers``: ONNX Runtime providers to try in order (default: TensorRT, CUDA, CPU); ``cache_max_gb``:
+    the bound of a disk cache folder given as ``cache`` (default: the cache's own).
     """
     if backend not in BACKEND_CHOICES:
         raise ValueError(f"backend must be one of {', '.join(BACKEND_CHOICES)}, got {backend!r}")
@@ -93,4 +101,4 @@ def load(
             raise BackendError(f"the {backend} backend ({spec.description}) runs {', '.join(spec.precisions)} only, "
                                f"not {precision}")
         opened, note = spec.open(manifest, precision, options), ""
-    return Predictor(opened, manifest.preprocess, _as_cache(cache), manifest.model_name, note)
+    return Predictor(opened, manifest.preprocess, _as_cache(cache, cache_max_gb), manifest.model_name, note)

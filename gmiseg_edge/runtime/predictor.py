@@ -1,11 +1,7 @@
 """Interactive predictor: encode an image once (cached), decode any number of prompts, masks at full size.
 
-Which output is returned (SAM's rule): the decoder always gives four masks, index 0 the single-mask output
-and 1-3 the multimask outputs. A single point alone is ambiguous (part, object or group), so its three
-multimask outputs are candidates and the one with the best predicted IoU is chosen; any other prompt (a box,
-several points, a previous mask as ``mask_input``) is unambiguous and gets the single-mask output (index 0).
-``multimask=True``/``False`` overrides the rule. Post-processing: ``transforms.postprocess_logits`` to the
-original size, then threshold 0.
+Which of the decoder's outputs is returned follows SAM's rule (:mod:`gmiseg_edge.core.prediction`);
+``multimask=True``/``False`` overrides it.
 
 The predictor keeps no per-image state (the cache holds embeddings), so one instance serves many threads.
 """
@@ -17,15 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gmiseg_edge.core.errors import InputError
+from gmiseg_edge.core.prediction import Prediction, make_prediction, output_choice
+from gmiseg_edge.core.prompts import Prompt, make_prompt
+from gmiseg_edge.core.transforms import ImageGeometry, PreprocessConfig, preprocess
 from gmiseg_edge.runtime.backends.base import Backend
 from gmiseg_edge.runtime.cache import CacheStats, EmbeddingCache, image_key
-from gmiseg_edge.runtime.errors import InputError
 from gmiseg_edge.runtime.images import Normalisation, check_image
-from gmiseg_edge.runtime.prompts import Prompt, make_prompt
-from gmiseg_edge.runtime.transforms import ImageGeometry, PreprocessConfig, postprocess_logits, preprocess
-
-SINGLE_OUTPUT = (0,)
-MULTIMASK_OUTPUTS = (1, 2, 3)
 
 
 @dataclass(frozen=True)
@@ -40,50 +34,6 @@ class EncodedImage:
     def size(self) -> tuple[int, int]:
         """(H, W) of the original image."""
         return self.prepared.original_size
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """The candidate outputs of one prompt and the chosen one.
-
-    ``outputs`` are the decoder output indices of the candidates ((0,) single-mask, (1, 2, 3) multimask);
-    ``index`` picks the chosen candidate. Arrays hold one row per candidate.
-    """
-
-    masks: np.ndarray  # bool (K, H, W) at the original size
-    logits: np.ndarray  # float32 (K, H, W)
-    low_res_logits: np.ndarray  # float32 (K, 256, 256)
-    iou: np.ndarray  # float32 (K,) predicted IoU
-    index: int
-    outputs: tuple[int, ...]
-
-    @property
-    def mask(self) -> np.ndarray:
-        """The chosen mask, bool (H, W)."""
-        return self.masks[self.index]
-
-    @property
-    def score(self) -> float:
-        """Predicted IoU of the chosen mask."""
-        return float(self.iou[self.index])
-
-    @property
-    def mask_input(self) -> np.ndarray:
-        """The chosen low-res logits as a next ``mask_input`` (1, 1, 256, 256)."""
-        return self.low_res_logits[self.index][None, None]
-
-
-def make_prediction(
-    prepared: ImageGeometry, low_res: np.ndarray, iou: np.ndarray, outputs: tuple[int, ...], input_size: int
-) -> Prediction:
-    """Candidates ``outputs`` of the decoder's (4, 256, 256) logits and (4,) IoU, post-processed."""
-    chosen_low = np.ascontiguousarray(low_res[list(outputs)], dtype=np.float32)
-    chosen_iou = np.asarray(iou[list(outputs)], dtype=np.float32)
-    logits = postprocess_logits(chosen_low, prepared, input_size)
-    return Prediction(
-        masks=logits > 0, logits=logits, low_res_logits=chosen_low, iou=chosen_iou,
-        index=int(np.argmax(chosen_iou)), outputs=tuple(outputs),
-    )
 
 
 def preprocessing_id(config: PreprocessConfig) -> str:
@@ -166,8 +116,7 @@ class Predictor:
         if encoded is None:
             encoded = self._encode_pixels(pixels)
         low_res, iou = self.decode(encoded, prompt)
-        use_multimask = prompt.ambiguous if multimask is None else bool(multimask)
-        outputs = MULTIMASK_OUTPUTS if use_multimask else SINGLE_OUTPUT
+        outputs = output_choice(prompt.ambiguous, multimask)
         return make_prediction(encoded.prepared, low_res, iou, outputs, self.input_size)
 
     def close(self) -> None:

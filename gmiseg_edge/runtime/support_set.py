@@ -33,11 +33,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from gmiseg_edge.runtime.errors import InputError
+from gmiseg_edge.core.errors import InputError
+from gmiseg_edge.core.prediction import SINGLE_OUTPUT, Prediction, make_prediction
+from gmiseg_edge.core.prompts import LOW_RES, make_prompt
+from gmiseg_edge.core.transforms import ImageGeometry
 from gmiseg_edge.runtime.images import Normalisation, check_image
-from gmiseg_edge.runtime.predictor import SINGLE_OUTPUT, EncodedImage, Prediction, Predictor, make_prediction
-from gmiseg_edge.runtime.prompts import LOW_RES, make_prompt
-from gmiseg_edge.runtime.transforms import ImageGeometry
+from gmiseg_edge.runtime.predictor import EncodedImage, Predictor
 
 EMPTY_LOGIT = -20.0
 RING_CELLS = 4

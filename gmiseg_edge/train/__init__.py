@@ -11,9 +11,8 @@ from gmiseg_edge.data.intensity import parse_normalisation
 from gmiseg_edge.train.augment import AugmentConfig, augment, flip, gaussian_noise, random_flip
 from gmiseg_edge.train.callbacks import Callback, EpochRecord, StartInfo, StepInfo, TrainResult
 from gmiseg_edge.train.checkpoint import CheckpointError, checkpoint_path
-from gmiseg_edge.train.loop import ADAPTER_KINDS, TrainConfig, train
+from gmiseg_edge.train.loop import TrainConfig, train
 from gmiseg_edge.train.losses import dice_loss, focal_loss, segmentation_loss
-from gmiseg_edge.train.progress import RichProgress
 from gmiseg_edge.train.prompts import (
     Prompt,
     PromptConfig,
@@ -32,7 +31,6 @@ from gmiseg_edge.train.samples import (
 from gmiseg_edge.train.segmenter import PromptedSam, decode, validation_dice
 
 __all__ = [
-    "ADAPTER_KINDS",
     "AugmentConfig",
     "Callback",
     "CheckpointError",
@@ -41,7 +39,6 @@ __all__ = [
     "Prompt",
     "PromptConfig",
     "PromptedSam",
-    "RichProgress",
     "StartInfo",
     "StepInfo",
     "TrainConfig",

@@ -10,16 +10,12 @@ from typing import Any
 
 import torch
 
-from gmiseg_edge.adapters import AdapterError
-from gmiseg_edge.atomic import atomic_path
+from gmiseg_edge.core.errors import AdapterError, CheckpointError
+from gmiseg_edge.core.files import atomic_path
 
 FORMAT = "gmiseg-edge-train-checkpoint"
 FORMAT_VERSION = 1
 _REQUIRED = ("fingerprint", "base_model", "base_sha256", "epoch", "adapter", "optimizer", "torch_rng", "history")
-
-
-class CheckpointError(ValueError):
-    """An unreadable, foreign or mismatched training checkpoint (the message names the file)."""
 
 
 def checkpoint_path(out: str | Path) -> Path:

@@ -30,9 +30,10 @@ from gmiseg_edge.adapters import (
     parameter_counts,
     save_adapter,
 )
+from gmiseg_edge.core.transforms import PreprocessConfig
+from gmiseg_edge.data.intensity import Normalisation
 from gmiseg_edge.models.build import build_model, checkpoint_sha256
 from gmiseg_edge.models.zoo import DEFAULT_MODEL, get_spec
-from gmiseg_edge.runtime.transforms import PreprocessConfig
 from gmiseg_edge.train import distributed
 from gmiseg_edge.train.augment import AugmentConfig
 from gmiseg_edge.train.callbacks import Callback, EpochRecord, StartInfo, StepInfo, TrainResult
@@ -45,13 +46,10 @@ from gmiseg_edge.train.checkpoint import (
 )
 from gmiseg_edge.train.losses import segmentation_loss
 from gmiseg_edge.train.prompts import PromptConfig
-from gmiseg_edge.train.samples import Normalisation, TrainSample, load_samples, make_example
+from gmiseg_edge.train.samples import TrainSample, load_samples, make_example
 from gmiseg_edge.train.segmenter import PromptedSam, set_adapter_training, validation_dice
 
 TRAIN_STREAM = 0  # the training examples' random stream: np.random.default_rng([seed, TRAIN_STREAM, epoch, pos])
-ADAPTER_KINDS = {"loose": "loose_lora", "loose_lora": "loose_lora", "lora": "lora"}
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run needs. ``patience``: epochs without a better validation Dice before stopping

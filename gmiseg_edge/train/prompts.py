@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gmiseg_edge.runtime.prompts import simulate_box, simulate_points
-from gmiseg_edge.runtime.transforms import scale_boxes, scale_coords
+from gmiseg_edge.core.prompts import simulate_box, simulate_points
+from gmiseg_edge.core.transforms import scale_boxes, scale_coords
 
 PROMPT_MODES = ("box", "points", "mixed")
 

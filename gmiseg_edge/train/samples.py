@@ -5,7 +5,7 @@ the label (every such slice along ``axis``). Intensities that are not uint8 are 
 :func:`gmiseg_edge.data.normalise` (a window or percentile scaling), slice by slice; uint8 images are kept.
 
 An example is a sample after augmentation, with a simulated prompt, preprocessed by the model's own
-:func:`gmiseg_edge.runtime.transforms.preprocess`, and its ground truth in the decoder's low-res frame.
+:func:`gmiseg_edge.core.transforms.preprocess`, and its ground truth in the decoder's low-res frame.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from gmiseg_edge.data import DataError, Image2D, find_pairs, normalise, volume_slices
-from gmiseg_edge.runtime.transforms import PreprocessConfig, preprocess, resized_shape
+from gmiseg_edge.core.transforms import PreprocessConfig, preprocess, resized_shape
+from gmiseg_edge.data import DataError, Image2D, find_pairs, volume_slices
+from gmiseg_edge.data.intensity import Normalisation, to_uint8
 from gmiseg_edge.train.augment import AugmentConfig, augment
 from gmiseg_edge.train.prompts import Prompt, PromptConfig, simulate_prompt, to_input_frame
 
 LOW_RES = 256  # side of the mask decoder's low-res logits
 
-Normalisation = str | tuple[float, float]
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,15 +49,6 @@ class Example:
     resized_size: tuple[int, int]
 
 
-def _to_uint8(image: np.ndarray, method: Normalisation, path: Path) -> np.ndarray:
-    if image.dtype == np.uint8:
-        return image
-    try:
-        return normalise(image, method)
-    except ValueError as exc:
-        raise DataError(f"cannot normalise intensities with {method!r}: {exc}", path) from None
-
-
 def load_samples(
     folder: str | Path, *, normalisation: Normalisation = "percentile", axis: int = 2, label: int | None = None
 ) -> list[TrainSample]:
@@ -77,11 +68,11 @@ def load_samples(
             empty.append(labels.path.name)
             continue
         if isinstance(image, Image2D):
-            pixels = _to_uint8(image.array, normalisation, image.path)
+            pixels = to_uint8(image.array, normalisation, image.path)
             samples.append(TrainSample(pair.name, pixels, mask, image.path))
             continue
         for piece in volume_slices(image, labels, value, mode="labelled", axis=axis):
-            pixels = _to_uint8(piece.image, normalisation, image.path)
+            pixels = to_uint8(piece.image, normalisation, image.path)
             samples.append(TrainSample(f"{pair.name}[{piece.axis}:{piece.index}]", pixels, piece.mask, image.path))
     if not samples:
         what = f"label {label}" if label is not None else "any label"

@@ -10,8 +10,8 @@ from segment_anything.modeling import Sam
 from torch import nn
 
 from gmiseg_edge.adapters import adapted_layers
+from gmiseg_edge.core.transforms import PreprocessConfig, postprocess_logits, preprocess
 from gmiseg_edge.metrics import dice
-from gmiseg_edge.runtime.transforms import PreprocessConfig, postprocess_logits, preprocess
 from gmiseg_edge.train.distributed import DistContext, all_reduce_sum, shard
 from gmiseg_edge.train.prompts import Prompt, PromptConfig, simulate_prompt, to_input_frame
 from gmiseg_edge.train.samples import TrainSample

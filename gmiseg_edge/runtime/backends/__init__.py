@@ -6,7 +6,9 @@
 | ``ort`` | the ONNX graphs: TensorRT, CUDA or CPU execution provider | fp32, fp16, int8 | onnxruntime(-gpu) |
 | ``torch`` | the PyTorch reference model (FP32) | fp32 | torch, segment-anything |
 
-Each backend module is imported only when its backend is opened, so the runtime never imports torch unless
+Each backend is one folder (as in Polygraphy's ``backend/``): ``onnxrt/`` (provider choice and runner), ``trt/``
+(device probe, engine build, runner), ``pyt/`` (runner over the PyTorch reference). Each backend module is
+imported only when its backend is opened, so the runtime never imports torch unless
 ``torch`` is asked for, nor tensorrt unless ``trt`` is.
 """
 
@@ -16,8 +18,9 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gmiseg_edge.manifest import Manifest
-from gmiseg_edge.runtime.backends.base import Backend, DecoderInputs
+from gmiseg_edge.core.graph_io import DecoderInputs
+from gmiseg_edge.core.manifest import Manifest
+from gmiseg_edge.runtime.backends.base import Backend
 from gmiseg_edge.runtime.backends.options import BackendOptions
 
 
@@ -43,9 +46,11 @@ _PACKAGE = "gmiseg_edge.runtime.backends"
 BACKENDS: dict[str, BackendSpec] = {
     spec.name: spec
     for spec in (
-        BackendSpec("trt", "native TensorRT engines", ("fp32", "fp16", "int8"), True, f"{_PACKAGE}.trt:open_tensorrt"),
-        BackendSpec("ort", "ONNX Runtime", ("fp32", "fp16", "int8"), False, f"{_PACKAGE}.onnxrt:open_onnxruntime"),
-        BackendSpec("torch", "PyTorch reference", ("fp32",), False, f"{_PACKAGE}.pyt:open_torch"),
+        BackendSpec("trt", "native TensorRT engines", ("fp32", "fp16", "int8"), True,
+                    f"{_PACKAGE}.trt.runner:open_tensorrt"),
+        BackendSpec("ort", "ONNX Runtime", ("fp32", "fp16", "int8"), False,
+                    f"{_PACKAGE}.onnxrt.runner:open_onnxruntime"),
+        BackendSpec("torch", "PyTorch reference", ("fp32",), False, f"{_PACKAGE}.pyt.runner:open_torch"),
     )
 }
 BACKEND_CHOICES = ("auto", *BACKENDS)

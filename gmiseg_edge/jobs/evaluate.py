@@ -1,0 +1,250 @@
+"""Accuracy of an exported model folder on labelled 2D cases (DESIGN §8): Dice, Jaccard, ASD and HD95 (mm).
+
+Prompts follow the paper, seeded per case (``numpy.random.default_rng([seed, case index])``, so a case gets
+the same prompt whatever else is evaluated): ``box`` the mask's extent pushed out by 0..``box_offset`` pixels
+per side; ``points`` ``n_points`` random foreground pixels; ``support`` no prompt at all, the runtime's
+:class:`~gmiseg_edge.runtime.SupportSetSegmenter` with up to ``supports`` other cases of the same dataset and
+label as examples (leave-one-case-out: never the query's own scan; for instance masks, other instances).
+
+Spacing comes from the file header (slice spacing for volumes; 1 mm for microscopy without one). Statistics
+per dataset and overall are :func:`gmiseg_edge.metrics.summarise` (finite values; infinite ones counted).
+``reference="torch"`` adds each case's agreement (Dice) with the FP32 PyTorch model given the same prompt.
+Torch-free unless the reference is asked for.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gmiseg_edge.core.files import atomic_path
+from gmiseg_edge.core.manifest import Manifest
+from gmiseg_edge.core.prompts import simulate_box, simulate_points
+from gmiseg_edge.data import Volume, extract_slices, find_pairs, select_label, to_uint8
+from gmiseg_edge.data.samples import load_sample_cases
+from gmiseg_edge.metrics import SegmentationScores, dice, score, summarise
+from gmiseg_edge.runtime import check_precision, load
+from gmiseg_edge.runtime.support_set import SupportSetSegmenter
+
+PROMPT_MODES = ("box", "points", "support")
+REFERENCES = ("torch",)
+ALL = "all"
+
+
+@dataclass(frozen=True, eq=False)
+class EvalCase:
+    """One 2D case: uint8 image, bool mask, (row, col) spacing in mm, its dataset and support group."""
+
+    name: str
+    image: np.ndarray
+    mask: np.ndarray
+    spacing: tuple[float, float]
+    dataset: str
+    group: str  # cases that may support each other (same dataset and label)
+    scan: str  # the source scan: leave-one-case-out never uses the query's own scan
+    instance: bool = False  # one instance of an instance map (supports are other instances of the scan)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What to evaluate and how (see the module docstring)."""
+
+    model_dir: str | Path
+    data: str | Path = "samples"
+    prompt: str = "box"
+    backend: str = "auto"
+    precision: str = "fp32"
+    seed: int = 0
+    threads: int | None = None
+    reference: str | None = None
+    n_points: int = 3
+    box_offset: int = 5
+    supports: int = 3
+    window: str | tuple[float, float] = "percentile"
+    cases: tuple[str, ...] | None = None  # keep only these scans (sample case names or dataset case names)
+
+    def __post_init__(self) -> None:
+        if self.prompt not in PROMPT_MODES:
+            raise ValueError(f"prompt must be one of {', '.join(PROMPT_MODES)}, got {self.prompt!r}")
+        if self.reference is not None and self.reference not in REFERENCES:
+            raise ValueError(f"reference must be one of {', '.join(REFERENCES)}, got {self.reference!r}")
+        if self.n_points < 1 or self.box_offset < 0 or self.supports < 1:
+            raise ValueError("need n_points >= 1, box_offset >= 0 and supports >= 1")
+
+
+@dataclass
+class CaseResult:
+    """One case's scores (None when it could not be evaluated, with ``note``) and its prompt."""
+
+    name: str
+    dataset: str
+    prompt: str
+    prompt_detail: str
+    scores: SegmentationScores | None
+    agreement: float | None = None
+    note: str = ""
+
+    def row(self) -> dict[str, Any]:
+        values = self.scores.as_dict() if self.scores else dict.fromkeys(("dice", "jaccard", "asd", "hd95"))
+        return {"case": self.name, "dataset": self.dataset, "prompt": self.prompt, **values,
+                "agreement_torch": self.agreement, "prompt_detail": self.prompt_detail, "note": self.note}
+
+
+@dataclass
+class EvalResult:
+    """Per-case rows and per-dataset (plus ``all``) summaries."""
+
+    model: str
+    backend: str
+    config: dict[str, Any]
+    cases: list[CaseResult]
+    summary: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "backend": self.backend, "config": self.config,
+                "cases": [_jsonable(c.row()) for c in self.cases], "summary": _jsonable(self.summary)}
+
+    def write_csv(self, path: str | Path) -> Path:
+        path = Path(path)
+        rows = [c.row() for c in self.cases]
+        with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["case"])
+            writer.writeheader()
+            writer.writerows(rows)
+        return path
+
+
+def _jsonable(value: Any) -> Any:
+    """Non-finite floats as strings ("inf", "nan") so the JSON is standard."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------- cases
+
+
+def sample_eval_cases() -> list[EvalCase]:
+    """The shipped sample cases, nuclei one case per instance (``load_sample_cases(instances=True)``)."""
+    cases = []
+    for c in load_sample_cases(instances=True):
+        dataset = f"{c.source.split(' (')[0].split('==')[0]} {c.modality}"
+        instance = c.label.startswith("instance_")
+        group = f"{dataset}/{'instances' if instance else c.label}"
+        cases.append(EvalCase(c.name, c.image, c.mask, c.spacing, dataset, group, c.case, instance))
+    return cases
+
+
+def folder_eval_cases(root: str | Path, window: str | tuple[float, float] = "percentile") -> list[EvalCase]:
+    """A dataset folder (``find_pairs``): 2D pairs as they are, volumes by their largest labelled slice."""
+    cases = []
+    dataset = Path(root).name
+    for pair in find_pairs(root):
+        image, label_map = pair.read()
+        mask = select_label(label_map.array, pair.label, path=label_map.path)
+        if isinstance(image, Volume):
+            piece = extract_slices(image.array, mask, image.spacing, mode="largest")[0]
+            pixels, mask2d, spacing = piece.image, piece.mask, piece.spacing
+        else:
+            pixels, mask2d, spacing = image.array, mask, tuple(image.spacing)
+        pixels = to_uint8(pixels, window, image.path)
+        cases.append(EvalCase(pair.name, pixels, mask2d.astype(bool), spacing, dataset, dataset, pair.name))
+    return cases
+
+
+def load_eval_cases(data: str | Path, window: str | tuple[float, float] = "percentile") -> list[EvalCase]:
+    """``"samples"`` for the shipped cases, else a dataset folder or ``dataset.json``."""
+    return sample_eval_cases() if str(data) == "samples" else folder_eval_cases(data, window)
+
+
+# --------------------------------------------------------------------------- prompts
+
+
+def case_prompt(case: EvalCase, index: int, config: EvalConfig) -> dict[str, np.ndarray]:
+    """The seeded box or points prompt of case number ``index`` (keyword arguments of ``Predictor.predict``)."""
+    rng = np.random.default_rng([config.seed, index])
+    if config.prompt == "box":
+        return {"box": simulate_box(case.mask, rng, config.box_offset)}
+    points = simulate_points(case.mask, config.n_points, rng)
+    return {"points": points, "labels": np.ones(len(points), np.float32)}
+
+
+def support_cases(cases: list[EvalCase], index: int, config: EvalConfig) -> list[EvalCase]:
+    """Up to ``config.supports`` other cases of the query's group, never from its own scan (seeded choice)."""
+    query = cases[index]
+    pool = [c for i, c in enumerate(cases) if i != index and c.group == query.group
+            and (c.instance or c.scan != query.scan)]
+    if len(pool) <= config.supports:
+        return pool
+    rng = np.random.default_rng([config.seed, index, 1])
+    return [pool[i] for i in sorted(rng.choice(len(pool), config.supports, replace=False))]
+
+
+def _describe(prompt: dict[str, np.ndarray]) -> str:
+    return "; ".join(f"{k}={np.round(v, 1).tolist()}" for k, v in prompt.items() if k != "labels")
+
+
+def _segment(predictor, case: EvalCase, prompt: dict[str, np.ndarray] | None, supports: list[EvalCase]):
+    if prompt is not None:
+        return predictor.predict(case.image, **prompt).mask
+
+    segmenter = SupportSetSegmenter(predictor)
+    for support in supports:
+        segmenter.add_support(support.image, support.mask, name=support.name)
+    return segmenter.segment(case.image).mask
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def evaluate(config: EvalConfig, progress: Callable[[str], None] | None = None) -> EvalResult:
+    """Evaluate ``config.model_dir`` on ``config.data`` (module docstring). A precision that was not exported
+    or failed its validation against PyTorch is refused (``ManifestError`` with the recorded reasons)."""
+
+    check_precision(Manifest.load(config.model_dir), config.precision)  # refuse before reading any data
+    cases = load_eval_cases(config.data, config.window)
+    if config.cases is not None:
+        unknown = sorted(set(config.cases) - {c.scan for c in cases})
+        if unknown:
+            raise ValueError(f"{config.data}: no case(s) {unknown}; have {sorted({c.scan for c in cases})}")
+        cases = [c for c in cases if c.scan in config.cases]
+    if not cases:
+        raise ValueError(f"{config.data}: no cases to evaluate")
+    predictor = load(config.model_dir, backend=config.backend, precision=config.precision, threads=config.threads)
+    reference = None
+    if config.reference == "torch":
+        reference = load(config.model_dir, backend="torch", precision="fp32", threads=config.threads)
+    results = []
+    for index, case in enumerate(cases):
+        prompt = None if config.prompt == "support" else case_prompt(case, index, config)
+        supports = support_cases(cases, index, config) if prompt is None else []
+        detail = _describe(prompt) if prompt is not None else "supports: " + ", ".join(s.name for s in supports)
+        if prompt is None and not supports:
+            results.append(CaseResult(case.name, case.dataset, config.prompt, detail, None,
+                                      note="no support: no other case of this dataset and label"))
+            continue
+        mask = _segment(predictor, case, prompt, supports)
+        agreement = None
+        if reference is not None:
+            agreement = dice(mask, _segment(reference, case, prompt, supports))
+        results.append(CaseResult(case.name, case.dataset, config.prompt, detail,
+                                  score(mask, case.mask, case.spacing), agreement))
+        if progress is not None:
+            progress(case.name)
+    summary = {}
+    for dataset in [*dict.fromkeys(r.dataset for r in results), ALL]:
+        scored = [r.scores for r in results if r.scores is not None and dataset in (ALL, r.dataset)]
+        if scored:
+            summary[dataset] = {"n": len(scored), **{k: asdict(v) for k, v in summarise(scored).items()}}
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
+    return EvalResult(predictor.model_name, predictor.backend.detail, settings, results, summary)

@@ -1,0 +1,252 @@
+"""Segment image files and volumes, write the masks in the input's format (``gmiseg-edge segment``).
+
+Inputs: one file, or a folder: a dataset folder (``images/`` + ``masks/`` or ``dataset.json``, so each
+image has its label map) or a plain folder of images. 2D images (PNG, JPEG, TIFF) give a PNG mask; NIfTI and
+NRRD volumes a mask of the same format, header and affine (:func:`gmiseg_edge.data.save_like`). Volumes are
+segmented slice by slice along the last axis (k); slices not segmented stay empty. Non-uint8 intensities
+are normalised per slice (``window``: ``percentile`` by default, ``minmax``, a CT preset or ``low,high``).
+
+Exactly one prompt source:
+
+- ``box`` / ``points`` (x, y in pixels of the 2D image, or of slice ``slice_index`` of a volume as
+  ``slice_2d`` shows it: rows = j, columns = i): a volume needs ``slice_index``; only that slice is segmented.
+- ``support`` (a dataset folder of examples): every 2D support, and up to ``support_slices`` labelled slices
+  per support volume spread over the label's extent, form one :class:`SupportSetSegmenter`; every slice of a
+  volume is segmented with ``require_presence=True`` (a slice where no support finds the structure stays
+  empty), a 2D image without it.
+- ``label`` alone (evaluation): a box from the extent of label ``label`` in the input's label map, on each
+  slice where it is present (2D: the whole image).
+
+With ``label`` the structure is ``label`` in every label map (supports, evaluation); without it each
+dataset entry's own label, or every non-zero label. When an input has a label map, Dice against it is
+reported. Masks (and overlay PNGs) are written atomically.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gmiseg_edge.core.errors import InputError
+from gmiseg_edge.core.prompts import box_from_mask
+from gmiseg_edge.data import (
+    Image2D,
+    Volume,
+    file_stem,
+    file_suffix,
+    find_pairs,
+    labelled_indices,
+    read_image,
+    read_mask,
+    save_like,
+    select_label,
+    slice_2d,
+)
+from gmiseg_edge.data.intensity import to_uint8
+from gmiseg_edge.data.readers import SUFFIXES_2D, SUFFIXES_3D
+from gmiseg_edge.jobs.overlays import write_overlay
+from gmiseg_edge.metrics import dice
+from gmiseg_edge.runtime.predictor import Predictor
+from gmiseg_edge.runtime.support_set import SupportSetSegmenter
+
+AXIS = 2
+Progress = Callable[[str, int, int], None]  # (file name, slices done, slices in this file)
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """How to prompt (see the module docstring) and what to write."""
+
+    box: tuple[float, float, float, float] | None = None
+    points: tuple[tuple[float, float, int], ...] = ()
+    support: Path | None = None
+    label: int | None = None
+    slice_index: int | None = None
+    window: str | tuple[float, float] = "percentile"
+    overlay: bool = False
+    support_slices: int = 3
+
+    @property
+    def prompted(self) -> bool:
+        return self.box is not None or bool(self.points)
+
+    def check(self) -> None:
+        """Exactly one prompt source."""
+        if self.prompted and (self.support is not None or self.label is not None):
+            raise InputError("give one prompt source: --box/--point, or --support, or --label (not several)")
+        if not self.prompted and self.support is None and self.label is None:
+            raise InputError("no prompt: give --box/--point, --support DIR, or --label K with a label map")
+        if self.slice_index is not None and not self.prompted:
+            raise InputError("--slice only applies to --box/--point prompts on a volume")
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """An image to segment, with its label map when it has one."""
+
+    image: Path
+    mask: Path | None = None
+    label: int | None = None
+
+
+@dataclass
+class FileResult:
+    """What was written for one input."""
+
+    image: Path
+    output: Path
+    slices: int  # 2D: 1; volumes: slices segmented
+    dice: float | None = None
+    overlays: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def collect_inputs(image: Path | None = None, folder: Path | None = None, mask: Path | None = None,
+                   ) -> list[InputFile]:
+    """One file (with an optional label map), or every image of a dataset folder or plain folder."""
+    if (image is None) == (folder is None):
+        raise InputError("give exactly one of --image FILE or --input DIR")
+    if image is not None:
+        return [InputFile(Path(image), Path(mask) if mask else None)]
+    if mask is not None:
+        raise InputError("--mask goes with --image; a dataset folder (images/ + masks/) brings its own label maps")
+    folder = Path(folder)  # type: ignore[arg-type]
+    if (folder / "images").is_dir() or (folder / "dataset.json").is_file():
+        return [InputFile(p.image, p.mask, p.label) for p in find_pairs(folder)]
+    files = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file()
+                   and file_suffix(p) in SUFFIXES_2D + SUFFIXES_3D)
+    if not files:
+        raise InputError(f"{folder}: no image files ({', '.join(SUFFIXES_2D + SUFFIXES_3D)})")
+    return [InputFile(p) for p in files]
+
+
+def spread(items: list, count: int) -> list:
+    """Up to ``count`` items evenly spaced over ``items``."""
+    if len(items) <= count:
+        return items
+    return [items[i] for i in np.linspace(0, len(items) - 1, count).round().astype(int)]
+
+
+def load_supports(predictor: Predictor, options: SegmentOptions) -> SupportSetSegmenter:
+    """A segmenter holding every support of ``options.support`` (encoded through the predictor's cache)."""
+    assert options.support is not None
+    segmenter = SupportSetSegmenter(predictor)
+    for pair in find_pairs(options.support):
+        image, labels = pair.read()
+        label = options.label if options.label is not None else pair.label
+        mask = select_label(labels.array, label, path=labels.path)
+        if isinstance(image, Volume):
+            for k in spread(labelled_indices(mask, AXIS), options.support_slices):
+                segmenter.add_support(to_uint8(slice_2d(image.array, AXIS, k), options.window),
+                                      slice_2d(mask, AXIS, k), name=f"{pair.image} slice {k}")
+        else:
+            segmenter.add_support(to_uint8(image.array, options.window), mask, name=str(pair.image))
+    return segmenter
+
+
+class _FileSegmenter:
+    """Segments one 2D image (a slice) by the chosen prompt source."""
+
+    def __init__(self, predictor: Predictor, options: SegmentOptions, supports: SupportSetSegmenter | None) -> None:
+        self.predictor = predictor
+        self.options = options
+        self.supports = supports
+
+    def __call__(self, pixels: np.ndarray, truth: np.ndarray | None, volume: bool) -> np.ndarray:
+        if self.supports is not None:
+            return self.supports.segment(pixels, require_presence=volume).mask
+        if self.options.prompted:
+            pts = self.options.points
+            return self.predictor.predict(
+                pixels,
+                points=[p[:2] for p in pts] if pts else None,
+                labels=[p[2] for p in pts] if pts else None,
+                box=self.options.box,
+            ).mask
+        assert truth is not None
+        return self.predictor.predict(pixels, box=box_from_mask(truth)).mask
+
+
+def _output_path(out: Path, image: Path) -> Path:
+    suffix = file_suffix(image)
+    suffix = {".nhdr": ".nrrd"}.get(suffix, suffix) if suffix in SUFFIXES_3D else ".png"
+    return out / f"{file_stem(image)}_mask{suffix}"
+
+
+def _truth(item: InputFile, options: SegmentOptions, shape: tuple[int, ...]) -> np.ndarray | None:
+    if item.mask is None:
+        if options.label is not None and options.support is None:
+            raise InputError(f"{item.image}: --label needs its label map (--mask FILE, or a dataset folder)")
+        return None
+    labels = read_mask(item.mask)
+    if labels.array.shape[: len(shape)] != shape:
+        raise InputError(f"{item.mask}: label map shape {labels.array.shape} differs from image shape {shape}")
+    label = options.label if options.label is not None else item.label
+    return select_label(labels.array, label, path=item.mask)
+
+
+def segment_file(item: InputFile, out: Path, run: _FileSegmenter, progress: Progress | None = None) -> FileResult:
+    """Segment one input file and write its mask (and overlays) into ``out``."""
+    options = run.options
+    start = time.perf_counter()
+    image = read_image(item.image)
+    output = _output_path(out, item.image)
+    report = progress or (lambda name, done, total: None)
+    if isinstance(image, Image2D):
+        truth = _truth(item, options, image.array.shape[:2])
+        if options.slice_index is not None:
+            raise InputError(f"{item.image}: --slice applies to volumes only")
+        pixels = to_uint8(image.array, options.window)
+        report(item.image.name, 0, 1)
+        mask = run(pixels, truth, volume=False)
+        report(item.image.name, 1, 1)
+        save_like(image, mask, output)
+        overlays = [write_overlay(out / f"{file_stem(item.image)}_overlay.png", pixels, mask)] \
+            if options.overlay else []
+        return FileResult(item.image, output, 1, dice(mask, truth) if truth is not None else None, overlays,
+                          time.perf_counter() - start)
+    truth = _truth(item, options, image.array.shape)
+    depth = image.array.shape[AXIS]
+    if options.prompted:
+        if options.slice_index is None:
+            raise InputError(f"{item.image}: a volume with --box/--point needs --slice K (0..{depth - 1}, along "
+                             "the last axis): the prompt's coordinates belong to one slice")
+        if not 0 <= options.slice_index < depth:
+            raise InputError(f"{item.image}: --slice {options.slice_index} is outside 0..{depth - 1}")
+        indices = [options.slice_index]
+    elif options.support is None:
+        indices = labelled_indices(truth, AXIS)  # type: ignore[arg-type]
+    else:
+        indices = list(range(depth))
+    mask3d = np.zeros(image.array.shape, bool)
+    overlays = []
+    if options.overlay:
+        (out / f"{file_stem(item.image)}_overlay").mkdir(exist_ok=True)
+    for done, k in enumerate(indices):
+        report(item.image.name, done, len(indices))
+        pixels = to_uint8(slice_2d(image.array, AXIS, k), options.window)
+        slice_truth = slice_2d(truth, AXIS, k) if truth is not None else None
+        mask = run(pixels, slice_truth, volume=True)
+        mask3d[:, :, k] = mask.T
+        if options.overlay and mask.any():
+            path = out / f"{file_stem(item.image)}_overlay" / f"slice_{k:04d}.png"
+            overlays.append(write_overlay(path, pixels, mask))
+    report(item.image.name, len(indices), len(indices))
+    save_like(image, mask3d, output)
+    return FileResult(item.image, output, len(indices), dice(mask3d, truth) if truth is not None else None,
+                      overlays, time.perf_counter() - start)
+
+
+def segment_files(predictor: Predictor, inputs: Sequence[InputFile], out: str | Path, options: SegmentOptions,
+                  progress: Progress | None = None) -> list[FileResult]:
+    """Segment every input (see the module docstring); masks go to ``out/<stem>_mask.<ext>``."""
+    options.check()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    supports = load_supports(predictor, options) if options.support is not None else None
+    run = _FileSegmenter(predictor, options, supports)
+    return [segment_file(item, out, run, progress) for item in inputs]

@@ -1,0 +1,1 @@
+"""ONNX Runtime backend: the exported graphs on the best execution provider that initialises (``runner``)."""

@@ -1,0 +1,112 @@
+"""``gmiseg-edge segment`` end to end on shipped sample data: a 2D PNG and a NIfTI volume with --label."""
+
+from __future__ import annotations
+
+import re
+
+import cv2
+import nibabel as nib
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from gmiseg_edge.cli import app
+from gmiseg_edge.data import read_image, sample_data_dir
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def model_dir(exported_models):
+    return exported_models("lite_medsam").folder
+
+
+def test_segment_a_16_bit_png_with_a_label(model_dir, tmp_path):
+    folder = sample_data_dir() / "stardist"
+    image, labels = read_image(folder / "img2d.tif").array, read_image(folder / "mask2d.tif").array
+    assert image.dtype == np.uint16  # normalised by the command (percentile by default)
+    cv2.imwrite(str(tmp_path / "nuclei.png"), image)
+    cv2.imwrite(str(tmp_path / "nuclei_labels.png"), labels)
+    result = runner.invoke(app, ["segment", "--model-dir", str(model_dir), "--image", str(tmp_path / "nuclei.png"),
+                                 "--mask", str(tmp_path / "nuclei_labels.png"), "--label", "7",
+                                 "--out", str(tmp_path / "out"), "--overlay", "--backend", "ort"])
+    assert result.exit_code == 0, result.output
+    written = cv2.imread(str(tmp_path / "out" / "nuclei_mask.png"), cv2.IMREAD_UNCHANGED)
+    assert written.shape == image.shape and set(np.unique(written)) <= {0, 255}
+    assert float(re.search(r"Dice (\d\.\d+)", result.output).group(1)) > 0.7  # one nucleus, box from its extent
+    overlay = cv2.imread(str(tmp_path / "out" / "nuclei_overlay.png"))
+    assert overlay.shape == (*image.shape, 3)
+
+
+def test_segment_a_nifti_volume_keeps_its_header_and_affine(model_dir, tmp_path):
+    folder = sample_data_dir() / "totalsegmentator"
+    source = folder / "example_ct_sm.nii.gz"
+    result = runner.invoke(app, ["segment", "--model-dir", str(model_dir), "--image", str(source),
+                                 "--mask", str(folder / "example_seg.nii.gz"), "--label", "33",  # on 3 slices
+                                 "--window", "abdomen", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "3 slice(s)" in result.output and "encoder runs 3" in result.output
+    original, written = nib.load(source), nib.load(tmp_path / "out" / "example_ct_sm_mask.nii.gz")
+    assert np.array_equal(written.affine, original.affine)
+    for field in ("dim", "pixdim", "qform_code", "sform_code", "srow_x", "srow_y", "srow_z", "quatern_b",
+                  "quatern_c", "quatern_d", "qoffset_x", "qoffset_y", "qoffset_z", "xyzt_units"):
+        assert np.array_equal(written.header[field], original.header[field]), field
+    mask = np.asarray(written.dataobj)
+    assert mask.shape == original.shape and set(np.unique(mask)) == {0, 1}
+    assert np.flatnonzero(mask.any(axis=(0, 1))).tolist() == [27, 28, 29]  # only the labelled slices
+
+
+def test_segment_refuses_unclear_requests(model_dir, tmp_path):
+    volume = sample_data_dir() / "totalsegmentator" / "example_ct_sm.nii.gz"
+    cases = [
+        (["--image", str(volume), "--box", "1,2,30,40"], "needs --slice K"),
+        (["--image", str(volume)], "no prompt"),
+        (["--image", str(volume), "--label", "5"], "--label needs its label map"),
+        (["--image", str(volume), "--box", "1,2,30", "--slice", "3"], "expected four numbers"),
+        (["--image", str(volume), "--box", "1,2,30,40", "--label", "5"], "give one prompt source"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, ["segment", "--model-dir", str(model_dir), "--out", str(tmp_path), *args])
+        assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output, result.output
+
+
+def test_segment_an_nrrd_volume_from_a_support_set(model_dir, tmp_path):
+    import nrrd
+
+    folder = sample_data_dir() / "pyradiomics"
+    support = tmp_path / "support"
+    for sub, name in (("images", "brain1_image.nrrd"), ("masks", "brain1_label.nrrd")):
+        (support / sub).mkdir(parents=True)
+        (support / sub / "brain1.nrrd").symlink_to(folder / name)
+    source = folder / "brain2_image.nrrd"
+    result = runner.invoke(app, ["segment", "--model-dir", str(model_dir), "--image", str(source),
+                                 "--mask", str(folder / "brain2_label.nrrd"), "--support", str(support),
+                                 "--out", str(tmp_path / "out"), "--backend", "ort"])
+    assert result.exit_code == 0, result.output
+    # 3 support slices of brain1 + the 3 slices of brain2, each encoded once
+    assert "3 slice(s)" in result.output and "encoder runs 6" in result.output and "Dice" in result.output
+    written, header = nrrd.read(str(tmp_path / "out" / "brain2_image_mask.nrrd"))
+    _, original = nrrd.read(str(source))
+    assert written.shape == (256, 256, 3)
+    assert header["space"] == original["space"]
+    assert np.array_equal(header["space directions"], original["space directions"])
+    assert np.array_equal(header["space origin"], original["space origin"])
+
+
+def test_segment_disk_cache_is_reused_and_bounded(model_dir, tmp_path):
+    folder = sample_data_dir() / "totalsegmentator"
+    args = ["segment", "--model-dir", str(model_dir), "--image", str(folder / "example_ct_sm.nii.gz"),
+            "--mask", str(folder / "example_seg.nii.gz"), "--label", "33", "--window", "abdomen",
+            "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
+    bound = 2.5 * 4 * 2**20 / 2**30  # room for two 4 MiB lite_medsam embeddings of the three slices
+    first = runner.invoke(app, [*args, "--cache-max-gb", str(bound)])
+    assert first.exit_code == 0, first.output
+    assert "encoder runs 3" in first.output
+    entries = list((tmp_path / "cache").rglob("*.emb"))
+    assert len(entries) == 2 and sum(p.stat().st_size for p in entries) <= bound * 2**30
+    second = runner.invoke(app, args)  # default bound (4 GiB): the two kept entries are read, one is encoded
+    assert second.exit_code == 0, second.output
+    assert "encoder runs 1, cache hits 2 (2 from disk)" in second.output
+    assert len(list((tmp_path / "cache").rglob("*.emb"))) == 3
+    refused = runner.invoke(app, [*args, "--cache-max-gb", "0"])
+    assert refused.exit_code == 1 and "disk cache bound must be a positive number" in refused.output

@@ -1,0 +1,105 @@
+"""The manifest's one reader and writer: schema errors name the field, files are verified, engines recorded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gmiseg_edge.core.errors import ManifestError
+from gmiseg_edge.core.manifest import MANIFEST, Manifest, file_entry, graph_filename
+from gmiseg_edge.core.transforms import PreprocessConfig
+
+
+def _write_folder(folder: Path) -> Manifest:
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for graph in ("encoder", "decoder"):
+        name = graph_filename(graph, "fp32")
+        (folder / name).write_bytes(f"not a real {graph} graph".encode())
+        files[name] = file_entry(folder / name, graph=graph, precision="fp32")
+    manifest = Manifest.create(
+        folder, model_name="lite_medsam", preprocess=PreprocessConfig(256, "minmax"),
+        base_checkpoint={"file": "lite_medsam.pth", "sha256": "0" * 64}, adapter=None,
+        graphs={"fp32": {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}}, files=files,
+        validation={"fp32": {"passed": True, "failures": []}}, versions={"gmiseg_edge": "test"},
+    )
+    manifest.save()
+    return manifest
+
+
+def test_created_manifest_round_trips(tmp_path):
+    _write_folder(tmp_path / "m")
+    manifest = Manifest.load(tmp_path / "m")
+    assert manifest.model_name == "lite_medsam"
+    assert manifest.preprocess == PreprocessConfig(256, "minmax")
+    assert manifest.precisions() == ["fp32"]
+    assert manifest.graph_path("decoder") == tmp_path / "m" / "decoder.onnx"
+    assert manifest.adapter is None and manifest.base_checkpoint["file"] == "lite_medsam.pth"
+    manifest.verify_files()
+    assert manifest.file_sha256("encoder.onnx") == manifest.file_entry("encoder.onnx")["sha256"]
+
+
+def test_a_folder_written_by_version_one_exports_still_loads(tmp_path):
+    """The JSON exactly as exports before the re-layering wrote it (format version 1)."""
+    folder = tmp_path / "old"
+    folder.mkdir()
+    old = {
+        "format": "gmiseg-edge-model", "format_version": 1, "created": "2026-11-24T10:00:00+00:00",
+        "model": {"name": "mobile_sam", "input_size": 1024,
+                  "preprocess": {"input_size": 1024, "normalization": "sam", "pixel_mean": [123.675, 116.28, 103.53],
+                                 "pixel_std": [58.395, 57.12, 57.375]},
+                  "embedding_shape": [256, 64, 64], "low_res_mask_shape": [256, 256]},
+        "base_checkpoint": {"file": "mobile_sam.pt", "sha256": "1" * 64}, "adapter": None,
+        "graphs": {"fp32": {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}},
+        "files": {}, "validation": {"fp32": {"passed": True}}, "engines": {}, "versions": {},
+    }
+    (folder / MANIFEST).write_text(json.dumps(old))
+    manifest = Manifest.load(folder)
+    assert manifest.model_name == "mobile_sam" and manifest.preprocess.input_size == 1024
+    assert manifest.engines() == {}
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda d: d.update(format_version=99), "format version 99 is not supported"),
+    (lambda d: d.update(format="other"), "not a gmiseg-edge manifest"),
+    (lambda d: d.pop("graphs"), "no 'graphs' section"),
+    (lambda d: d.update(graphs=None), "section 'graphs' is NoneType"),
+    (lambda d: d["model"].pop("preprocess"), "'model.preprocess' is malformed"),
+    (lambda d: d["model"].update(name=3), "'model.name'"),
+])
+def test_malformed_manifests_are_one_clear_error_naming_the_field(tmp_path, mutate, message):
+    _write_folder(tmp_path / "m")
+    path = tmp_path / "m" / MANIFEST
+    data = json.loads(path.read_text())
+    mutate(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match=message):
+        Manifest.load(tmp_path / "m")
+
+
+def test_a_manifest_that_is_a_list_is_refused(tmp_path):
+    (tmp_path / MANIFEST).write_text("[1, 2]")
+    with pytest.raises(ManifestError, match="not a gmiseg-edge manifest"):
+        Manifest.load(tmp_path)
+
+
+def test_verify_names_the_altered_and_the_unlisted_file(tmp_path):
+    manifest = _write_folder(tmp_path / "m")
+    (tmp_path / "m" / "decoder.onnx").write_bytes(b"tampered")
+    with pytest.raises(ManifestError, match=r"decoder\.onnx: sha256 differs"):
+        manifest.verify_files()
+    with pytest.raises(ManifestError, match="not listed"):
+        manifest.verify_files(["other.onnx"])
+
+
+def test_engines_are_recorded_through_the_manifest(tmp_path):
+    manifest = _write_folder(tmp_path / "m")
+    engine = tmp_path / "m" / "encoder.fp16.engine"
+    engine.write_bytes(b"engine bytes")
+    manifest.record_engine(engine.name, file_entry(engine, graph="encoder", precision="fp16", gpu="Orin"))
+    manifest.save()
+    again = Manifest.load(tmp_path / "m")
+    assert again.engines()["encoder.fp16.engine"]["gpu"] == "Orin"
+    assert again.engines()["encoder.fp16.engine"]["bytes"] == len(b"engine bytes")

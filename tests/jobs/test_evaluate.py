@@ -1,0 +1,89 @@
+"""gmiseg-edge eval on the shipped samples with a real exported folder: metrics, seeds, files, reference."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gmiseg_edge.cli import app
+from gmiseg_edge.core.manifest import ManifestError
+from gmiseg_edge.jobs.evaluate import EvalConfig, evaluate, sample_eval_cases, support_cases
+
+runner = CliRunner()
+SCANS = ("brain1", "brain2", "breast1", "lung1", "lung2", "totalseg_abdomen")  # 9 cases on 6 images: quick
+
+
+@pytest.fixture(scope="module")
+def model_dir(exported_models) -> Path:
+    return exported_models("lite_medsam").folder
+
+
+def test_sample_cases_one_per_nucleus():
+    cases = sample_eval_cases()
+    nuclei = [c for c in cases if c.scan == "dsb_nuclei"]
+    assert len(nuclei) > 20 and all(c.instance and c.group.endswith("/instances") for c in nuclei)
+    assert all(c.mask.any() and c.image.dtype.name == "uint8" for c in cases)
+
+
+def test_eval_box_rows_and_seed(model_dir):
+    scans = ("lung2", "totalseg_abdomen")  # 5 cases on 2 images
+    first = evaluate(EvalConfig(model_dir, prompt="box", seed=0, cases=scans))
+    cases = first.cases
+    assert len(cases) == 5
+    assert all(0.0 <= c.scores.dice <= 1.0 and 0.0 <= c.scores.jaccard <= 1.0 for c in cases)
+    assert set(first.summary) == {"all", "totalsegmentator CT", "pyradiomics-bhklab CT"}
+    assert first.summary["all"]["n"] == 5 and first.summary["all"]["dice"]["mean"] > 0.7
+    again = evaluate(EvalConfig(model_dir, prompt="box", seed=0, cases=scans))
+    assert [c.row() for c in again.cases] == [c.row() for c in cases]
+    other = evaluate(EvalConfig(model_dir, prompt="box", seed=1, cases=scans))
+    assert sum(a.prompt_detail != b.prompt_detail for a, b in zip(cases, other.cases, strict=True)) > len(cases) // 2
+    assert [c.row()["dice"] for c in other.cases] != [c.row()["dice"] for c in cases]
+
+
+def test_eval_command_writes_csv_and_json(model_dir, tmp_path):
+    csv_path, json_path = tmp_path / "e.csv", tmp_path / "e.json"
+    result = runner.invoke(app, ["eval", "--model-dir", str(model_dir), "--data", "samples", "--prompt", "points",
+                                 "--seed", "3", "--cases", ",".join(SCANS), "--csv", str(csv_path),
+                                 "--json", str(json_path)])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(csv_path.open()))
+    data = json.loads(json_path.read_text())
+    assert len(rows) == len(data["cases"]) == 9
+    assert {"case", "dataset", "dice", "jaccard", "asd", "hd95"} <= set(rows[0])
+    assert data["config"]["prompt"] == "points" and rows[0]["prompt_detail"].startswith("points=")
+    assert "lung2/lesion" in result.output and "mean ± std" in result.output
+
+
+def test_eval_support_leave_one_case_out(model_dir):
+    cases = sample_eval_cases()
+    config = EvalConfig(model_dir, prompt="support", cases=SCANS)
+    for index, case in enumerate(cases):
+        assert all(s.name != case.name and (s.instance or s.scan != case.scan) for s in support_cases(cases, index,
+                                                                                                       config))
+    result = evaluate(config)
+    scored = [c for c in result.cases if c.scores is not None]
+    assert scored and all(0.0 <= c.scores.dice <= 1.0 for c in scored)
+    assert any(c.note.startswith("no support") for c in result.cases)  # the abdomen organs stand alone
+
+
+def test_eval_reference_torch_agreement(model_dir):
+    pytest.importorskip("torch")
+    result = evaluate(EvalConfig(model_dir, prompt="box", seed=0, reference="torch", cases=("lung2", "brain1")))
+    assert max(c.agreement for c in result.cases) >= 0.999
+
+
+def test_eval_refuses_failed_validation(model_dir, tmp_path):
+    folder = tmp_path / "bad"
+    shutil.copytree(model_dir, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["validation"]["fp16"].update(passed=False, failures=["mask Dice 0.42 < 0.99"])
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match=r"failed validation.*0\.42"):
+        evaluate(EvalConfig(folder, precision="fp16"))
+    result = runner.invoke(app, ["eval", "--model-dir", str(folder), "--precision", "fp16"])
+    assert result.exit_code == 1 and "0.42" in result.output
