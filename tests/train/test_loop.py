@@ -192,7 +192,7 @@ def test_cli_errors_are_one_line_naming_the_input(tmp_path):
     result = runner.invoke(app, ["train", "--data", str(missing), "--out", str(tmp_path / "a.safetensors")])
     assert result.exit_code == 1 and str(missing) in result.output and "Traceback" not in result.output
     result = runner.invoke(app, ["train", "--data", str(missing), "--out", "a.safetensors", "--adapter", "dora"])
-    assert result.exit_code == 1 and "--adapter must be one of" in result.output
+    assert result.exit_code == 1 and "adapter kind must be one of" in result.output and "dora" in result.output
 
 
 def test_torchrun_two_cpu_processes_train_an_adapter(datasets, tmp_path):
