@@ -51,6 +51,7 @@ __all__ = [
     "dice",
     "hausdorff_distance_95",
     "jaccard",
+    "normalized_surface_dice",
     "score",
     "summarise",
 ]
@@ -174,6 +175,21 @@ def hausdorff_distance_95(pred: object, gt: object, spacing: Spacing | None = No
     """
     p, g = _check_pair(pred, gt)
     return _hd95(_surface_distances(p, g, _check_spacing(spacing, p.ndim)), p, g)
+
+
+def normalized_surface_dice(pred: object, gt: object, spacing: Spacing | None = None,
+                            tolerance_mm: float = 2.0) -> float:
+    """NSD: the fraction of both surfaces' voxels within ``tolerance_mm`` of the other surface.
+
+    1.0 if both masks are empty, 0.0 if exactly one is.
+    """
+    if not tolerance_mm >= 0:
+        raise ValueError(f"tolerance must be >= 0 mm, got {tolerance_mm}")
+    p, g = _check_pair(pred, gt)
+    d = _surface_distances(p, g, _check_spacing(spacing, p.ndim))
+    if d is None:
+        return float(p.any() == g.any())
+    return float(((d[0] <= tolerance_mm).sum() + (d[1] <= tolerance_mm).sum()) / (d[0].size + d[1].size))
 
 
 # --------------------------------------------------------------------------- scores and summaries

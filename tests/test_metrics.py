@@ -350,3 +350,21 @@ def test_metrics_work_without_torch():
         """
     )
     assert "ok 5.0" in proc.stdout
+
+
+def test_normalized_surface_dice_counts_surface_within_tolerance():
+    from gmiseg_edge.metrics import normalized_surface_dice
+
+    truth = np.zeros((40, 40), bool)
+    truth[10:30, 10:30] = True
+    shifted = np.roll(truth, 3, axis=1)  # right edge 3 px out, left edge 3 px in; rows unchanged
+    assert normalized_surface_dice(truth, truth, (1.0, 1.0), 0.0) == 1.0
+    assert normalized_surface_dice(shifted, truth, (1.0, 1.0), 3.0) == 1.0
+    partial = normalized_surface_dice(shifted, truth, (1.0, 1.0), 1.0)
+    assert 0.3 < partial < 0.9
+    # spacing in mm: 3 px at 0.5 mm are within 1.5 mm
+    assert normalized_surface_dice(shifted, truth, (0.5, 0.5), 1.5) == 1.0
+    assert normalized_surface_dice(np.zeros_like(truth), truth) == 0.0
+    assert normalized_surface_dice(np.zeros_like(truth), np.zeros_like(truth)) == 1.0
+    with pytest.raises(ValueError, match="tolerance"):
+        normalized_surface_dice(truth, truth, tolerance_mm=-1)

@@ -22,7 +22,7 @@ from gmiseg_edge.core.files import write_json_atomic
 from gmiseg_edge.data.intensity import parse_normalisation
 from gmiseg_edge.jobs.bench import BenchConfig, run_bench
 from gmiseg_edge.jobs.bench.report import plot_bench
-from gmiseg_edge.jobs.evaluate import EvalConfig, evaluate
+from gmiseg_edge.jobs.evaluate import EvalConfig, evaluate, write_csv_rows
 from gmiseg_edge.jobs.segment_files import SegmentOptions, collect_inputs, segment_files
 from gmiseg_edge.models import weights
 from gmiseg_edge.models.weights import weights_present
@@ -44,7 +44,7 @@ errors = Console(stderr=True)
 
 def say(message: str) -> None:
     """Print a library message verbatim (no rich markup interpreted in paths or values)."""
-    console.print(message, markup=False, highlight=False)
+    console.print(message, markup=False, highlight=False, soft_wrap=True)  # long paths stay on one line
 
 
 @contextlib.contextmanager
@@ -241,6 +241,9 @@ def segment(
     label: Annotated[int | None, typer.Option(help="label K: prompts from its extent in the label map")] = None,
     window: Annotated[str, typer.Option(help="non-uint8: percentile, minmax, a CT preset, or low,high")] = "percentile",
     overlay: Annotated[bool, typer.Option("--overlay", help="also write overlay PNGs")] = False,
+    propagate: Annotated[bool, typer.Option(
+        "--propagate", help="volumes: carry the structure from the --slice prompt (or the largest --label slice) "
+        "through its neighbours until it ends")] = False,
     backend: Annotated[str, typer.Option(help="auto, trt, ort or torch")] = "auto",
     precision: Annotated[str, typer.Option(help="fp32, fp16 or int8")] = "fp32",
     threads: Annotated[int | None, typer.Option(help="CPU threads per run")] = None,
@@ -253,7 +256,7 @@ def segment(
     with _user_errors():
         options = SegmentOptions(
             box=parse_box(box), points=parse_points(point), support=support, label=label,
-            slice_index=slice_index, window=parse_normalisation(window), overlay=overlay,
+            slice_index=slice_index, window=parse_normalisation(window), overlay=overlay, propagate=propagate,
         )
         options.check()
         inputs = collect_inputs(image, input_dir, mask)
@@ -265,6 +268,8 @@ def segment(
     for r in results:
         score = "" if r.dice is None else f", Dice {r.dice:.4f}"
         say(f"{r.output} ({r.slices} slice(s), {r.seconds:.1f} s{score})")
+        if r.note:
+            say(f"  propagation: {r.note}")
     stats = predictor.stats
     console.print(f"encoder runs {stats.encoder_runs}, cache hits {stats.hits} ({stats.disk_hits} from disk)")
 
@@ -299,7 +304,8 @@ def bench(
 def eval_command(
     model_dir: Annotated[Path, typer.Option(help="model folder written by `gmiseg-edge export`")],
     data: Annotated[str, typer.Option(help="`samples` or a dataset folder / dataset.json")] = "samples",
-    prompt: Annotated[str, typer.Option(help="box, points or support (leave-one-case-out)")] = "box",
+    prompt: Annotated[str, typer.Option(help="comma-separated: box, points, support (leave-one-case-out), "
+                                        "propagate (whole volumes, 3D scores)")] = "box",
     backend: Annotated[str, typer.Option(help="auto, trt, ort or torch")] = "auto",
     precision: Annotated[str, typer.Option(help="fp32, fp16 or int8")] = "fp32",
     seed: Annotated[int, typer.Option(help="prompt seed")] = 0,
@@ -311,19 +317,25 @@ def eval_command(
     csv_out: Annotated[Path | None, typer.Option("--csv", help="write per-case rows as CSV")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write per-case rows and summaries as JSON")] = None,
 ) -> None:
-    """Dice, Jaccard, ASD and HD95 (mm) per case and per dataset with seeded paper-style prompts."""
+    """Dice, Jaccard, ASD and HD95 (mm) per case and per dataset with seeded paper-style prompts; several prompt
+    kinds give one table each, side by side on the same cases."""
+    results = {}
     with _user_errors():
-        config = EvalConfig(model_dir=model_dir, data=data, prompt=prompt, backend=backend, precision=precision,
-                            seed=seed, threads=threads, reference=reference, window=parse_normalisation(window),
-                            cases=csv_list(cases) if cases else None)
-        with console.status("evaluating ...") as status:
-            result = evaluate(config, progress=lambda name: status.update(Text(f"evaluating {name}")))
-    title = f"{result.model} {precision} on {result.backend}, {prompt} prompts, seed {seed}"
-    console.print(eval_table(result, title, reference=bool(reference)))
+        for kind in csv_list(prompt):
+            config = EvalConfig(model_dir=model_dir, data=data, prompt=kind, backend=backend, precision=precision,
+                                seed=seed, threads=threads, reference=reference, window=parse_normalisation(window),
+                                cases=csv_list(cases) if cases else None)
+            with console.status(f"evaluating {kind} ...") as status:
+                results[kind] = evaluate(config, progress=lambda name: status.update(Text(f"evaluating {name}")))
+    for kind, result in results.items():
+        title = f"{result.model} {precision} on {result.backend}, {kind} prompts, seed {seed}"
+        console.print(eval_table(result, title, reference=bool(reference)))
+    only = next(iter(results.values())) if len(results) == 1 else None
     if csv_out is not None:
-        say(f"wrote {result.write_csv(csv_out)}")
+        say(f"wrote {write_csv_rows(csv_out, [row for r in results.values() for row in r.rows()])}")
     if json_out is not None:
-        say(f"wrote {write_json_atomic(json_out, result.to_dict())}")
+        data = only.to_dict() if only else {kind: r.to_dict() for kind, r in results.items()}
+        say(f"wrote {write_json_atomic(json_out, data)}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ Prompts follow the paper, seeded per case (``numpy.random.default_rng([seed, cas
 the same prompt whatever else is evaluated): ``box`` the mask's extent pushed out by 0..``box_offset`` pixels
 per side; ``points`` ``n_points`` random foreground pixels; ``support`` no prompt at all, the runtime's
 :class:`~gmiseg_edge.runtime.SupportSetSegmenter` with up to ``supports`` other cases of the same dataset and
-label as examples (leave-one-case-out: never the query's own scan; for instance masks, other instances).
+label as examples (leave-one-case-out: never the query's own scan; for instance masks, other instances);
+``propagate`` whole volumes instead of 2D cases: a seeded box on each structure's slice of largest area,
+carried through the volume and scored in 3D (:mod:`gmiseg_edge.jobs.evaluate_volumes`; NSD in ``note``).
 
 Spacing comes from the file header (slice spacing for volumes; 1 mm for microscopy without one). Statistics
 per dataset and overall are :func:`gmiseg_edge.metrics.summarise` (finite values; infinite ones counted).
@@ -28,11 +30,12 @@ from gmiseg_edge.core.manifest import Manifest
 from gmiseg_edge.core.prompts import simulate_box, simulate_points
 from gmiseg_edge.data import Volume, extract_slices, find_pairs, select_label, to_uint8
 from gmiseg_edge.data.samples import load_sample_cases
+from gmiseg_edge.jobs.evaluate_volumes import evaluate_propagation, folder_volume_cases, sample_volume_cases
 from gmiseg_edge.metrics import SegmentationScores, dice, score, summarise
 from gmiseg_edge.runtime import check_precision, load
 from gmiseg_edge.runtime.support_set import SupportSetSegmenter
 
-PROMPT_MODES = ("box", "points", "support")
+PROMPT_MODES = ("box", "points", "support", "propagate")
 REFERENCES = ("torch",)
 ALL = "all"
 
@@ -110,14 +113,21 @@ class EvalResult:
         return {"model": self.model, "backend": self.backend, "config": self.config,
                 "cases": [_jsonable(c.row()) for c in self.cases], "summary": _jsonable(self.summary)}
 
+    def rows(self) -> list[dict[str, Any]]:
+        return [c.row() for c in self.cases]
+
     def write_csv(self, path: str | Path) -> Path:
-        path = Path(path)
-        rows = [c.row() for c in self.cases]
-        with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["case"])
-            writer.writeheader()
-            writer.writerows(rows)
-        return path
+        return write_csv_rows(path, self.rows())
+
+
+def write_csv_rows(path: str | Path, rows: list[dict[str, Any]]) -> Path:
+    """Per-case rows as CSV, atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["case"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
 
 
 def _jsonable(value: Any) -> Any:
@@ -207,11 +217,37 @@ def _segment(predictor, case: EvalCase, prompt: dict[str, np.ndarray] | None, su
 # --------------------------------------------------------------------------- evaluation
 
 
+def _evaluate_volumes(config: EvalConfig, progress: Callable[[str], None] | None) -> EvalResult:
+    cases = list(sample_volume_cases() if str(config.data) == "samples"
+                 else folder_volume_cases(config.data, config.window))
+    if config.cases is not None:
+        cases = [c for c in cases if c.name.split("/")[0] in config.cases]
+    if not cases:
+        raise ValueError(f"{config.data}: no volumes to propagate through")
+    predictor = load(config.model_dir, backend=config.backend, precision=config.precision, threads=config.threads)
+    scored = evaluate_propagation(predictor, cases, config.seed, config.box_offset, progress=progress)
+    results = [CaseResult(s.name, s.dataset, "propagate", f"seed slice {s.seed}, box {np.round(s.box, 1).tolist()}",
+                          s.scores, note=f"NSD@2mm {s.nsd:.4f}; {s.summary}") for s in scored]
+    return _result(config, predictor, results)
+
+
+def _result(config: EvalConfig, predictor, results: list[CaseResult]) -> EvalResult:
+    summary = {}
+    for dataset in [*dict.fromkeys(r.dataset for r in results), ALL]:
+        scored = [r.scores for r in results if r.scores is not None and dataset in (ALL, r.dataset)]
+        if scored:
+            summary[dataset] = {"n": len(scored), **{k: asdict(v) for k, v in summarise(scored).items()}}
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
+    return EvalResult(predictor.model_name, predictor.backend.detail, settings, results, summary)
+
+
 def evaluate(config: EvalConfig, progress: Callable[[str], None] | None = None) -> EvalResult:
     """Evaluate ``config.model_dir`` on ``config.data`` (module docstring). A precision that was not exported
     or failed its validation against PyTorch is refused (``ManifestError`` with the recorded reasons)."""
 
     check_precision(Manifest.load(config.model_dir), config.precision)  # refuse before reading any data
+    if config.prompt == "propagate":
+        return _evaluate_volumes(config, progress)
     cases = load_eval_cases(config.data, config.window)
     if config.cases is not None:
         unknown = sorted(set(config.cases) - {c.scan for c in cases})
@@ -241,10 +277,4 @@ def evaluate(config: EvalConfig, progress: Callable[[str], None] | None = None) 
                                   score(mask, case.mask, case.spacing), agreement))
         if progress is not None:
             progress(case.name)
-    summary = {}
-    for dataset in [*dict.fromkeys(r.dataset for r in results), ALL]:
-        scored = [r.scores for r in results if r.scores is not None and dataset in (ALL, r.dataset)]
-        if scored:
-            summary[dataset] = {"n": len(scored), **{k: asdict(v) for k, v in summarise(scored).items()}}
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
-    return EvalResult(predictor.model_name, predictor.backend.detail, settings, results, summary)
+    return _result(config, predictor, results)

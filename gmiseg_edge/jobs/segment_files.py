@@ -17,6 +17,11 @@ Exactly one prompt source:
 - ``label`` alone (evaluation): a box from the extent of label ``label`` in the input's label map, on each
   slice where it is present (2D: the whole image).
 
+``propagate`` (volumes; DESIGN §10, :mod:`gmiseg_edge.runtime.propagate`): the structure is carried from one
+seed slice through its neighbours until it ends: the seed is the ``box``/``points`` prompt on ``slice_index``,
+or with ``label`` the labelled slice of largest area of that label in the label map (which is kept). The
+volume's intensities are mapped once for the whole volume with ``window``.
+
 With ``label`` the structure is ``label`` in every label map (supports, evaluation); without it each
 dataset entry's own label, or every non-zero label. When an input has a label map, Dice against it is
 reported. Masks (and overlay PNGs) are written atomically.
@@ -40,6 +45,7 @@ from gmiseg_edge.data import (
     file_suffix,
     find_pairs,
     labelled_indices,
+    largest_index,
     read_image,
     read_mask,
     save_like,
@@ -69,6 +75,7 @@ class SegmentOptions:
     window: str | tuple[float, float] = "percentile"
     overlay: bool = False
     support_slices: int = 3
+    propagate: bool = False
 
     @property
     def prompted(self) -> bool:
@@ -82,6 +89,9 @@ class SegmentOptions:
             raise InputError("no prompt: give --box/--point, --support DIR, or --label K with a label map")
         if self.slice_index is not None and not self.prompted:
             raise InputError("--slice only applies to --box/--point prompts on a volume")
+        if self.propagate and self.support is not None:
+            raise InputError("--propagate starts from --box/--point with --slice K, or from --label (its largest "
+                             "labelled slice); not from --support")
 
 
 @dataclass(frozen=True)
@@ -103,6 +113,7 @@ class FileResult:
     dice: float | None = None
     overlays: list[Path] = field(default_factory=list)
     seconds: float = 0.0
+    note: str = ""  # propagation: the slices visited and why it stopped at each end
 
 
 def collect_inputs(image: Path | None = None, folder: Path | None = None, mask: Path | None = None,
@@ -198,8 +209,8 @@ def segment_file(item: InputFile, out: Path, run: _FileSegmenter, progress: Prog
     report = progress or (lambda name, done, total: None)
     if isinstance(image, Image2D):
         truth = _truth(item, options, image.array.shape[:2])
-        if options.slice_index is not None:
-            raise InputError(f"{item.image}: --slice applies to volumes only")
+        if options.slice_index is not None or options.propagate:
+            raise InputError(f"{item.image}: --slice and --propagate apply to volumes only")
         pixels = to_uint8(image.array, options.window)
         report(item.image.name, 0, 1)
         mask = run(pixels, truth, volume=False)
@@ -211,6 +222,8 @@ def segment_file(item: InputFile, out: Path, run: _FileSegmenter, progress: Prog
                           time.perf_counter() - start)
     truth = _truth(item, options, image.array.shape)
     depth = image.array.shape[AXIS]
+    if options.propagate:
+        return _propagate_file(item, image, truth, output, run.predictor, options, report, start)
     if options.prompted:
         if options.slice_index is None:
             raise InputError(f"{item.image}: a volume with --box/--point needs --slice K (0..{depth - 1}, along "
@@ -239,6 +252,38 @@ def segment_file(item: InputFile, out: Path, run: _FileSegmenter, progress: Prog
     save_like(image, mask3d, output)
     return FileResult(item.image, output, len(indices), dice(mask3d, truth) if truth is not None else None,
                       overlays, time.perf_counter() - start)
+
+
+def _propagate_file(item: InputFile, image: Volume, truth: np.ndarray | None, output: Path, predictor: Predictor,
+                    options: SegmentOptions, report: Progress, start: float) -> FileResult:
+    """Propagation through one volume (module docstring): the 3D mask with the source geometry."""
+    depth = image.array.shape[AXIS]
+    if options.prompted:
+        if options.slice_index is None:
+            raise InputError(f"{item.image}: --propagate with --box/--point needs --slice K (0..{depth - 1}, the "
+                             "seed slice along the last axis)")
+        pts = options.points
+        seed, prompt = options.slice_index, {
+            "box": options.box, "points": [p[:2] for p in pts] if pts else None,
+            "labels": [p[2] for p in pts] if pts else None}
+    else:
+        assert truth is not None
+        if not truth.any():
+            raise InputError(f"{item.mask}: label {options.label} is absent: nothing to seed --propagate with")
+        seed, prompt = largest_index(truth, AXIS), {"mask": truth}
+    result = predictor.propagate(image.array, seed, axis=AXIS, normalise=options.window,
+                                 progress=lambda done, total: report(item.image.name, done, total), **prompt)
+    save_like(image, result.mask, output)
+    overlays = []
+    if options.overlay:
+        (output.parent / f"{file_stem(item.image)}_overlay").mkdir(exist_ok=True)
+        for k in np.flatnonzero(result.kept):
+            pixels = to_uint8(slice_2d(image.array, AXIS, int(k)), options.window)
+            path = output.parent / f"{file_stem(item.image)}_overlay" / f"slice_{k:04d}.png"
+            overlays.append(write_overlay(path, pixels, slice_2d(result.mask, AXIS, int(k))))
+    return FileResult(item.image, output, result.slices_visited,
+                      dice(result.mask, truth) if truth is not None else None, overlays,
+                      time.perf_counter() - start, note=result.summary())
 
 
 def segment_files(predictor: Predictor, inputs: Sequence[InputFile], out: str | Path, options: SegmentOptions,

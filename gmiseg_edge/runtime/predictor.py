@@ -9,6 +9,7 @@ The predictor keeps no per-image state (the cache holds embeddings), so one inst
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,7 @@ from gmiseg_edge.core.transforms import ImageGeometry, PreprocessConfig, preproc
 from gmiseg_edge.runtime.backends.base import Backend
 from gmiseg_edge.runtime.cache import CacheStats, EmbeddingCache, image_key
 from gmiseg_edge.runtime.images import Normalisation, check_image
+from gmiseg_edge.runtime.propagate import propagate
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,41 @@ class Predictor:
             key, lambda: self.backend.encode(preprocess(pixels, self.preprocess_config).tensor))
         return EncodedImage(prepared=geometry, embedding=embedding, key=key)
 
+    def encode_many(self, images: Sequence[np.ndarray | EncodedImage], normalise: Normalisation = None,
+                    ) -> list[EncodedImage]:
+        """:meth:`encode` for several images, the cache misses in batched encoder runs (at most the backend's
+        ``max_batch`` images a run). Each image still goes through the cache on its own key, so a batch costs
+        what its misses cost, and the embeddings equal single-image encodes."""
+        checked = [image if isinstance(image, EncodedImage) else check_image(image, normalise, name=f"image {i}")
+                   for i, image in enumerate(images)]
+        keys = [None if isinstance(p, EncodedImage) else image_key(p, self._preprocessing, self.backend.encoder_id)
+                for p in checked]
+        missing: dict[str, np.ndarray] = {}
+        for key, pixels in zip(keys, checked, strict=True):
+            if key is not None and key not in missing and key not in self.cache:
+                missing[key] = pixels  # type: ignore[assignment]
+        computed: dict[str, np.ndarray] = {}
+        order = list(missing)
+        step = self.backend.max_batch or max(1, len(order))
+        for i in range(0, len(order), step):
+            chunk = order[i:i + step]
+            tensor = np.concatenate([preprocess(missing[k], self.preprocess_config).tensor for k in chunk])
+            embeddings = self.backend.encode(tensor)
+            computed.update((k, embeddings[j:j + 1]) for j, k in enumerate(chunk))
+        results = []
+        for key, pixels in zip(keys, checked, strict=True):
+            if isinstance(pixels, EncodedImage):
+                results.append(pixels)
+                continue
+            assert key is not None
+            geometry = ImageGeometry.of(pixels.shape[0], pixels.shape[1], self.input_size)
+            embedding = self.cache.get_or_compute(
+                key, lambda k=key, p=pixels: computed[k] if k in computed else
+                self.backend.encode(preprocess(p, self.preprocess_config).tensor))  # evicted meanwhile: encode again
+            computed.pop(key, None)
+            results.append(EncodedImage(prepared=geometry, embedding=embedding, key=key))
+        return results
+
     def decode(self, encoded: EncodedImage, prompt: Prompt) -> tuple[np.ndarray, np.ndarray]:
         """All four decoder outputs for a checked prompt: low-res logits (4, 256, 256) and IoU (4,)."""
         limit = self.backend.max_points
@@ -118,6 +155,14 @@ class Predictor:
         low_res, iou = self.decode(encoded, prompt)
         outputs = output_choice(prompt.ambiguous, multimask)
         return make_prediction(encoded.prepared, low_res, iou, outputs, self.input_size)
+
+    def propagate(self, volume: np.ndarray, slice_index: int, box=None, points=None, labels=None, mask=None,
+                  axis: int = 2, normalise: Normalisation = None, settings=None, progress=None):
+        """Carry one structure through ``volume`` from a prompt (``box``/``points``) or a labelled ``mask`` on
+        slice ``slice_index`` along ``axis``: a :class:`~gmiseg_edge.runtime.propagate.PropagationResult` with
+        the 3D mask. See :mod:`gmiseg_edge.runtime.propagate` for the stop rules and ``settings``."""
+        return propagate(self, volume, slice_index, box=box, points=points, labels=labels, mask=mask, axis=axis,
+                         normalise=normalise, settings=settings, progress=progress)
 
     def close(self) -> None:
         self.backend.close()

@@ -1,72 +1,200 @@
 """Segment a query image from a few labelled examples (a support set), with no re-training (DESIGN §7).
 
-The algorithm, exactly (``g`` = 64, the embedding grid):
+The hard part is *locating* the structure in the query. An embedding prototype alone locks onto look-alike
+neighbours (liver for spleen, the left kidney for the right); registration alone carries a *lesion* to where it
+was in the support's patient, not where it is in the query's. Each support therefore gives two candidate
+priors, anatomy-guided and appearance-only, both decoded by SAM when needed, and keeps the anatomy one unless
+evidence computed on the query says it is wrong and the other is right. The algorithm, exactly (``g`` = 64 the
+embedding grid; maps are at the query's size):
 
-1. **Support prototypes.** Each support image is encoded through the predictor's embedding cache (so a
-   support set is encoded once, and once across processes with a disk cache). Its mask is mapped to the
-   g x g grid in the padded S x S frame: resized like the image (area filter) to the resized size (h, w),
-   padded bottom-right with zeros to S x S, area-averaged to g x g: weights in [0, 1]. The foreground
-   prototype is the weight-weighted mean of the 256-d embedding vectors; the background prototype the mean
-   over the *ring* of valid cells (at least half inside the image) with weight 0 within 4 cells of the mask
-   (all valid weight-0 cells if the ring is empty). An empty mask is an error.
-2. **Score map.** For any embedding, ``score = cos(v, foreground) - cos(v, background)`` per cell (how much
-   more it resembles the object than the object's surroundings), smoothed by a 3 x 3 mean. The support's
-   ``threshold`` is the midpoint of its own mean score over foreground cells (weight >= 0.5, or its
-   best-covered cells for tiny masks) and over its ring cells.
-3. **Query prompts** (per support). On the query's valid cells: positive point at the centre of the cell
-   of highest score, negative point at the cell of lowest score; box = the extent (cell edges, mapped back to
-   image pixels) of the 8-connected region of cells with score >= ``threshold`` that holds the positive cell.
-   The structure is *present* for this support when that best score reaches ``threshold``; otherwise the box
-   is the positive cell alone.
-4. **Decode** the two points and the box (a box is unambiguous: single-mask output). With ``refine=True``
-   (default) decode once more with the same prompt and the first low-res logits as ``mask_input``.
-5. **Combine.** The low-res logits are averaged over the supports (with ``require_presence=True`` only over
-   the supports that found the structure present; none gives an empty mask), then post-processed once to the
-   query's size (``transforms.postprocess_logits``, threshold 0). The IoU score is the mean of theirs.
+1. **Support** (``add_support``): the image is encoded through the predictor's embedding cache. Its mask is
+   mapped to the g x g grid of the padded S x S frame (area weights); the foreground prototype is the weighted
+   mean of the unit embedding vectors, the background prototype the mean over a *ring* (valid cells with
+   weight 0 within 4 cells of the mask). ``score = cos(v, fg) - cos(v, bg)`` per cell, 3 x 3 mean; the
+   support's ``threshold`` is the midpoint of its mean score on its foreground cells and on its ring, its
+   ``contrast`` the difference of the two. Grey levels (:class:`IntensityModel`): 32-bin histograms (one
+   count added per bin) of the mask and of its pixel ring (the mask dilated by 4 cells' width, less the
+   mask); per bin ``log(p_mask / p_ring)``; its ``middle`` and ``contrast`` as for the score.
+2. **Anatomy**: the support image is registered to the query (:mod:`.registration`: similarity, affine,
+   B-spline, Mattes mutual information) and its mask warped (linear): ``A`` in [0, 1]. A failed registration
+   (or a query given only as an :class:`EncodedImage`) leaves this support with appearance only.
+3. **Appearance**: ``z = (score - threshold) / contrast`` upsampled to the query's size (+0.5 is the
+   support's own structure on average, -0.5 its ring) and ``E = sigmoid(4 z)``. ``near = exp(-d^2 / (2
+   r^2))`` with ``d`` the distance to ``A >= 0.5`` and ``r`` the warped structure's equivalent radius (at
+   least 3 px).
+4. **Candidates** of the support. *Anatomy*: ``P = (A + E * near) / 2``, so a look-alike far from the
+   anatomical prior is suppressed and appearance sharpens the warped mask near it. *Appearance*: the
+   connected region of ``E >= 0.5`` over the whole query with the largest sum of ``z`` (the peak of ``E`` when
+   none), ``P = E * near`` with ``near`` now around that region. Without anatomy only the appearance one.
+5. **Presence** of the support: the mean of ``E`` over the first candidate's best prior component.
+   **Weight**: ``match * max(presence, 0.05)``, ``match`` the normalised mutual information of the query and
+   the warped support image around the structure (:func:`.registration.match_quality`; half the smallest
+   registered support's for an appearance-only support).
+6. **Decode** a candidate: the connected component of ``P >= 0.5`` holding most prior mass (or of
+   ``P >= max(P) / 2`` when nothing reaches 0.5) gives the box (its extent) and a positive point (its most
+   interior pixel); for the anatomy candidate a negative point goes on the strongest look-alike outside the
+   near region (``E * (1 - near) >= 0.5``) when there is one; with ``mask_prompt=True`` the prior goes in as
+   ``mask_input`` (logits ``MASK_LOGIT * (2 P - 1)`` on the 256 x 256 low-res padded frame). The single-mask
+   output is taken. **Fuse SAM and prior**: ``p = (sigmoid(SAM logits) + P) / 2``: a pixel the prior is sure
+   of (0 or 1) keeps the prior's answer, SAM decides where the prior is unsure (the warped edge).
+7. **Choose** (``choice="auto"``): the *likeness* of a decoded candidate is the mean ``z`` over ``p > 0.5``,
+   averaged with the grey-level likeness there (``(mean ratio - middle) / contrast``, same scale) when the
+   support's grey-level contrast is at least ``MIN_INTENSITY_CONTRAST`` (1 nat; below it grey levels hardly
+   tell the structure from its ring). The anatomy candidate is decoded first; only when it clearly does not
+   look like the structure - its mean ``z`` *and* (when informative) its grey-level likeness are below
+   ``UNLIKE`` (0: no more like the structure than like its surroundings) - is the appearance candidate
+   decoded, and it is taken when its likeness is at least ``LIKE`` (0.1) and exceeds the anatomy one's by
+   ``MARGIN`` (0.25). A look-alike organ does not displace an anatomy candidate that looks right (right vs
+   left kidney); a lesion registered onto healthy tissue does. The support's presence and weight stay the
+   first candidate's: the appearance candidate is the best of all regions, so its own presence is biased
+   high. ``choice="anatomy"`` / ``"appearance"`` always take that candidate (for measurement; ``"appearance"``
+   with its own presence and weight).
+8. **Combine** supports: ``probability = sum(w p) / sum(w)``, mask ``probability > 0.5``; ``prior`` the same
+   mean of the chosen ``P``; ``uncertainty`` the weighted standard deviation of the supports' ``p`` (their
+   disagreement, 0..0.5). ``score`` the weighted mean of SAM's predicted IoU. With ``require_presence=True``
+   the mask is empty unless the weighted mean presence reaches 0.5.
+
+Measured on the sample data (benchmarks/support_set.py, same-patient and cross-patient supports) against the
+prior alone and SAM alone, and against ``choice="anatomy"``.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
 
 from gmiseg_edge.core.errors import InputError
-from gmiseg_edge.core.prediction import SINGLE_OUTPUT, Prediction, make_prediction
-from gmiseg_edge.core.prompts import LOW_RES, make_prompt
-from gmiseg_edge.core.transforms import ImageGeometry
+from gmiseg_edge.core.graph_io import LOW_RES
+from gmiseg_edge.core.prompts import make_prompt
+from gmiseg_edge.core.transforms import ImageGeometry, postprocess_logits
 from gmiseg_edge.runtime.images import Normalisation, check_image
 from gmiseg_edge.runtime.predictor import EncodedImage, Predictor
+from gmiseg_edge.runtime.registration import Registration, match_quality, register
 
 EMPTY_LOGIT = -20.0
 RING_CELLS = 4
+MASK_LOGIT = 8.0
+MIN_RADIUS = 3.0
+MIN_PRESENCE_WEIGHT = 0.05
+FUSIONS = ("fused", "prior", "sam")
+INTENSITY_BINS = 32
+MIN_INTENSITY_CONTRAST = 1.0  # nats: grey levels below this tell the structure from its ring too weakly to vote
+CHOICES = ("auto", "anatomy", "appearance")
+UNLIKE = 0.0  # the anatomy candidate's mask looks no more like the structure than like its surroundings ...
+LIKE = 0.1  # ... and the appearance candidate's looks like the structure (z of the support's own: +0.5) ...
+MARGIN = 0.25  # ... by a clear margin over the anatomy candidate: take the appearance candidate
+
+
+@dataclass(frozen=True)
+class IntensityModel:
+    """A support's grey levels (step 1): log-likelihood ratio of structure vs ring per 8-level bin."""
+
+    ratio: np.ndarray  # (32,) log(p_structure / p_ring), histograms with one count added per bin
+    middle: float  # midpoint of the mean ratio over the structure and over the ring
+    contrast: float  # their difference (the symmetric Kullback-Leibler divergence of the two histograms)
+
+    @classmethod
+    def of(cls, pixels: np.ndarray, mask: np.ndarray, ring_width: float) -> IntensityModel | None:
+        gray = _gray(pixels)
+        size = 2 * max(1, round(ring_width)) + 1
+        ring = (cv2.dilate(mask.astype(np.uint8), np.ones((size, size), np.uint8)) > 0) & ~mask
+        if not ring.any():
+            return None
+        edges = np.linspace(0, 256, INTENSITY_BINS + 1)
+        inside = np.histogram(gray[mask], edges)[0] + 1.0
+        outside = np.histogram(gray[ring], edges)[0] + 1.0
+        ratio = np.log(inside / inside.sum()) - np.log(outside / outside.sum())
+        model = cls(ratio.astype(np.float32), 0.0, 1.0)
+        high, low = model.mean_ratio(gray[mask]), model.mean_ratio(gray[ring])
+        return cls(model.ratio, (high + low) / 2, max(high - low, 1e-3))
+
+    def mean_ratio(self, values: np.ndarray) -> float:
+        bins = np.clip((values * (INTENSITY_BINS / 256)).astype(int), 0, INTENSITY_BINS - 1)
+        return float(self.ratio[bins].mean())
+
+    def likeness(self, gray: np.ndarray, region: np.ndarray) -> float:
+        """(mean ratio over ``region`` - middle) / contrast: +0.5 the structure's own, -0.5 its ring's."""
+        return (self.mean_ratio(gray[region]) - self.middle) / self.contrast
 
 
 @dataclass(frozen=True)
 class Support:
-    """One example: its encoded image, unit prototypes (256,) and score threshold."""
+    """One example: its pixels and mask, encoded image, unit prototypes (256,), score threshold and contrast."""
 
+    name: str
+    image: np.ndarray  # uint8 (H, W) or (H, W, 3)
+    mask: np.ndarray  # bool (H, W)
     encoded: EncodedImage
     foreground: np.ndarray
     background: np.ndarray
     threshold: float
+    contrast: float
+    intensity: IntensityModel | None = None
 
 
 @dataclass(frozen=True)
-class SupportPrompt:
-    """The prompt derived from one support on the query, in query pixels."""
+class Candidate:
+    """One way of locating the structure for one support (step 6): its prior and, once decoded, SAM's answer."""
 
-    points: np.ndarray  # (2, 2): positive, negative
-    labels: np.ndarray  # (2,): 1, 0
-    box: np.ndarray  # (4,)
+    kind: str  # "anatomy" (registration-guided) or "appearance" (best look-alike over the whole query)
+    prior: np.ndarray
+    presence: float  # mean E over the prior's best component
+    likeness: float = float("nan")  # how much the decoded mask (p > 0.5) looks like the support's structure
+    looks: tuple[float, float] = (float("nan"), float("nan"))  # (embedding z, grey-level) likeness
+    probability: np.ndarray | None = None
+    sam_probability: np.ndarray | None = None
+    iou: float = 0.0
+    box: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class SupportMatch:
+    """What one support says about the query (maps at the query's size)."""
+
+    name: str
+    registration: Registration | None  # None: not registered (query given as an EncodedImage)
+    anatomy: np.ndarray | None  # warped mask in [0, 1], None for appearance only
+    appearance: np.ndarray  # E in [0, 1]
+    prior: np.ndarray  # P in [0, 1] of the chosen candidate
+    presence: float
+    match: float
+    weight: float
+    probability: np.ndarray | None = None  # p after decoding (None when not decoded)
+    sam_probability: np.ndarray | None = None
+    iou: float = 0.0
+    box: np.ndarray | None = None
+    similarity: np.ndarray | None = field(default=None, repr=False)  # z = (score - threshold) / contrast
+    chosen: str = "anatomy"  # the candidate taken: "anatomy" or "appearance"
+    intensity: IntensityModel | None = field(default=None, repr=False)  # the support's grey levels
+    query_gray: np.ndarray | None = field(default=None, repr=False)  # None: query given as an EncodedImage
+    candidates: tuple[Candidate, ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True)
+class SupportPrediction:
+    """The support set's answer on one query."""
+
+    mask: np.ndarray  # bool (H, W)
+    probability: np.ndarray  # float32 (H, W), fused over supports
+    prior: np.ndarray  # float32 (H, W), the fused prior (before SAM)
+    uncertainty: np.ndarray  # float32 (H, W), weighted std of the supports' probabilities
+    weights: np.ndarray  # float32 (n_supports,), normalised
+    presence: float
     present: bool
-    best_score: float
+    score: float  # weighted predicted IoU (0 when not present)
+    matches: tuple[SupportMatch, ...] = field(default=(), repr=False)
+
+    @property
+    def logits(self) -> np.ndarray:
+        p = np.clip(self.probability, 1e-6, 1 - 1e-6)
+        return np.log(p / (1 - p)).astype(np.float32)
 
 
 def grid_weights(mask: np.ndarray, prepared: ImageGeometry, input_size: int, grid: int) -> np.ndarray:
-    """A (H, W) mask as (grid, grid) area weights in [0, 1] over the padded S x S model frame."""
+    """A (H, W) map as (grid, grid) area weights over the padded S x S model frame."""
     new_h, new_w = prepared.resized_size
     resized = cv2.resize(mask.astype(np.float32), (new_w, new_h), interpolation=cv2.INTER_AREA)
     padded = np.zeros((input_size, input_size), np.float32)
@@ -92,14 +220,56 @@ def score_map(embedding: np.ndarray, foreground: np.ndarray, background: np.ndar
     return cv2.blur(score.astype(np.float32), (3, 3), borderType=cv2.BORDER_REPLICATE)
 
 
-class SupportSetSegmenter:
-    """Add (image, mask) supports, then ``segment`` queries; thread-safe, supports encoded once (cached)."""
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))).astype(np.float32)
 
-    def __init__(self, predictor: Predictor, refine: bool = True, normalise: Normalisation = None) -> None:
+
+def _best_component(prior: np.ndarray) -> np.ndarray:
+    """The connected component of ``prior >= 0.5`` (or ``>= max / 2``) holding the most prior mass."""
+    level = 0.5 if prior.max() >= 0.5 else float(prior.max()) / 2
+    region = (prior >= level).astype(np.uint8)
+    count, labels = cv2.connectedComponents(region, connectivity=8)
+    if count <= 2:
+        return region.astype(bool)
+    mass = np.bincount(labels.ravel(), weights=prior.ravel(), minlength=count)
+    mass[0] = -1
+    return labels == int(np.argmax(mass))
+
+
+def _interior_point(region: np.ndarray) -> tuple[int, int]:
+    """(x, y) of the pixel of ``region`` farthest from its border."""
+    distance = cv2.distanceTransform(np.pad(region, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
+    row, col = np.unravel_index(int(np.argmax(distance)), distance.shape)
+    return int(col), int(row)
+
+
+class SupportSetSegmenter:
+    """Add (image, mask) supports, then ``segment`` queries; thread-safe, supports encoded once (cached).
+
+    ``fusion``: ``"fused"`` (default, step 6), ``"prior"`` (the prior alone, no decoder) or ``"sam"`` (SAM's
+    probabilities alone); ``mask_prompt`` gives the decoder the prior as ``mask_input``; ``deformable`` adds
+    the B-spline stage; ``register_supports=False`` is appearance only (the method before anatomy);
+    ``choice`` (step 7): ``"auto"``, or always the ``"anatomy"`` or the ``"appearance"`` candidate (with its
+    own presence and weight).
+    """
+
+    def __init__(self, predictor: Predictor, normalise: Normalisation = None, *, fusion: str = "fused",
+                 mask_prompt: bool = True, deformable: bool = True, register_supports: bool = True,
+                 refine: bool = False, choice: str = "auto") -> None:
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        if choice not in CHOICES:
+            raise ValueError(f"choice must be one of {CHOICES}, got {choice!r}")
+        self.choice = choice
         self.predictor = predictor
-        self.refine = refine
         self.normalise = normalise
+        self.fusion = fusion
+        self.mask_prompt = mask_prompt
+        self.deformable = deformable
+        self.register_supports = register_supports
+        self.refine = refine  # kept for callers of the earlier API; the prior already prompts the decoder
         self._supports: list[Support] = []
+        self._dims: int | None = None
         self._lock = threading.Lock()
 
     @property
@@ -111,14 +281,46 @@ class SupportSetSegmenter:
         inside = np.ones(prepared.original_size, bool)
         return grid_weights(inside, prepared, self.predictor.input_size, grid) >= 0.5
 
-    def add_support(self, image: np.ndarray, mask: np.ndarray, name: str = "support") -> Support:
-        """Encode a support image (cached); its prototypes and threshold from ``mask`` (H, W), steps 1-2."""
-        pixels = check_image(image, self.normalise, name=f"{name} image")
+    # -- supports ---------------------------------------------------------------------------------------------
+
+    def _claim_dims(self, dims: int, name: str) -> None:
+        with self._lock:
+            if self._dims is not None and self._dims != dims:
+                have = "2D images" if self._dims == 2 else "3D volumes"
+                raise InputError(f"{name}: a {dims}D support cannot join a support set of {have}; "
+                                 "give all supports as 2D slices or all as 3D volumes")
+            self._dims = dims
+
+    def add_support(self, image: np.ndarray, mask: np.ndarray, name: str = "support", *, axis: int = 0,
+                    max_slices: int = 8) -> list[Support] | Support:
+        """Add a 2D support (image (H, W) or (H, W, 3) with mask (H, W)), or a 3D one (image and mask (D, H, W),
+        slices along ``axis``): its labelled slices, at most ``max_slices`` spread over the label's extent, become
+        2D supports named ``"<name> slice <i>"``. Returns the support (the list of them for a volume)."""
         mask = np.asarray(mask)
+        image_shape = np.shape(image)
+        if mask.ndim == 3:
+            if image_shape != mask.shape:
+                raise InputError(f"{name}: 3D mask of shape {mask.shape} differs from its image's {image_shape}")
+            labelled = [i for i in range(mask.shape[axis]) if np.take(mask, i, axis=axis).any()]
+            if not labelled:
+                raise InputError(f"{name} mask is empty: a support needs at least one foreground voxel")
+            self._claim_dims(3, name)
+            if len(labelled) > max_slices:
+                labelled = [labelled[i] for i in np.linspace(0, len(labelled) - 1, max_slices).round().astype(int)]
+            return [self._add_2d(np.take(image, i, axis=axis), np.take(mask, i, axis=axis), f"{name} slice {i}")
+                    for i in labelled]
+        if mask.ndim != 2:
+            raise InputError(f"{name} mask: expected (H, W) or a volume (D, H, W), got shape {mask.shape}")
+        pixels = check_image(image, self.normalise, name=f"{name} image")
         if mask.shape != pixels.shape[:2]:
             raise InputError(f"{name} mask: shape {mask.shape} differs from its image's {pixels.shape[:2]}")
         if not mask.any():
             raise InputError(f"{name} mask is empty: a support needs at least one foreground pixel")
+        self._claim_dims(2, name)
+        return self._add_2d(pixels, mask, name)
+
+    def _add_2d(self, image: np.ndarray, mask: np.ndarray, name: str) -> Support:
+        pixels = check_image(image, self.normalise, name=f"{name} image")
         encoded = self.predictor.encode(pixels)
         grid = encoded.embedding.shape[-1]
         weights = grid_weights(mask != 0, encoded.prepared, self.predictor.input_size, grid)
@@ -130,65 +332,198 @@ class SupportSetSegmenter:
         background = _prototype(encoded.embedding, ring.astype(np.float32))
         score = score_map(encoded.embedding, foreground, background)
         inside = weights >= min(0.5, float(weights.max()))
+        high = float(score[inside].mean())
         low = float(score[ring].mean()) if ring.any() else float(score[valid].min())
-        support = Support(encoded, foreground, background, (float(score[inside].mean()) + low) / 2)
+        cell = max(mask.shape) / grid
+        support = Support(name, pixels, mask != 0, encoded, foreground, background, (high + low) / 2,
+                          max(high - low, 1e-3), IntensityModel.of(pixels, mask != 0, RING_CELLS * cell))
         with self._lock:
             self._supports.append(support)
         return support
 
-    def prompt_for(self, query: EncodedImage, support: Support) -> SupportPrompt:
-        """Points and box on ``query`` from its score map against ``support`` (step 3)."""
-        grid = query.embedding.shape[-1]
+    # -- one support on the query -----------------------------------------------------------------------------
+
+    def similarity(self, query: EncodedImage, support: Support) -> np.ndarray:
+        """z = (score - threshold) / contrast at the query's size: +0.5 is the support's own structure on
+        average, -0.5 its surroundings, 0 the threshold."""
         score = score_map(query.embedding, support.foreground, support.background)
-        valid = self._valid(query.prepared, grid)
-        masked = np.where(valid, score, np.nan)
-        best = np.unravel_index(int(np.nanargmax(masked)), masked.shape)
-        worst = np.unravel_index(int(np.nanargmin(masked)), masked.shape)
-        region = (valid & (score >= support.threshold)).astype(np.uint8)
-        present = bool(region[best])
-        if present:
-            _, components = cv2.connectedComponents(region, connectivity=8)
-            rows, cols = np.nonzero(components == components[best])
+        full = postprocess_logits(score[None], query.prepared, self.predictor.input_size)[0]
+        return ((full - support.threshold) / support.contrast).astype(np.float32)
+
+    def appearance(self, query: EncodedImage, support: Support) -> np.ndarray:
+        """E (step 3) at the query's size."""
+        return _sigmoid(4 * self.similarity(query, support))
+
+    def match(self, query: EncodedImage, pixels: np.ndarray | None, support: Support) -> SupportMatch:
+        """Steps 2-5 for one support (weight before the appearance-only correction of ``segment``): both
+        candidates' priors; the anatomy candidate is the chosen one until :meth:`decode` weighs the evidence."""
+        similarity = self.similarity(query, support)
+        appearance = _sigmoid(4 * similarity)
+        registration = anatomy = None
+        if pixels is not None and self.register_supports:
+            registration = register(pixels, support.image, deformable=self.deformable)
+            if registration.ok:
+                anatomy = np.clip(registration.warp(support.mask.astype(np.float32)), 0, 1)
+                if anatomy.max() < 0.5:  # warped out of the query: treat as failed
+                    anatomy = None
+        look_alike = _appearance_prior(appearance, similarity)
+        candidates = []
+        if anatomy is None:
+            match = 0.0
         else:
-            rows, cols = np.array([best[0]]), np.array([best[1]])
-        sx, sy = self._grid_to_pixels(query, grid)
-        height, width = query.size
-        box = np.array([cols.min() * sx, rows.min() * sy, (cols.max() + 1) * sx, (rows.max() + 1) * sy])
-        box = np.minimum(box, [width, height, width, height]).astype(np.float32)
-        centres = np.array([[(best[1] + 0.5) * sx, (best[0] + 0.5) * sy],
-                            [(worst[1] + 0.5) * sx, (worst[0] + 0.5) * sy]])
-        centres = np.minimum(centres, [width - 1, height - 1]).astype(np.float32)
-        return SupportPrompt(centres, np.array([1, 0], np.float32), box, present, float(score[best]))
+            core = anatomy >= 0.5
+            radius = max(MIN_RADIUS, float(np.sqrt(core.sum() / np.pi)))
+            distance = cv2.distanceTransform((~core).astype(np.uint8), cv2.DIST_L2, 3)
+            near = np.exp(-0.5 * (distance / radius) ** 2).astype(np.float32)
+            prior = ((anatomy + appearance * near) / 2).astype(np.float32)
+            candidates.append(Candidate("anatomy", prior, float(appearance[_best_component(prior)].mean())))
+            around = distance <= 2 * radius + 4
+            assert registration is not None
+            match = match_quality(pixels, registration.warp(_gray(support.image)), around)
+        if self.choice != "anatomy" or anatomy is None:
+            candidates.append(Candidate("appearance", look_alike,
+                                        float(appearance[_best_component(look_alike)].mean())))
+        if self.choice == "appearance" and anatomy is not None:
+            candidates.reverse()
+        first = candidates[0]
+        return SupportMatch(support.name, registration, anatomy, appearance, first.prior, first.presence,
+                            match, match * max(first.presence, MIN_PRESENCE_WEIGHT), similarity=similarity,
+                            chosen=first.kind, candidates=tuple(candidates), intensity=support.intensity,
+                            query_gray=None if pixels is None else _gray(pixels))
 
-    def _grid_to_pixels(self, query: EncodedImage, grid: int) -> tuple[float, float]:
-        """Original pixels per grid cell along x and y."""
-        new_h, new_w = query.prepared.resized_size
+    def _decode_candidate(self, query: EncodedImage, match: SupportMatch, candidate: Candidate) -> Candidate:
+        """Step 6-7 for one candidate: prompts from its prior, SAM's output, fused with the prior."""
+        prior = candidate.prior
+        component = _best_component(prior)
+        rows, cols = np.nonzero(component)
         height, width = query.size
-        cell = self.predictor.input_size / grid
-        return cell * width / new_w, cell * height / new_h
+        box = np.array([cols.min(), rows.min(), min(cols.max() + 1, width), min(rows.max() + 1, height)], np.float32)
+        points = [_interior_point(component)]
+        labels = [1]
+        if candidate.kind == "anatomy" and match.anatomy is not None:
+            core = match.anatomy >= 0.5
+            radius = max(MIN_RADIUS, float(np.sqrt(core.sum() / np.pi)))
+            distance = cv2.distanceTransform((~core).astype(np.uint8), cv2.DIST_L2, 3)
+            lookalike = match.appearance * (distance > 2 * radius)
+            if lookalike.max() >= 0.5:
+                row, col = np.unravel_index(int(np.argmax(lookalike)), lookalike.shape)
+                points.append((int(col), int(row)))
+                labels.append(0)
+        mask_input = None
+        if self.mask_prompt:
+            low = grid_weights(prior, query.prepared, self.predictor.input_size, LOW_RES)
+            mask_input = (MASK_LOGIT * (2 * low - 1)).astype(np.float32)
+        prompt = make_prompt(np.asarray(points, np.float32), np.asarray(labels, np.float32), box, mask_input,
+                             image_size=query.size)
+        if self.fusion == "prior":  # no decoder
+            return replace(candidate, **_likeness(match, prior, component), probability=prior,
+                           box=box)
+        low_res, iou = self.predictor.decode(query, prompt)
+        sam = _sigmoid(postprocess_logits(low_res[:1], query.prepared, self.predictor.input_size)[0])
+        probability = sam if self.fusion == "sam" else (sam + prior) / 2
+        return replace(candidate, **_likeness(match, probability, component),
+                       probability=probability.astype(np.float32), sam_probability=sam, iou=float(iou[0]), box=box)
 
-    def segment(self, query_image: np.ndarray | EncodedImage, require_presence: bool = False) -> Prediction:
-        """Segment the query with every support (the module's algorithm); logits averaged over supports."""
+    def decode(self, query: EncodedImage, match: SupportMatch) -> SupportMatch:
+        """Step 6-8 for one support: decode its first candidate; decode the appearance candidate too only when
+        the first does not look like the support's structure, and take it when it clearly does (step 8)."""
+        first = self._decode_candidate(query, match, match.candidates[0])
+        decoded = [first]
+        chosen = first
+        if (self.choice == "auto" and first.kind == "anatomy" and len(match.candidates) > 1
+                and _looks_unlike(match, first)):
+            other = self._decode_candidate(query, match, match.candidates[1])
+            decoded.append(other)
+            if other.likeness >= LIKE and other.likeness - first.likeness >= MARGIN:
+                chosen = other
+        decoded += list(match.candidates[len(decoded):])
+        # presence and weight stay the first candidate's: the appearance candidate is the best of all regions,
+        # so its presence is biased high (it would outvote supports whose anatomy holds, and find look-alikes
+        # on queries without the structure)
+        return replace(match, prior=chosen.prior, probability=chosen.probability,
+                       sam_probability=chosen.sam_probability, iou=chosen.iou, box=chosen.box, chosen=chosen.kind,
+                       candidates=tuple(decoded))
+
+    # -- the query --------------------------------------------------------------------------------------------
+
+    def segment(self, query_image: np.ndarray | EncodedImage, require_presence: bool = False) -> SupportPrediction:
+        """Segment the query with every support (the module's algorithm)."""
         supports = self.supports
         if not supports:
             raise InputError("no supports: call add_support(image, mask) first")
-        query = self.predictor.encode(query_image, self.normalise)
-        lows, ious = [], []
-        for support in supports:
-            derived = self.prompt_for(query, support)
-            if require_presence and not derived.present:
-                continue
-            prompt = make_prompt(derived.points, derived.labels, derived.box, image_size=query.size)
-            low_res, iou = self.predictor.decode(query, prompt)
-            if self.refine:
-                refined = make_prompt(derived.points, derived.labels, derived.box, low_res[0], image_size=query.size)
-                low_res, iou = self.predictor.decode(query, refined)
-            lows.append(low_res[0])
-            ious.append(iou[0])
-        if not lows:
-            empty = np.full((1, LOW_RES, LOW_RES), EMPTY_LOGIT, np.float32)
-            return make_prediction(query.prepared, empty, np.zeros(1, np.float32), SINGLE_OUTPUT,
-                                   self.predictor.input_size)
-        mean_low = np.mean(lows, axis=0, dtype=np.float32)[None]
-        mean_iou = np.asarray([np.mean(ious)], np.float32)
-        return make_prediction(query.prepared, mean_low, mean_iou, SINGLE_OUTPUT, self.predictor.input_size)
+        if isinstance(query_image, EncodedImage):
+            pixels = None  # no pixels to register: appearance only (stated fallback)
+            query = query_image
+        else:
+            pixels = check_image(query_image, self.normalise, name="query image")
+            query = self.predictor.encode(pixels)
+        matches = [self.decode(query, self.match(query, pixels, support)) for support in supports]
+        registered = [m.match for m in matches if m.anatomy is not None]
+        fallback = 0.5 * min(registered) if registered else 1.0
+        matches = [m if m.anatomy is not None else
+                   replace(m, match=fallback, weight=fallback * max(m.presence, MIN_PRESENCE_WEIGHT))
+                   for m in matches]
+        weights = np.asarray([max(m.weight, 1e-6) for m in matches], np.float64)
+        weights /= weights.sum()
+        prior = np.tensordot(weights, np.stack([m.prior for m in matches]), axes=1).astype(np.float32)
+        presence = float(np.dot(weights, [m.presence for m in matches]))
+        present = presence >= 0.5
+        if require_presence and not present:
+            zeros = np.zeros(query.size, np.float32)
+            return SupportPrediction(zeros > 0, zeros, prior, zeros, weights.astype(np.float32), presence, False, 0.0,
+                                     tuple(matches))
+        stack = np.stack([m.probability for m in matches])
+        probability = np.tensordot(weights, stack, axes=1).astype(np.float32)
+        spread = np.sqrt(np.tensordot(weights, (stack - probability) ** 2, axes=1)).astype(np.float32)
+        score = float(np.dot(weights, [m.iou for m in matches]))
+        return SupportPrediction(probability > 0.5, probability, prior, spread, weights.astype(np.float32),
+                                 presence, present, score, tuple(matches))
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    return image.mean(axis=2).astype(np.float32) if image.ndim == 3 else image.astype(np.float32)
+
+
+def _appearance_prior(appearance: np.ndarray, similarity: np.ndarray) -> np.ndarray:
+    """The appearance candidate's prior: E faded (like the anatomy prior) away from the query's best look-alike,
+    the connected region of ``E >= 0.5`` with the largest summed z (or the peak of E when none reaches 0.5)."""
+    region = (appearance >= 0.5).astype(np.uint8)
+    count, labels = cv2.connectedComponents(region, connectivity=8)
+    if count <= 1:
+        peak = np.unravel_index(int(np.argmax(appearance)), appearance.shape)
+        core = np.zeros(appearance.shape, bool)
+        core[peak] = True
+    else:
+        mass = np.bincount(labels.ravel(), weights=np.maximum(similarity, 0).ravel(), minlength=count)
+        mass[0] = -1
+        core = labels == int(np.argmax(mass))
+    radius = max(MIN_RADIUS, float(np.sqrt(core.sum() / np.pi)))
+    distance = cv2.distanceTransform((~core).astype(np.uint8), cv2.DIST_L2, 3)
+    near = np.exp(-0.5 * (distance / radius) ** 2).astype(np.float32)
+    return (appearance * near).astype(np.float32)
+
+
+def _looks_unlike(match: SupportMatch, candidate: Candidate) -> bool:
+    """Every informative signal puts the decoded candidate below UNLIKE: its embedding z, and its grey-level
+    likeness when the support's grey levels are informative (a look-alike organ's position can make z alone
+    negative on the right structure; grey levels then still say it is right)."""
+    embedding, grey = candidate.looks
+    informative = match.intensity is not None and match.intensity.contrast >= MIN_INTENSITY_CONTRAST
+    return embedding < UNLIKE and not (informative and np.isfinite(grey) and grey >= UNLIKE)
+
+
+def _likeness(match: SupportMatch, probability: np.ndarray, component: np.ndarray) -> dict:
+    """How much ``probability > 0.5`` (``component`` when that is empty) looks like the support's structure:
+    the mean z (embedding), averaged with the grey-level likeness when the support's grey levels tell its
+    structure from its ring (contrast >= MIN_INTENSITY_CONTRAST). Both are +0.5 on the support's own structure
+    on average, -0.5 on its surroundings."""
+    region = probability > 0.5
+    if not region.any():
+        region = component
+    embedding = float(match.similarity[region].mean()) if match.similarity is not None else float("nan")
+    grey = float("nan")
+    if match.intensity is not None and match.query_gray is not None:
+        grey = match.intensity.likeness(match.query_gray, region)
+    informative = match.intensity is not None and match.intensity.contrast >= MIN_INTENSITY_CONTRAST
+    likeness = (embedding + grey) / 2 if informative and np.isfinite(grey) else embedding
+    return {"likeness": likeness, "looks": (embedding, grey)}

@@ -110,3 +110,29 @@ def test_segment_disk_cache_is_reused_and_bounded(model_dir, tmp_path):
     assert len(list((tmp_path / "cache").rglob("*.emb"))) == 3
     refused = runner.invoke(app, [*args, "--cache-max-gb", "0"])
     assert refused.exit_code == 1 and "disk cache bound must be a positive number" in refused.output
+
+
+def test_segment_propagates_through_a_volume_from_its_largest_labelled_slice(model_dir, tmp_path):
+    """--propagate --label: seeded by the label's largest slice, carried through the CT, volume Dice printed."""
+    folder = sample_data_dir() / "totalsegmentator"
+    ct, labels = folder / "example_ct_sm.nii.gz", folder / "example_seg.nii.gz"
+    result = runner.invoke(app, ["segment", "--model-dir", str(model_dir), "--image", str(ct), "--mask", str(labels),
+                                 "--label", "2", "--window", "abdomen", "--propagate", "--out", str(tmp_path / "out"),
+                                 "--backend", "ort"])
+    assert result.exit_code == 0, result.output
+    assert "propagation: seed" in result.output and "down:" in result.output
+    assert float(re.search(r"Dice (\d\.\d+)", result.output).group(1)) > 0.75  # right kidney, 3D
+    written = nib.load(tmp_path / "out" / "example_ct_sm_mask.nii.gz")
+    source = nib.load(folder / "example_ct_sm.nii.gz")
+    assert written.shape == source.shape and np.allclose(written.affine, source.affine)
+
+
+def test_propagate_refuses_a_support_set_and_2d_images(model_dir, tmp_path):
+    support = runner.invoke(app, ["segment", "--model-dir", str(model_dir), "--image", "x.nii.gz", "--support",
+                                  str(tmp_path), "--propagate", "--out", str(tmp_path / "out")])
+    assert support.exit_code == 1 and "--propagate starts from" in support.output
+    png = tmp_path / "slice.png"
+    cv2.imwrite(str(png), np.full((32, 32), 100, np.uint8))
+    flat = runner.invoke(app, ["segment", "--model-dir", str(model_dir), "--image", str(png), "--box", "2,2,20,20",
+                               "--propagate", "--out", str(tmp_path / "out")])
+    assert flat.exit_code == 1 and "apply to volumes only" in flat.output

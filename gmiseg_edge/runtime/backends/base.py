@@ -19,6 +19,8 @@ class Backend(ABC):
     name: str = ""
     #: the most prompt points (box corners and padding included) the decoder accepts; None: no limit
     max_points: int | None = None
+    #: the most images one ``encode`` call takes (the encoder's batch dimension B); None: no limit
+    max_batch: int | None = None
 
     def __init__(self, encoder_id: str, precision: str, detail: str) -> None:
         self.encoder_id = encoder_id  # identifies what computes embeddings: part of the cache key
@@ -27,7 +29,7 @@ class Backend(ABC):
 
     @abstractmethod
     def encode(self, image: np.ndarray) -> np.ndarray:
-        """(1, 3, S, S) float32 preprocessed input -> (1, 256, 64, 64) float32 embedding."""
+        """(B, 3, S, S) float32 preprocessed inputs -> (B, 256, 64, 64) float32 embeddings, B <= ``max_batch``."""
 
     @abstractmethod
     def decode(self, inputs: DecoderInputs) -> tuple[np.ndarray, np.ndarray]:

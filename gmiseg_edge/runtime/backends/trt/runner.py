@@ -20,7 +20,13 @@ from gmiseg_edge.core.manifest import GRAPHS, Manifest, verify_file
 from gmiseg_edge.core.manifest import engine_filename as engine_name
 from gmiseg_edge.runtime.backends.base import Backend
 from gmiseg_edge.runtime.backends.options import BackendOptions
-from gmiseg_edge.runtime.backends.trt.device import DECODER_MAX_POINTS, TensorRTStatus, engine_matches, tensorrt_status
+from gmiseg_edge.runtime.backends.trt.device import (
+    DECODER_MAX_POINTS,
+    ENCODER_MAX_BATCH,
+    TensorRTStatus,
+    engine_matches,
+    tensorrt_status,
+)
 
 
 def _build_hint(folder: Path, precision: str) -> str:
@@ -121,6 +127,7 @@ class TensorRTBackend(Backend):
 
     name = "trt"
     max_points = DECODER_MAX_POINTS  # the decoder engine's optimisation profile
+    max_batch = ENCODER_MAX_BATCH  # the encoder engine's optimisation profile
 
     def __init__(self, encoder: EngineRunner, decoder: EngineRunner, encoder_id: str, precision: str,
                  detail: str) -> None:
