@@ -241,6 +241,9 @@ def segment(
     label: Annotated[int | None, typer.Option(help="label K: prompts from its extent in the label map")] = None,
     window: Annotated[str, typer.Option(help="non-uint8: percentile, minmax, a CT preset, or low,high")] = "percentile",
     overlay: Annotated[bool, typer.Option("--overlay", help="also write overlay PNGs")] = False,
+    uncertainty: Annotated[bool, typer.Option(
+        "--uncertainty", help="with --support: also write <stem>_uncertainty (the examples' disagreement, "
+        "0..255 for 0..0.5)")] = False,
     propagate: Annotated[bool, typer.Option(
         "--propagate", help="volumes: carry the structure from the --slice prompt (or the largest --label slice) "
         "through its neighbours until it ends")] = False,
@@ -257,6 +260,7 @@ def segment(
         options = SegmentOptions(
             box=parse_box(box), points=parse_points(point), support=support, label=label,
             slice_index=slice_index, window=parse_normalisation(window), overlay=overlay, propagate=propagate,
+            uncertainty=uncertainty,
         )
         options.check()
         inputs = collect_inputs(image, input_dir, mask)

@@ -76,6 +76,7 @@ class SegmentOptions:
     overlay: bool = False
     support_slices: int = 3
     propagate: bool = False
+    uncertainty: bool = False  # support sets: also write the supports' disagreement map
 
     @property
     def prompted(self) -> bool:
@@ -89,6 +90,8 @@ class SegmentOptions:
             raise InputError("no prompt: give --box/--point, --support DIR, or --label K with a label map")
         if self.slice_index is not None and not self.prompted:
             raise InputError("--slice only applies to --box/--point prompts on a volume")
+        if self.uncertainty and self.support is None:
+            raise InputError("--uncertainty is the disagreement of a support set's examples: it needs --support")
         if self.propagate and self.support is not None:
             raise InputError("--propagate starts from --box/--point with --slice K, or from --label (its largest "
                              "labelled slice); not from --support")
@@ -167,9 +170,13 @@ class _FileSegmenter:
         self.options = options
         self.supports = supports
 
+        self.uncertainty: np.ndarray | None = None  # the last support-set query's, as uint8 (0..255 for 0..0.5)
+
     def __call__(self, pixels: np.ndarray, truth: np.ndarray | None, volume: bool) -> np.ndarray:
         if self.supports is not None:
-            return self.supports.segment(pixels, require_presence=volume).mask
+            prediction = self.supports.segment(pixels, require_presence=volume)
+            self.uncertainty = np.round(np.clip(prediction.uncertainty, 0, 0.5) * 510).astype(np.uint8)
+            return prediction.mask
         if self.options.prompted:
             pts = self.options.points
             return self.predictor.predict(
@@ -180,6 +187,11 @@ class _FileSegmenter:
             ).mask
         assert truth is not None
         return self.predictor.predict(pixels, box=box_from_mask(truth)).mask
+
+
+def _uncertainty_path(mask_path: Path) -> Path:
+    """``x_mask.nii.gz`` -> ``x_uncertainty.nii.gz``: the supports' disagreement, uint8 0..255 for 0..0.5."""
+    return mask_path.with_name(mask_path.name.replace("_mask.", "_uncertainty.", 1))
 
 
 def _output_path(out: Path, image: Path) -> Path:
@@ -216,6 +228,8 @@ def segment_file(item: InputFile, out: Path, run: _FileSegmenter, progress: Prog
         mask = run(pixels, truth, volume=False)
         report(item.image.name, 1, 1)
         save_like(image, mask, output)
+        if options.uncertainty:
+            save_like(image, run.uncertainty, _uncertainty_path(output))
         overlays = [write_overlay(out / f"{file_stem(item.image)}_overlay.png", pixels, mask)] \
             if options.overlay else []
         return FileResult(item.image, output, 1, dice(mask, truth) if truth is not None else None, overlays,
@@ -236,6 +250,7 @@ def segment_file(item: InputFile, out: Path, run: _FileSegmenter, progress: Prog
     else:
         indices = list(range(depth))
     mask3d = np.zeros(image.array.shape, bool)
+    spread3d = np.zeros(image.array.shape, np.uint8) if options.uncertainty else None
     overlays = []
     if options.overlay:
         (out / f"{file_stem(item.image)}_overlay").mkdir(exist_ok=True)
@@ -245,11 +260,15 @@ def segment_file(item: InputFile, out: Path, run: _FileSegmenter, progress: Prog
         slice_truth = slice_2d(truth, AXIS, k) if truth is not None else None
         mask = run(pixels, slice_truth, volume=True)
         mask3d[:, :, k] = mask.T
+        if spread3d is not None:
+            spread3d[:, :, k] = run.uncertainty.T
         if options.overlay and mask.any():
             path = out / f"{file_stem(item.image)}_overlay" / f"slice_{k:04d}.png"
             overlays.append(write_overlay(path, pixels, mask))
     report(item.image.name, len(indices), len(indices))
     save_like(image, mask3d, output)
+    if spread3d is not None:
+        save_like(image, spread3d, _uncertainty_path(output))
     return FileResult(item.image, output, len(indices), dice(mask3d, truth) if truth is not None else None,
                       overlays, time.perf_counter() - start)
 

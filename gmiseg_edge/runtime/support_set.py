@@ -52,7 +52,8 @@ embedding grid; maps are at the query's size):
 8. **Combine** supports: ``probability = sum(w p) / sum(w)``, mask ``probability > 0.5``; ``prior`` the same
    mean of the chosen ``P``; ``uncertainty`` the weighted standard deviation of the supports' ``p`` (their
    disagreement, 0..0.5). ``score`` the weighted mean of SAM's predicted IoU. With ``require_presence=True``
-   the mask is empty unless the weighted mean presence reaches 0.5.
+   the mask is empty unless the weighted mean presence reaches 0.5 (``probability`` and ``uncertainty`` are
+   still given).
 
 Measured on the sample data (benchmarks/support_set.py, same-patient and cross-patient supports) against the
 prior alone and SAM alone, and against ``choice="anatomy"``.
@@ -468,13 +469,12 @@ class SupportSetSegmenter:
         prior = np.tensordot(weights, np.stack([m.prior for m in matches]), axes=1).astype(np.float32)
         presence = float(np.dot(weights, [m.presence for m in matches]))
         present = presence >= 0.5
-        if require_presence and not present:
-            zeros = np.zeros(query.size, np.float32)
-            return SupportPrediction(zeros > 0, zeros, prior, zeros, weights.astype(np.float32), presence, False, 0.0,
-                                     tuple(matches))
         stack = np.stack([m.probability for m in matches])
         probability = np.tensordot(weights, stack, axes=1).astype(np.float32)
         spread = np.sqrt(np.tensordot(weights, (stack - probability) ** 2, axes=1)).astype(np.float32)
+        if require_presence and not present:  # an empty mask; the probability and disagreement stay to be seen
+            return SupportPrediction(np.zeros(query.size, bool), probability, prior, spread,
+                                     weights.astype(np.float32), presence, False, 0.0, tuple(matches))
         score = float(np.dot(weights, [m.iou for m in matches]))
         return SupportPrediction(probability > 0.5, probability, prior, spread, weights.astype(np.float32),
                                  presence, present, score, tuple(matches))

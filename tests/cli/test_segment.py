@@ -81,7 +81,7 @@ def test_segment_an_nrrd_volume_from_a_support_set(model_dir, tmp_path):
     source = folder / "brain2_image.nrrd"
     result = runner.invoke(app, ["segment", "--model-dir", str(model_dir), "--image", str(source),
                                  "--mask", str(folder / "brain2_label.nrrd"), "--support", str(support),
-                                 "--out", str(tmp_path / "out"), "--backend", "ort"])
+                                 "--out", str(tmp_path / "out"), "--backend", "ort", "--uncertainty"])
     assert result.exit_code == 0, result.output
     # 3 support slices of brain1 + the 3 slices of brain2, each encoded once
     assert "3 slice(s)" in result.output and "encoder runs 6" in result.output and "Dice" in result.output
@@ -91,6 +91,16 @@ def test_segment_an_nrrd_volume_from_a_support_set(model_dir, tmp_path):
     assert header["space"] == original["space"]
     assert np.array_equal(header["space directions"], original["space directions"])
     assert np.array_equal(header["space origin"], original["space origin"])
+    spread, spread_header = nrrd.read(str(tmp_path / "out" / "brain2_image_uncertainty.nrrd"))
+    assert spread.shape == written.shape and spread.dtype == np.uint8
+    assert np.array_equal(spread_header["space origin"], original["space origin"])
+    assert spread.max() > 0  # three supports never agree on every pixel of a lesion's edge
+
+
+def test_uncertainty_needs_a_support_set(model_dir, tmp_path):
+    result = runner.invoke(app, ["segment", "--model-dir", str(model_dir), "--image", "x.png", "--box", "1,1,5,5",
+                                 "--uncertainty", "--out", str(tmp_path)])
+    assert result.exit_code == 1 and "needs --support" in result.output
 
 
 def test_segment_disk_cache_is_reused_and_bounded(model_dir, tmp_path):
