@@ -7,7 +7,6 @@ import threading
 import time
 
 import numpy as np
-
 import pytest
 
 from gmiseg_edge.runtime.cache import EmbeddingCache, _encode_entry, image_key
