@@ -240,9 +240,8 @@ def test_external_weights_are_verified_by_the_name_the_graph_loads_them_from(mod
     entry["external_data"] = file_entry(big / "encoder.onnx.data", file="encoder.onnx.data")
     edit_manifest(big, lambda data: data["files"].update({"encoder.onnx": entry}))
     shared = tmp_path / "shared-cache"
-    genuine = load(big, backend="ort", cache=str(shared))
+    genuine = load(big, backend="ort", cache=EmbeddingCache(max_bytes=0))
     reference = genuine.predict(image, box=BOX).mask
-    assert genuine.backend.encoder_id not in (entry["sha256"], sha256_of(model_dir / "encoder.onnx"))
 
     attack = clone(big, tmp_path / "attack")
     (attack / "encoder.onnx.data").unlink()
@@ -257,5 +256,6 @@ def test_external_weights_are_verified_by_the_name_the_graph_loads_them_from(mod
             _mask(attack, image, str(shared))
         except ManifestError as exc:
             refused.append(str(exc))
-    assert np.array_equal(_mask(big, image, str(shared)), reference)
+    assert np.array_equal(_mask(big, image, str(shared)), reference)  # the shared cache was not poisoned
+    assert genuine.backend.encoder_id not in (entry["sha256"], sha256_of(model_dir / "encoder.onnx"))
     assert len(refused) == 2 and "must be 'encoder.onnx.data'" in refused[0] and "not listed" in refused[1]
