@@ -5,6 +5,12 @@ Export creates it (:meth:`Manifest.create`), the TensorRT build records engines 
 class. Plain JSON and the standard library only, so the torch-free runtime can read it. Every file the
 runtime loads is listed with its sha256 and size and checked before use.
 
+The folder is a trust boundary: every path the manifest names (graphs, files, their external data, engines,
+the adapter and base checkpoint files) must be a plain file name inside the folder (no folder separators,
+no ``..``, not absolute), or the manifest is refused naming the field. A file is verified by the very path
+that is then loaded, and what identifies it (:meth:`Manifest.verify_path`) is the sha256 of the bytes read,
+never the value the manifest records.
+
 Format versions: 1 is the only one written so far; a folder of an unknown version is refused with the
 command that writes a current one.
 """
@@ -12,9 +18,10 @@ command that writes a current one.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 from gmiseg_edge.core.errors import ManifestError
@@ -47,6 +54,48 @@ def engine_filename(graph: str, precision: str) -> str:
     return f"{graph}.{precision}.engine"
 
 
+def external_data_name(name: str) -> str:
+    """The one name export gives the external weights of graph ``name`` (ONNX Runtime loads them by it)."""
+    return f"{name}.data"
+
+
+def check_file_name(value: Any, field: str, where: Path | str) -> str:
+    """``value`` if it is a plain file name inside the model folder; otherwise a :class:`ManifestError` naming
+    ``field`` (a path with folders, ``..``, an absolute or drive path would load a file nothing verified)."""
+    if (not isinstance(value, str) or value in ("", ".", "..") or "/" in value or "\\" in value or "\0" in value
+            or PureWindowsPath(value).name != value):
+        raise ManifestError(f"{where}: manifest field {field!r} must be a plain file name inside the model folder "
+                            f"(no folders, '..' or absolute paths), got {value!r}")
+    return value
+
+
+def _check_paths(data: dict[str, Any], path: Path) -> None:
+    """Every path the manifest names is a plain file name (raises naming the first field that is not)."""
+    for precision, pair in data["graphs"].items():
+        if not isinstance(pair, dict):
+            raise ManifestError(f"{path}: manifest field 'graphs.{precision}' is {type(pair).__name__}, not an object")
+        for graph, name in pair.items():
+            check_file_name(name, f"graphs.{precision}.{graph}", path)
+    for name, entry in data["files"].items():
+        check_file_name(name, f"files[{name!r}]", path)
+        external = entry.get("external_data") if isinstance(entry, dict) else None
+        if external is not None:
+            field = f"files[{name!r}].external_data.file"
+            check_file_name(external.get("file") if isinstance(external, dict) else None, field, path)
+            if external["file"] != external_data_name(name):
+                raise ManifestError(f"{path}: manifest field {field!r} must be {external_data_name(name)!r} (the file "
+                                    f"the graph loads its weights from), got {external['file']!r}")
+    for name, entry in (data.get("engines") or {}).items():
+        check_file_name(name, f"engines[{name!r}]", path)
+        if isinstance(entry, dict) and "source" in entry:
+            check_file_name(entry["source"], f"engines[{name!r}].source", path)
+    if data.get("adapter") is not None:
+        check_file_name(data["adapter"].get("file"), "adapter.file", path)
+    base = data.get("base_checkpoint") or {}
+    if base.get("file") is not None:
+        check_file_name(base["file"], "base_checkpoint.file", path)
+
+
 def _check_schema(data: Any, path: Path) -> dict[str, Any]:
     """The parsed JSON if it is a manifest this version reads; otherwise an error naming the field."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
@@ -71,6 +120,7 @@ def _check_schema(data: Any, path: Path) -> dict[str, Any]:
         PreprocessConfig.from_dict(model["preprocess"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ManifestError(f"{path}: manifest field 'model.preprocess' is malformed ({exc!r})") from exc
+    _check_paths(data, path)
     return data
 
 
@@ -128,10 +178,15 @@ class Manifest:
             )
         if not isinstance(pair, dict) or not isinstance(pair.get(graph), str):
             raise ManifestError(f"{self.folder / MANIFEST}: manifest field 'graphs.{precision}.{graph}' is malformed")
-        return self.folder / pair[graph]
+        return self.file_path(pair[graph], f"graphs.{precision}.{graph}")
+
+    def file_path(self, name: str, field: str = "files") -> Path:
+        """``folder / name``, refusing (naming ``field``) a name that is not a plain file name in the folder."""
+        return self.folder / check_file_name(name, field, self.folder / MANIFEST)
 
     def file_entry(self, name: str) -> dict[str, Any]:
         """The ``files`` entry of ``name`` (sha256, bytes, precision, ...); an error if it is not listed."""
+        check_file_name(name, "files", self.folder / MANIFEST)
         entry = self.data["files"].get(name)
         if not isinstance(entry, dict):
             raise ManifestError(f"{self.folder / name}: not listed in the manifest's files; cannot verify it")
@@ -148,15 +203,36 @@ class Manifest:
         """Recorded TensorRT engines by file name (a copy)."""
         return dict(self.data.get("engines") or {})
 
-    def verify_files(self, names: Iterable[str] | None = None) -> None:
+    def verify_path(self, path: Path) -> str:
+        """Check the file at ``path`` (a listed file of this folder: ``folder / name``) and its external data
+        against the manifest, and return its identity: the sha256 of the bytes read (combined with the external
+        data's when there is any), never the manifest's recorded value. Raises naming the file at fault."""
+        path = Path(path)
+        if path.parent != self.folder:
+            raise ManifestError(f"{path}: not a file of the model folder {self.folder}; cannot verify it")
+        name = path.name
+        entry = self.file_entry(name)
+        cause = "the file was altered or corrupted after export"
+        sha = verify_file(path, entry, cause)
+        external = entry.get("external_data")
+        data_path = self.file_path(external_data_name(name), f"files[{name!r}].external_data.file")
+        if external is None:
+            if data_path.exists():  # the graph could load weights nothing verified
+                raise ManifestError(f"{data_path}: external data of {name} not listed in the manifest; "
+                                    "cannot verify it")
+            return sha
+        if external.get("file") != data_path.name:
+            field = f"files[{name!r}].external_data.file"
+            raise ManifestError(f"{self.folder / MANIFEST}: manifest field {field!r} must be {data_path.name!r}, "
+                                f"got {external.get('file')!r}")
+        data_sha = verify_file(data_path, external, cause)  # weights of a graph over 2 GB
+        return hashlib.sha256(f"{sha}+{data_sha}".encode()).hexdigest()
+
+    def verify_files(self, names: Iterable[str] | None = None) -> dict[str, str]:
         """Check the sha256 and size of listed files (all by default) and of their external data; raise naming
-        the first that is unlisted, missing or different."""
-        for name in names if names is not None else list(self.data["files"]):
-            entry = self.file_entry(name)
-            verify_file(self.folder / name, entry, "the file was altered or corrupted after export")
-            if "external_data" in entry:  # weights of a graph over 2 GB
-                verify_file(self.folder / entry["external_data"]["file"], entry["external_data"],
-                            "the file was altered or corrupted after export")
+        the first that is unlisted, missing or different. Returns each file's identity (:meth:`verify_path`)."""
+        names = list(names) if names is not None else list(self.data["files"])
+        return {name: self.verify_path(self.file_path(name)) for name in names}
 
     # -- writing ---------------------------------------------------------------------------------------
     @classmethod
@@ -209,9 +285,21 @@ def file_entry(path: Path, **fields: Any) -> dict[str, Any]:
     return {**fields, "sha256": sha256_of(path), "bytes": path.stat().st_size}
 
 
-def verify_file(path: Path, expected: Mapping[str, Any], cause: str) -> None:
-    """Raise :class:`ManifestError` naming ``path`` unless it exists with the recorded size and sha256."""
+def verify_file(path: Path, expected: Mapping[str, Any], cause: str) -> str:
+    """The sha256 of ``path`` as read; raise :class:`ManifestError` naming ``path`` unless it exists with the
+    recorded size and sha256."""
     if not path.is_file():
         raise ManifestError(f"{path}: listed in the manifest but missing")
-    if path.stat().st_size != expected.get("bytes") or sha256_of(path) != expected.get("sha256"):
+    sha = sha256_of(path) if path.stat().st_size == expected.get("bytes") else None
+    if sha is None or sha != expected.get("sha256"):
         raise ManifestError(f"{path}: sha256 differs from the manifest's; {cause}")
+    return sha
+
+
+def verify_bytes(path: Path, data: bytes, expected: Mapping[str, Any], cause: str) -> str:
+    """The sha256 of ``data`` (the bytes read from ``path``, about to be used); raise naming ``path`` unless
+    they have the recorded size and sha256."""
+    sha = hashlib.sha256(data).hexdigest()
+    if len(data) != expected.get("bytes") or sha != expected.get("sha256"):
+        raise ManifestError(f"{path}: sha256 differs from the manifest's; {cause}")
+    return sha

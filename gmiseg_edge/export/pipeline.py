@@ -2,14 +2,21 @@
 
 Everything is written into a temporary folder beside the target and renamed into place only when every
 graph has been exported and has met its tolerance: a failed export never leaves a folder that looks complete.
+An export that was killed leaves that hidden ``.<name>.partial-*`` folder behind; the next export to the same
+target deletes those untouched for an hour (a running export touches its own at every step, so a concurrent
+one's survives).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
 import platform
+import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +41,7 @@ from gmiseg_edge.models.build import build_model, checkpoint_sha256
 from gmiseg_edge.models.zoo import get_spec
 
 Log = Callable[[str], None]
+STALE_PARTIAL_SECONDS = 3600  # a staging folder untouched this long belongs to an export that was killed
 
 
 @dataclass
@@ -65,6 +73,8 @@ def export_model(options: ExportOptions, log: Log | None = None) -> ExportResult
     spec = get_spec(options.model)
     target = Path(options.out)
     _check_target(target, options.force)
+    for path in remove_stale_partials(target):
+        say(f"removed {path} (left by an export that was killed)")
     if options.int8 and options.calib is None:
         raise ExportError("--int8 needs calibration data: --calib DIR (a dataset folder of real images)")
 
@@ -80,6 +90,7 @@ def export_model(options: ExportOptions, log: Log | None = None) -> ExportResult
     references = torch_references(model, spec.preprocess, cases)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     staging.chmod(0o755)
+    say = _touching(staging, say)
     try:
         files: dict[str, dict[str, Any]] = {}
         reports: dict[str, ValidationReport] = {}
@@ -154,6 +165,36 @@ def _check_target(target: Path, force: bool) -> None:
         raise ExportError(f"{parent}: the output folder is not writable")
     if target.exists() and not force:
         raise ExportError(f"{target}: already exists; choose another --out or pass --force to replace it")
+
+
+def remove_stale_partials(target: Path, max_age: float = STALE_PARTIAL_SECONDS) -> list[Path]:
+    """Delete the staging folders (``.<name>.partial-XXXXXXXX``) of ``target`` that killed exports left: those
+    whose folder and files were all last modified more than ``max_age`` seconds ago. Returns what was deleted."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.partial-[a-z0-9_]{{8}}")
+    cutoff = time.time() - max_age
+    removed = []
+    for path in target.parent.iterdir() if target.parent.is_dir() else ():
+        if not pattern.fullmatch(path.name) or path.is_symlink() or not path.is_dir():
+            continue
+        try:
+            newest = max([path.stat().st_mtime] + [p.lstat().st_mtime for p in path.iterdir()])
+        except OSError:  # removed meanwhile (its export finished)
+            continue
+        if newest < cutoff:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _touching(staging: Path, say: Log) -> Log:
+    """``say`` that also marks ``staging`` as in use (its mtime), so no other export takes it for stale."""
+
+    def log(message: str) -> None:
+        with contextlib.suppress(OSError):
+            os.utime(staging)
+        say(message)
+
+    return log
 
 
 def _writable(folder: Path) -> bool:

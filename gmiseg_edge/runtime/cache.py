@@ -10,11 +10,15 @@ Two levels, both thread-safe:
 - disk (optional ``folder``): one file per key, ``<folder>/<key[:2]>/<key>.emb`` = magic, sha256 of the
   payload, payload (``.npy`` bytes). Writes go to a temporary file in the same folder and are renamed into
   place (``os.replace``), so readers in any process see a whole entry or none; several processes may share
-  a folder. Every read checks the checksum: a corrupted or truncated entry is removed and recomputed.
+  a folder. Every read checks the checksum, then the payload: float32, the embedding's shape (``shape``,
+  default (1, 256, 64, 64)) and finite values; a corrupted, truncated or wrong entry is removed and recomputed.
   The folder is bounded by ``max_disk_bytes``: when a write takes it over, the least recently used entries
-  (a hit refreshes an entry's modification time) are deleted down to 90% of the bound.
+  (a hit refreshes an entry's modification time) are deleted down to 90% of the bound. The scans that
+  size the folder also delete temporary files older than an hour (a writer killed mid-write leaves one;
+  a live write is seconds old).
 
-Counters (:class:`CacheStats`): memory and disk hits, misses, encoder runs, corrupted entries dropped.
+Counters (:class:`CacheStats`): memory and disk hits, misses, encoder runs, corrupted entries dropped, stale
+temporary files removed.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import hashlib
 import io
 import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +42,8 @@ MAGIC = b"GMISEG-EMB1\n"
 DIGEST = 32
 DEFAULT_MAX_BYTES = 256 << 20  # 64 lite_medsam / SAM embeddings of 4 MiB
 DEFAULT_MAX_DISK_BYTES = 4 << 30  # ~1000 embeddings
+EMBEDDING_SHAPE = (1, 256, 64, 64)  # what an entry holds: one image's embedding
+STALE_TMP_SECONDS = 3600  # a temporary file this old belongs to a writer that died
 _STRIPES = 64
 
 
@@ -50,6 +57,7 @@ class CacheStats:
     encoder_runs: int = 0
     corrupt_dropped: int = 0
     disk_evicted: int = 0
+    stale_tmp_removed: int = 0
     entries: int = 0
     bytes: int = 0
 
@@ -71,14 +79,17 @@ def image_key(pixels: np.ndarray, preprocessing: str, encoder_id: str) -> str:
 
 class EmbeddingCache:
     """Embeddings by key: in memory (LRU, ``max_bytes``) and optionally in a disk ``folder`` (LRU,
-    ``max_disk_bytes``)."""
+    ``max_disk_bytes``). A disk entry is used only if it holds a finite float32 array of ``shape`` (None: any
+    shape)."""
 
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES, folder: str | Path | None = None,
-                 max_disk_bytes: int = DEFAULT_MAX_DISK_BYTES) -> None:
+                 max_disk_bytes: int = DEFAULT_MAX_DISK_BYTES,
+                 shape: tuple[int, ...] | None = EMBEDDING_SHAPE) -> None:
         if max_bytes < 0 or max_disk_bytes < 0:
             raise ValueError(f"cache bounds must be >= 0, got max_bytes={max_bytes}, max_disk_bytes={max_disk_bytes}")
         self.max_bytes = int(max_bytes)
         self.max_disk_bytes = int(max_disk_bytes)
+        self.shape = tuple(shape) if shape is not None else None
         self._disk_bytes: int | None = None  # this process's running estimate; rescanned before evicting
         self.folder = Path(folder) if folder is not None else None
         if self.folder is not None:
@@ -88,7 +99,8 @@ class EmbeddingCache:
         self._lock = threading.Lock()
         self._stripes = [threading.Lock() for _ in range(_STRIPES)]  # one computation per key at a time
         self._counts = dict.fromkeys(
-            ("memory_hits", "disk_hits", "misses", "encoder_runs", "corrupt_dropped", "disk_evicted"), 0)
+            ("memory_hits", "disk_hits", "misses", "encoder_runs", "corrupt_dropped", "disk_evicted",
+             "stale_tmp_removed"), 0)
 
     # ------------------------------------------------------------------ public
 
@@ -179,7 +191,7 @@ class EmbeddingCache:
         except FileNotFoundError:
             return None
         value = _decode_entry(data)
-        if value is None:
+        if value is None or not self._usable(value):
             self._count("corrupt_dropped")
             try:  # remove it unless another process has already replaced it with a good entry
                 if path.stat().st_ino == inode:
@@ -191,6 +203,11 @@ class EmbeddingCache:
         with contextlib.suppress(OSError):  # recently used: evicted last
             os.utime(path)
         return value
+
+    def _usable(self, value: np.ndarray) -> bool:
+        """Whether a checksummed payload is an embedding: float32, the expected shape, finite."""
+        return (value.dtype == np.float32 and (self.shape is None or value.shape == self.shape)
+                and bool(np.isfinite(value).all()))
 
     def _disk_put(self, key: str, value: np.ndarray) -> None:
         path = self._disk_path(key)
@@ -207,14 +224,25 @@ class EmbeddingCache:
                 self._evict_disk(keep=path)
 
     def _disk_entries(self) -> list[tuple[float, int, Path]]:
+        """Every entry (mtime, size, path); deletes temporary files older than ``STALE_TMP_SECONDS`` on the way
+        (call with ``_lock`` held)."""
         assert self.folder is not None
         entries = []
-        for path in self.folder.glob("??/*.emb"):
+        stale_before = time.time() - STALE_TMP_SECONDS
+        for path in self.folder.glob("??/*"):
+            is_tmp = path.name.startswith(".") and ".tmp" in path.name  # core.files.atomic_path's names
+            if not is_tmp and path.suffix != ".emb":
+                continue
             try:
                 info = path.stat()
             except FileNotFoundError:  # removed by another process meanwhile
                 continue
-            entries.append((info.st_mtime, info.st_size, path))
+            if not is_tmp:
+                entries.append((info.st_mtime, info.st_size, path))
+            elif info.st_mtime < stale_before:  # left by a writer killed mid-write: nothing else deletes it
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    self._counts["stale_tmp_removed"] += 1
         return entries
 
     def _scan_disk_bytes(self) -> int:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -103,3 +105,58 @@ def test_engines_are_recorded_through_the_manifest(tmp_path):
     again = Manifest.load(tmp_path / "m")
     assert again.engines()["encoder.fp16.engine"]["gpu"] == "Orin"
     assert again.engines()["encoder.fp16.engine"]["bytes"] == len(b"engine bytes")
+
+
+REDIRECTS = ["sub/encoder.onnx", "/tmp/encoder.onnx", "../x.onnx", "..", ".", "", "sub\\encoder.onnx", "C:x.onnx"]
+
+
+@pytest.mark.parametrize("value", REDIRECTS)
+@pytest.mark.parametrize(("field", "mutate"), [
+    ("graphs.fp32.encoder", lambda d, v: d["graphs"]["fp32"].update(encoder=v)),
+    ("files[", lambda d, v: d["files"].update({v: d["files"]["encoder.onnx"]})),
+    ("external_data.file", lambda d, v: d["files"]["encoder.onnx"].update(
+        external_data={"file": v, "sha256": "0" * 64, "bytes": 1})),
+    ("engines[", lambda d, v: d["engines"].update({v: {"graph": "encoder", "sha256": "0" * 64}})),
+    ("adapter.file", lambda d, v: d.update(adapter={"file": v, "sha256": "0" * 64, "config": {}})),
+    ("base_checkpoint.file", lambda d, v: d["base_checkpoint"].update(file=v)),
+])
+def test_every_path_in_the_manifest_must_be_a_plain_name_in_the_folder(tmp_path, field, mutate, value):
+    """A manifest naming a file outside the folder, or in a sub-folder, would load a file nothing verified (the
+    files are verified by name): it is refused naming the field."""
+    _write_folder(tmp_path / "m")
+    path = tmp_path / "m" / MANIFEST
+    data = json.loads(path.read_text())
+    mutate(data, value)
+    path.write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match=re.escape(field)):
+        Manifest.load(tmp_path / "m")
+
+
+def test_external_data_must_be_the_file_the_graph_loads(tmp_path):
+    """ONNX Runtime loads a graph's external weights from ``<graph>.data`` whatever the manifest says: another
+    listed name (verified in place of it), or an unlisted one beside the graph, is refused."""
+    manifest = _write_folder(tmp_path / "m")
+    folder = tmp_path / "m"
+    (folder / "decoy.data").write_bytes(b"genuine weights")
+    data = json.loads((folder / MANIFEST).read_text())
+    data["files"]["encoder.onnx"]["external_data"] = file_entry(folder / "decoy.data", file="decoy.data")
+    (folder / MANIFEST).write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match=r"external_data\.file.*must be 'encoder\.onnx\.data'"):
+        Manifest.load(folder)
+    (folder / "encoder.onnx.data").write_bytes(b"weights nothing verified")
+    with pytest.raises(ManifestError, match=r"encoder\.onnx\.data: external data of encoder\.onnx not listed"):
+        manifest.verify_files()
+
+
+def test_identity_is_the_sha256_of_the_file_at_the_path_loaded(tmp_path):
+    manifest = _write_folder(tmp_path / "m")
+    path = manifest.graph_path("encoder")
+    assert manifest.verify_path(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert manifest.verify_files() == {n: manifest.verify_path(tmp_path / "m" / n) for n in manifest.data["files"]}
+    elsewhere = tmp_path / "other" / "encoder.onnx"  # a listed name, but not the folder's file
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(path.read_bytes())
+    with pytest.raises(ManifestError, match="not a file of the model folder"):
+        manifest.verify_path(elsewhere)
+    with pytest.raises(ManifestError, match="must be a plain file name"):
+        manifest.file_path("sub/encoder.onnx")

@@ -212,6 +212,34 @@ def test_empty_calibration_folder_and_int8_without_calib(tmp_path):
     _nothing_written(tmp_path / "m")
 
 
+def test_an_export_deletes_the_stale_staging_folders_of_killed_exports_to_its_target(tmp_path):
+    """A killed export leaves ``.<name>.partial-XXXXXXXX`` beside the target. The next export to that target
+    deletes those untouched for over an hour, and keeps a concurrent export's fresh one and other targets'."""
+    import os
+    import time
+
+    target = tmp_path / "m"
+    hours_ago = time.time() - 2 * 3600
+    stale = tmp_path / ".m.partial-ab12cd34"
+    fresh = tmp_path / ".m.partial-zz99yy88"  # a concurrent export's
+    other = tmp_path / ".m2.partial-ab12cd34"  # another target's, stale too
+    lookalike = tmp_path / ".m.partial-x.partial-ab12cd34"  # target "m.partial-x"'s
+    for folder in (stale, fresh, other, lookalike):
+        folder.mkdir()
+        (folder / "encoder.onnx").write_bytes(b"half a graph")
+    for folder in (stale, other, lookalike):
+        for path in (folder / "encoder.onnx", folder):
+            os.utime(path, (hours_ago, hours_ago))
+    recent = tmp_path / ".m.partial-recent01"  # old folder, but a file written a minute ago: still alive
+    recent.mkdir()
+    (recent / "decoder.onnx").write_bytes(b"being written")
+    os.utime(recent, (hours_ago, hours_ago))
+    with pytest.raises(ExportError, match="--calib"):  # fails at once, after the sweep
+        export_model(ExportOptions(model="lite_medsam", out=target, int8=True))
+    assert not stale.exists()
+    assert fresh.is_dir() and recent.is_dir() and other.is_dir() and lookalike.is_dir()
+
+
 def test_missed_tolerance_fails_and_writes_nothing(tmp_path, monkeypatch):
     from gmiseg_edge.export import validate
 

@@ -7,8 +7,9 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
-from gmiseg_edge.runtime.cache import EmbeddingCache, image_key
+from gmiseg_edge.runtime.cache import EmbeddingCache, _encode_entry, image_key
 
 
 def embedding(seed: int) -> np.ndarray:
@@ -87,13 +88,13 @@ def test_disk_level_is_bounded_and_evicts_least_recently_used(tmp_path):
     small = np.arange(1000, dtype=np.float32)  # ~4 KB entries
     entry_bytes = None
     keys = [f"{i:02x}" * 32 for i in range(1, 6)]
-    writer = EmbeddingCache(max_bytes=0, folder=tmp_path, max_disk_bytes=10**9)
+    writer = EmbeddingCache(max_bytes=0, folder=tmp_path, max_disk_bytes=10**9, shape=None)
     for i, key in enumerate(keys[:3]):
         writer.get_or_compute(key, lambda i=i: small + i)
         os.utime(tmp_path / key[:2] / f"{key}.emb", (1000 + i, 1000 + i))  # keys[0] oldest
     entry_bytes = (tmp_path / keys[0][:2] / f"{keys[0]}.emb").stat().st_size
 
-    bounded = EmbeddingCache(max_bytes=0, folder=tmp_path, max_disk_bytes=int(3.5 * entry_bytes))
+    bounded = EmbeddingCache(max_bytes=0, folder=tmp_path, max_disk_bytes=int(3.5 * entry_bytes), shape=None)
     assert bounded.get_or_compute(keys[0], lambda: small * 0).tobytes() == small.tobytes()  # a hit refreshes it
     bounded.get_or_compute(keys[3], lambda: small + 3)  # 4 entries > 3.5: LRU ones go, down to 90% (3.15)
     on_disk = {p.stem for p in tmp_path.rglob("*.emb")}
@@ -102,3 +103,64 @@ def test_disk_level_is_bounded_and_evicts_least_recently_used(tmp_path):
     assert sum(p.stat().st_size for p in tmp_path.rglob("*.emb")) <= 3.5 * entry_bytes
     bounded.get_or_compute(keys[4], lambda: small + 4)
     assert len(list(tmp_path.rglob("*.emb"))) == 3 and (tmp_path / keys[4][:2] / f"{keys[4]}.emb").is_file()
+
+
+def _nan_embedding() -> np.ndarray:
+    value = embedding(5)
+    value[0, 7, 3, 3] = np.nan
+    return value
+
+
+@pytest.mark.parametrize("bad", [
+    lambda: embedding(5)[:, :, :32, :32].copy(),  # another model's shape
+    lambda: embedding(5)[0],  # no batch axis
+    lambda: embedding(5).astype(np.float64),
+    lambda: embedding(5).astype(np.float16),
+    _nan_embedding,
+    lambda: np.full((1, 256, 64, 64), np.inf, np.float32),
+])
+def test_a_checksummed_entry_that_is_not_an_embedding_is_dropped_and_recomputed(tmp_path, bad):
+    """The checksum only proves the entry is whole: a payload of the wrong shape or dtype, or with NaN or inf,
+    (a bug, another version, a hand-made file) is never used as an embedding."""
+    key = "ef" * 32
+    path = tmp_path / key[:2] / f"{key}.emb"
+    path.parent.mkdir()
+    path.write_bytes(_encode_entry(bad()))
+    good = embedding(6)
+    cache = EmbeddingCache(folder=tmp_path)
+    result = cache.get_or_compute(key, lambda: good)
+    assert result.dtype == np.float32 and np.array_equal(result, good)
+    assert cache.stats.corrupt_dropped == 1 and cache.stats.encoder_runs == 1 and cache.stats.disk_hits == 0
+    again = EmbeddingCache(folder=tmp_path)  # the bad entry was replaced by the good one
+    assert np.array_equal(again.get_or_compute(key, lambda: embedding(7)), good) and again.stats.disk_hits == 1
+
+
+def test_the_expected_shape_is_the_caches_own():
+    small = np.arange(12, dtype=np.float32).reshape(3, 4)
+    assert EmbeddingCache(shape=(3, 4))._usable(small) and not EmbeddingCache()._usable(small)
+
+
+def test_temporary_files_of_killed_writers_are_deleted_by_the_size_sweep(tmp_path):
+    """A writer killed mid-write leaves ``.<key>.emb.*.tmp``: the bound never counted it and nothing deleted it.
+    The sweep deletes those over an hour old and keeps a live writer's fresh one."""
+    key = "12" * 32
+    folder = tmp_path / key[:2]
+    folder.mkdir()
+    stale = folder / f".{key}.emb.abc123.tmp"
+    fresh = folder / f".{'34' * 32}.emb.def456.tmp"
+    for path in (stale, fresh):
+        path.write_bytes(b"x" * 4096)
+    hours_ago = time.time() - 2 * 3600
+    os.utime(stale, (hours_ago, hours_ago))
+    cache = EmbeddingCache(folder=tmp_path)
+    cache.get_or_compute(key, lambda: embedding(8))  # the first write sizes the folder
+    assert not stale.exists() and fresh.exists()
+    assert cache.stats.stale_tmp_removed == 1 and (folder / f"{key}.emb").is_file()
+
+    os.utime(fresh, (hours_ago, hours_ago))  # its writer died too: the next sweep (another process) takes it
+    entry = (folder / f"{key}.emb").stat().st_size
+    bounded = EmbeddingCache(max_bytes=0, folder=tmp_path, max_disk_bytes=int(1.5 * entry))
+    bounded.get_or_compute("56" * 32, lambda: embedding(9))
+    bounded.get_or_compute("78" * 32, lambda: embedding(10))  # over the bound: the eviction sweep
+    assert not fresh.exists() and bounded.stats.stale_tmp_removed == 1 and bounded.stats.disk_evicted >= 1
+    assert not list(tmp_path.rglob("*.tmp"))

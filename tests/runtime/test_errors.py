@@ -15,6 +15,7 @@ from gmiseg_edge.data import load_sample_cases
 from gmiseg_edge.runtime import BackendError, InputError, load
 from gmiseg_edge.runtime.backends.trt.device import CudaDevice, TensorRTStatus
 from gmiseg_edge.runtime.backends.trt.runner import engine_problem
+from gmiseg_edge.runtime.cache import EmbeddingCache
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +157,105 @@ def test_backend_and_precision_choices_are_checked(model_dir):
         load(model_dir, backend="torch", precision="fp16")
     with pytest.raises(ManifestError, match="not a gmiseg-edge model folder"):
         load(model_dir.parent)
+
+
+BOX = [200, 330, 240, 380]
+
+
+def _negated_encoder(source: Path, dest: Path) -> Path:
+    """A valid encoder graph that differs from ``source``: the same graph with its output negated."""
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(source))
+    output = model.graph.output[0].name
+    for node in model.graph.node:
+        node.output[:] = [f"{o}_genuine" if o == output else o for o in node.output]
+    model.graph.node.append(onnx.helper.make_node("Neg", [f"{output}_genuine"], [output]))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(dest))
+    return dest
+
+
+def _mask(folder: Path, image, cache) -> np.ndarray:
+    return load(folder, backend="ort", cache=cache).predict(image, box=BOX).mask
+
+
+def test_a_manifest_redirecting_a_graph_is_refused_and_never_poisons_a_shared_cache(model_dir, image, tmp_path):
+    """The files were verified by name while the graph was loaded from ``folder / manifest path``, and the cache
+    key was the manifest's sha256 of the named file: a folder whose manifest pointed the encoder at another graph
+    (sub-folder, absolute path, ``..``) loaded it unverified and wrote its embeddings into a shared disk cache
+    under the genuine encoder's key, changing the genuine folder's masks. Now such a manifest is refused."""
+    reference = _mask(model_dir, image, EmbeddingCache(max_bytes=0))
+    shared = tmp_path / "shared-cache"
+    tampered = clone(model_dir, tmp_path / "tampered")
+    evil = _negated_encoder(model_dir / "encoder.onnx", tampered / "sub" / "encoder.onnx")
+    outside = _negated_encoder(model_dir / "encoder.onnx", tmp_path / "evil" / "encoder.onnx")
+    refused = []
+    for value in ("sub/encoder.onnx", str(evil), str(outside), "../evil/encoder.onnx"):
+        edit_manifest(tampered, lambda data, v=value: data["graphs"]["fp32"].update(encoder=v))
+        try:
+            _mask(tampered, image, str(shared))
+        except ManifestError as exc:
+            refused.append(str(exc))
+    assert np.array_equal(_mask(model_dir, image, str(shared)), reference)  # the shared cache was not poisoned
+    assert len(refused) == 4 and all("graphs.fp32.encoder" in r and "plain file name" in r for r in refused)
+
+
+def test_a_self_consistent_tampered_folder_gets_its_own_cache_key(model_dir, image, tmp_path):
+    """A folder whose encoder is another graph and whose manifest records that graph's true sha256 passes
+    verification (the manifest is no proof of anything): its cache key is the sha256 of the bytes it loads, so
+    it can never share the genuine folder's entries."""
+    from gmiseg_edge.core.files import sha256_of
+    from gmiseg_edge.core.manifest import file_entry
+
+    shared = tmp_path / "shared-cache"
+    genuine = load(model_dir, backend="ort", cache=str(shared))
+    assert genuine.backend.encoder_id == sha256_of(model_dir / "encoder.onnx")
+    reference = genuine.predict(image, box=BOX).mask
+    tampered = clone(model_dir, tmp_path / "tampered")
+    (tampered / "encoder.onnx").unlink()
+    _negated_encoder(model_dir / "encoder.onnx", tampered / "encoder.onnx")
+    edit_manifest(tampered, lambda data: data["files"].update(
+        {"encoder.onnx": file_entry(tampered / "encoder.onnx", graph="encoder", precision="fp32")}))
+    other = load(tampered, backend="ort", cache=str(shared))
+    assert other.backend.encoder_id == sha256_of(tampered / "encoder.onnx") != genuine.backend.encoder_id
+    assert not np.array_equal(other.predict(image, box=BOX).mask, reference)  # a different graph indeed
+    fp16 = load(model_dir, backend="ort", precision="fp16", cache=str(shared)).backend.encoder_id
+    assert len({genuine.backend.encoder_id, other.backend.encoder_id, fp16}) == 3
+    assert np.array_equal(_mask(model_dir, image, str(shared)), reference)
+
+
+def test_external_weights_are_verified_by_the_name_the_graph_loads_them_from(model_dir, image, tmp_path):
+    """A graph over 2 GB loads its weights from ``<graph>.data`` beside it, whatever the manifest says. A folder
+    keeping the genuine graph, with altered weights in ``encoder.onnx.data`` and the manifest's external data
+    pointing at a genuine copy (or not listed at all), passed verification under the genuine key and poisoned a
+    shared cache. Now it is refused, and the key covers the weights too."""
+    from gmiseg_edge.core.files import sha256_of
+    from gmiseg_edge.core.manifest import file_entry
+    from gmiseg_edge.export.onnx_export import externalise_if_large
+
+    pytest.importorskip("onnx")
+    big = clone(model_dir, tmp_path / "big", real=("encoder.onnx",))
+    assert externalise_if_large(big / "encoder.onnx", limit=1024)
+    entry = file_entry(big / "encoder.onnx", graph="encoder", precision="fp32")
+    entry["external_data"] = file_entry(big / "encoder.onnx.data", file="encoder.onnx.data")
+    edit_manifest(big, lambda data: data["files"].update({"encoder.onnx": entry}))
+    shared = tmp_path / "shared-cache"
+    genuine = load(big, backend="ort", cache=EmbeddingCache(max_bytes=0))
+    reference = genuine.predict(image, box=BOX).mask
+
+    attack = clone(big, tmp_path / "attack")
+    (attack / "encoder.onnx.data").unlink()
+    shutil.copy(big / "encoder.onnx.data", attack / "decoy.data")
+    (attack / "encoder.onnx.data").write_bytes(bytes((big / "encoder.onnx.data").stat().st_size))  # zeroed weights
+    decoy = dict(entry, external_data=file_entry(attack / "decoy.data", file="decoy.data"))
+    unlisted = {k: v for k, v in entry.items() if k != "external_data"}
+    refused = []
+    for forged in (decoy, unlisted):
+        edit_manifest(attack, lambda data, e=forged: data["files"].update({"encoder.onnx": e}))
+        try:
+            _mask(attack, image, str(shared))
+        except ManifestError as exc:
+            refused.append(str(exc))
+    assert np.array_equal(_mask(big, image, str(shared)), reference)  # the shared cache was not poisoned
+    assert genuine.backend.encoder_id not in (entry["sha256"], sha256_of(model_dir / "encoder.onnx"))
+    assert len(refused) == 2 and "must be 'encoder.onnx.data'" in refused[0] and "not listed" in refused[1]

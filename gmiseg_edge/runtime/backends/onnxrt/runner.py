@@ -91,16 +91,18 @@ class OnnxRuntimeBackend(Backend):
         return np.asarray(low_res, dtype=np.float32), np.asarray(iou, dtype=np.float32)
 
 
-def verify_graphs(manifest: Manifest, paths: Sequence[Path]) -> None:
-    """Check the sha256 of graph files and of their external data against the manifest (error names the file)."""
-    manifest.verify_files([p.name for p in paths])
+def verify_graphs(manifest: Manifest, paths: Sequence[Path]) -> list[str]:
+    """Check each graph file, by the very path that is then loaded, and its external data against the manifest
+    (an error names the file); returns their identities (sha256 of the bytes read, see
+    :meth:`Manifest.verify_path`)."""
+    return [manifest.verify_path(path) for path in paths]
 
 
 def open_onnxruntime(manifest: Manifest, precision: str, options: BackendOptions) -> OnnxRuntimeBackend:
     """Verify the graphs of ``precision`` (sha256) and open them on the best provider that starts."""
     encoder_path = manifest.graph_path("encoder", precision)
     decoder_path = manifest.graph_path("decoder", precision)
-    verify_graphs(manifest, [encoder_path, decoder_path])
+    encoder_id, _ = verify_graphs(manifest, [encoder_path, decoder_path])  # the cache key: the bytes loaded
     for provider in candidate_providers(options.providers):
         # The encoder's idle threads do not spin: they would steal the cores from the decoder run that follows
         # (measured: a cached-image prompt right after an encode took 23.5 ms with spinning, 15.1 ms without,
@@ -111,7 +113,6 @@ def open_onnxruntime(manifest: Manifest, precision: str, options: BackendOptions
         decoder = open_session(decoder_path, provider, options.threads)
         if decoder is None:
             continue
-        encoder_id = manifest.file_sha256(encoder_path.name)
         return OnnxRuntimeBackend(encoder, decoder, encoder_id, precision)
     raise BackendError(f"{manifest.folder}: no ONNX Runtime provider could run the {precision} graphs "
                        f"(tried {', '.join(candidate_providers(options.providers))})")

@@ -25,11 +25,12 @@ from gmiseg_edge.runtime.backends.base import Backend
 from gmiseg_edge.runtime.backends.options import BackendOptions
 
 
-def _checkpoint(manifest: Manifest) -> Path | None:
-    """The base checkpoint to build with (None: the zoo's released weights), checked against the manifest."""
+def _checkpoint(manifest: Manifest) -> tuple[Path | None, str]:
+    """The base checkpoint to build with (None: the zoo's released weights), checked against the manifest, and
+    its sha256 as computed."""
     base = manifest.base_checkpoint
-    local = manifest.folder / str(base.get("file", ""))
-    checkpoint = local if base.get("file") and local.is_file() else None
+    local = manifest.file_path(base["file"], "base_checkpoint.file") if base.get("file") else None
+    checkpoint = local if local is not None and local.is_file() else None
     try:
         sha = checkpoint_sha256(manifest.model_name, checkpoint)
     except Exception as exc:
@@ -45,15 +46,16 @@ def _merge_adapter(model: torch.nn.Module, manifest: Manifest, base_sha: str) ->
     """Apply and merge the manifest's adapter (from the model folder); returns its sha256."""
     adapter = manifest.adapter
     assert adapter is not None
-    path = manifest.folder / adapter["file"]
+    path = manifest.file_path(adapter["file"], "adapter.file")
     if not path.is_file():
         raise ManifestError(f"{path}: the model was exported with adapter {adapter['file']} merged; the torch "
                             "backend rebuilds it from that file: copy it into the model folder")
-    if sha256_of(path) != adapter["sha256"]:
+    sha = sha256_of(path)
+    if sha != adapter["sha256"]:
         raise ManifestError(f"{path}: sha256 differs from the adapter recorded in the manifest")
     apply_adapter(model, path, manifest.model_name, base_sha)
     merge_adapters(model)
-    return str(adapter["sha256"])
+    return sha
 
 
 class TorchBackend(Backend):
@@ -75,9 +77,8 @@ class TorchBackend(Backend):
 def open_torch(manifest: Manifest, precision: str, options: BackendOptions) -> TorchBackend:
     """Rebuild the exported model in PyTorch (base checkpoint and adapter verified against the manifest)."""
 
-    checkpoint = _checkpoint(manifest)
+    checkpoint, base_sha = _checkpoint(manifest)
     model = build_model(manifest.model_name, checkpoint=checkpoint)
-    base_sha = str(manifest.base_checkpoint.get("sha256"))
     parts = ["torch", manifest.model_name, base_sha]
     if manifest.adapter:
         parts.append(_merge_adapter(model, manifest, base_sha))

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from gmiseg_edge.core.errors import BackendError
+from gmiseg_edge.core.errors import BackendError, ManifestError
 from gmiseg_edge.core.graph_io import DECODER_OUTPUTS, ENCODER_INPUT, ENCODER_OUTPUT, DecoderInputs
-from gmiseg_edge.core.manifest import GRAPHS, Manifest, verify_file
+from gmiseg_edge.core.manifest import GRAPHS, Manifest, verify_bytes
 from gmiseg_edge.core.manifest import engine_filename as engine_name
 from gmiseg_edge.runtime.backends.base import Backend
 from gmiseg_edge.runtime.backends.options import BackendOptions
@@ -63,9 +63,13 @@ def engine_problem(manifest: Manifest, precision: str, status: TensorRTStatus) -
     return None
 
 
-def _verify_engine(path: Path, entry: dict[str, Any]) -> bytes:
-    verify_file(path, entry, "the engine was altered or corrupted after it was built")
-    return path.read_bytes()
+def _verify_engine(path: Path, entry: dict[str, Any]) -> tuple[bytes, str]:
+    """The engine's bytes, read once, and their sha256 (checked against the manifest): what is deserialised is
+    what was verified."""
+    if not path.is_file():
+        raise ManifestError(f"{path}: listed in the manifest but missing")
+    data = path.read_bytes()
+    return data, verify_bytes(path, data, entry, "the engine was altered or corrupted after it was built")
 
 
 class EngineRunner:
@@ -157,9 +161,11 @@ def open_tensorrt(manifest: Manifest, precision: str, options: BackendOptions) -
         raise BackendError(problem)
     assert status.device is not None
     entries = engine_entries(manifest, precision)
-    runners = {}
+    runners, identities = {}, {}
     for graph, entry in entries.items():
-        path = manifest.folder / engine_name(graph, precision)
-        runners[graph] = EngineRunner(path, _verify_engine(path, entry))
+        path = manifest.file_path(engine_name(graph, precision), "engines")
+        data, identities[graph] = _verify_engine(path, entry)
+        runners[graph] = EngineRunner(path, data)
     detail = f"TensorRT {status.version} on {status.device.name}"
-    return TensorRTBackend(runners["encoder"], runners["decoder"], entries["encoder"]["sha256"], precision, detail)
+    # the cache key: the sha256 of the encoder engine bytes deserialised, not the manifest's record
+    return TensorRTBackend(runners["encoder"], runners["decoder"], identities["encoder"], precision, detail)
