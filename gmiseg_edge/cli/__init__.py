@@ -16,14 +16,21 @@ from rich.text import Text
 
 from gmiseg_edge.cli.parse import csv_list, parse_box, parse_points
 from gmiseg_edge.cli.progress import file_progress
-from gmiseg_edge.cli.render import bench_tables, eval_table, export_table
+from gmiseg_edge.cli.render import bench_tables, eval_table, export_table, failures_table
 from gmiseg_edge.core.errors import GmisegError
-from gmiseg_edge.core.files import write_json_atomic
+from gmiseg_edge.core.files import folder_problem, write_json_atomic
 from gmiseg_edge.data.intensity import parse_normalisation
 from gmiseg_edge.jobs.bench import BenchConfig, run_bench
 from gmiseg_edge.jobs.bench.report import plot_bench
 from gmiseg_edge.jobs.evaluate import EvalConfig, evaluate, write_csv_rows
-from gmiseg_edge.jobs.segment_files import SegmentOptions, collect_inputs, segment_files
+from gmiseg_edge.jobs.segment_files import (
+    REPORT_NAME,
+    SegmentOptions,
+    collect_inputs,
+    output_names,
+    prepare_output_folder,
+    segment_files,
+)
 from gmiseg_edge.models import weights
 from gmiseg_edge.models.weights import weights_present
 from gmiseg_edge.models.zoo import DEFAULT_MODEL, MODELS
@@ -45,6 +52,11 @@ errors = Console(stderr=True)
 def say(message: str) -> None:
     """Print a library message verbatim (no rich markup interpreted in paths or values)."""
     console.print(message, markup=False, highlight=False, soft_wrap=True)  # long paths stay on one line
+
+
+def warn(message: str) -> None:
+    """A yellow warning line on stderr, the message verbatim."""
+    errors.print(Text.assemble(("warning:", "bold yellow"), " ", message), highlight=False, soft_wrap=True)
 
 
 @contextlib.contextmanager
@@ -264,18 +276,35 @@ def segment(
         )
         options.check()
         inputs = collect_inputs(image, input_dir, mask)
-        predictor = load(model_dir, backend=backend, precision=precision, threads=threads, cache=cache_dir,
-                         cache_max_gb=cache_max_gb)
+        output_names(inputs)  # colliding outputs are refused before the model loads
+        prepare_output_folder(out)
+        problem = folder_problem(cache_dir) if cache_dir is not None else None
+        if problem is not None:
+            warn(f"--cache-dir {problem}; going on without the disk cache")
+        predictor = load(model_dir, backend=backend, precision=precision, threads=threads,
+                         cache=None if problem else cache_dir, cache_max_gb=None if problem else cache_max_gb)
         say(f"{predictor.model_name} {precision} on {predictor.backend.detail}")
         with file_progress(console) as progress:
             results = segment_files(predictor, inputs, out, options, progress)
     for r in results:
+        if not r.ok:
+            continue
         score = "" if r.dice is None else f", Dice {r.dice:.4f}"
         say(f"{r.output} ({r.slices} slice(s), {r.seconds:.1f} s{score})")
         if r.note:
             say(f"  propagation: {r.note}")
     stats = predictor.stats
     console.print(f"encoder runs {stats.encoder_runs}, cache hits {stats.hits} ({stats.disk_hits} from disk)")
+    failed = [r for r in results if not r.ok]
+    if len(results) > 1:
+        say(f"{len(results) - len(failed)} of {len(results)} written; report: {Path(out) / REPORT_NAME}")
+    if failed:
+        if len(results) == 1:
+            errors.print(Text.assemble(("error:", "bold red"), " ", failed[0].error), highlight=False,
+                         soft_wrap=True)
+        else:
+            errors.print(failures_table(failed))
+        raise typer.Exit(1)
 
 
 @app.command()

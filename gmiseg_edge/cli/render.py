@@ -6,6 +6,8 @@ The only module besides the command itself that knows rich; the library returns 
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 from rich.table import Table
 from rich.text import Text
@@ -53,6 +55,19 @@ def eval_table(result, title: str, reference: bool = False, instance_rows: bool 
         cells = [f"{fmt(summary[m]['mean'], d)} ± {fmt(summary[m]['std'], d)}" for m, d in digits.items()]
         table.add_row(f"[bold]mean ± std (n={summary['n']})", Text(name, style="bold"), *cells,
                       *([""] if reference else []), *([""] if notes else []))
+    return table
+
+
+def failures_table(failed) -> Table:
+    """The inputs a batch could not segment (``FileResult``s with ``error``), one row each."""
+    folder = Path(os.path.commonpath([str(r.image.parent) for r in failed]))
+    table = Table(title=Text(f"{len(failed)} input(s) failed (nothing written for them), in {folder}"),
+                  title_style="bold red")
+    table.add_column("input", overflow="fold")
+    table.add_column("error", overflow="fold", ratio=1)
+    for r in failed:
+        reason = r.error.replace(f"{r.image}: ", "", 1)
+        table.add_row(Text(str(r.image.relative_to(folder))), Text(reason))
     return table
 
 

@@ -50,6 +50,22 @@ def write_json_atomic(path: str | Path, data: Any) -> Path:
     return write_bytes_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
+def folder_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be used as a folder to write files in (created if missing), or None if it can:
+    one line naming it."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        return f"{path}: is a file, not a folder"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return f"{path}: cannot write there ({exc.strerror or exc})"
+    return None
+
+
 def sha256_of(path: Path | str) -> str:
     """Hex sha256 of a file, read in chunks."""
     digest = hashlib.sha256()

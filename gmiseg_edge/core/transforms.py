@@ -9,6 +9,12 @@ in the export manifest as a :class:`PreprocessConfig`:
 - ``minmax`` (LiteMedSAM): resized in float32 with OpenCV's area filter (the filter of the upstream
   LiteMedSAM inference code, without its intermediate rounding to uint8), then scaled to [0, 1] by the
   resized image's own minimum and maximum.
+
+Memory stays bounded for large images: a grey image is resized as one channel and repeated to RGB only at
+the model's size, and the ``minmax`` area resize of a large image runs in two passes (columns over bands of
+rows, then rows), which gives the same float32 values as OpenCV's one-pass area resize (its area resize is
+separable and sums in the same order) while holding only a band in float32. Images above :data:`MAX_PIXELS`
+are refused.
 """
 
 from __future__ import annotations
@@ -21,9 +27,21 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from gmiseg_edge.core.errors import InputError
+
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
 NORMALIZATIONS = ("sam", "minmax")
+MAX_PIXELS = 1 << 29  # 536,870,912 pixels (e.g. 23170 x 23170): larger images are refused
+BAND_BYTES = 1 << 24  # the float32 band of the large-image area resize (16 MiB)
+
+
+def check_pixels(height: int, width: int, name: str = "image") -> None:
+    """Refuse an image of more than :data:`MAX_PIXELS` pixels (callers check file headers before decoding)."""
+    if int(height) * int(width) > MAX_PIXELS:
+        raise InputError(
+            f"{name}: {width} x {height} pixels ({int(height) * int(width) / 1e6:.0f} MP) is above the limit of "
+            f"{MAX_PIXELS} pixels ({MAX_PIXELS / 1e6:.0f} MP); downscale or crop it first")
 
 
 @dataclass(frozen=True)
@@ -104,21 +122,62 @@ def as_rgb_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+def _checked_pixels(image: np.ndarray, name: str) -> np.ndarray:
+    """``image`` as contiguous uint8 (H, W) or (H, W, 3), checked as :func:`as_rgb_uint8` does, not repeated."""
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim == 2 and array.dtype == np.uint8 and min(array.shape) >= 1:
+        check_pixels(*array.shape, name=name)
+        return np.ascontiguousarray(array)
+    if array.ndim == 3 and array.shape[2] == 3 and array.dtype == np.uint8 and min(array.shape[:2]) >= 1:
+        check_pixels(*array.shape[:2], name=name)
+        return np.ascontiguousarray(array)
+    return as_rgb_uint8(array, name)  # raises the message for a wrong dtype, shape or empty image
+
+
+def area_resize(pixels: np.ndarray, new_h: int, new_w: int, band_bytes: int = BAND_BYTES) -> np.ndarray:
+    """OpenCV's float32 area resize of uint8 ``pixels`` (H, W[, C]) to (new_h, new_w[, C]).
+
+    A small image is converted and resized in one call. A larger one (float32 copy above ``band_bytes``,
+    downscaled on both axes) is resized along columns band by band of rows, then along rows: OpenCV sums
+    each output pixel over the same source pixels in the same order either way, so the values are equal.
+    """
+    height, width = pixels.shape[:2]
+    channels = pixels.shape[2] if pixels.ndim == 3 else 1
+    if height * width * channels * 4 <= band_bytes or new_h > height or new_w > width:
+        return cv2.resize(pixels.astype(np.float32), (new_w, new_h), interpolation=cv2.INTER_AREA)
+    rows = max(1, band_bytes // (width * channels * 4))
+    columns = np.empty((height, new_w, *pixels.shape[2:]), dtype=np.float32)
+    for top in range(0, height, rows):
+        band = pixels[top: top + rows].astype(np.float32)
+        columns[top: top + rows] = cv2.resize(band, (new_w, band.shape[0]), interpolation=cv2.INTER_AREA)
+    return cv2.resize(columns, (new_w, new_h), interpolation=cv2.INTER_AREA)
+
+
 def preprocess(image: np.ndarray, config: PreprocessConfig, name: str = "image") -> PreparedImage:
-    """Resize, normalise and pad one image to the model's (1, 3, S, S) float32 input."""
-    rgb = as_rgb_uint8(image, name)
-    height, width = rgb.shape[:2]
+    """Resize, normalise and pad one image to the model's (1, 3, S, S) float32 input.
+
+    A grey image is resized as one channel (the same values as each channel of its RGB copy) and large
+    images are resized in bands (module docstring): no full-resolution RGB or float32 copy is made.
+    """
+    pixels = _checked_pixels(image, name)
+    height, width = pixels.shape[:2]
     size = config.input_size
     new_h, new_w = resized_shape(height, width, size)
     if config.normalization == "sam":
-        resized = np.asarray(Image.fromarray(rgb).resize((new_w, new_h), Image.BILINEAR), dtype=np.float32)
+        resized = np.asarray(Image.fromarray(pixels).resize((new_w, new_h), Image.BILINEAR), dtype=np.float32)
+        if resized.ndim == 2:
+            resized = np.repeat(resized[:, :, None], 3, axis=2)
         mean = np.asarray(config.pixel_mean, dtype=np.float32)
         std = np.asarray(config.pixel_std, dtype=np.float32)
         normalised = (resized - mean) / std
     else:
-        resized = cv2.resize(rgb.astype(np.float32), (new_w, new_h), interpolation=cv2.INTER_AREA)
+        resized = area_resize(pixels, new_h, new_w)
         low, high = float(resized.min()), float(resized.max())
         normalised = (resized - low) / max(high - low, 1e-8)
+        if normalised.ndim == 2:
+            normalised = np.repeat(normalised[:, :, None], 3, axis=2)
     tensor = np.zeros((1, 3, size, size), dtype=np.float32)
     tensor[0, :, :new_h, :new_w] = normalised.transpose(2, 0, 1)
     return PreparedImage(tensor=tensor, original_size=(height, width), resized_size=(new_h, new_w))

@@ -16,9 +16,10 @@ import nibabel as nib
 import nrrd
 import numpy as np
 import tifffile
-from PIL import Image
+from PIL import JpegImagePlugin
 
-from gmiseg_edge.core.errors import DataError, MissingFileError
+from gmiseg_edge.core.errors import DataError, InputError, MissingFileError
+from gmiseg_edge.core.transforms import MAX_PIXELS, check_pixels
 
 SUFFIXES_2D = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 SUFFIXES_3D = (".nii.gz", ".nii", ".nrrd", ".nhdr")
@@ -105,10 +106,60 @@ def _check_finite(array: np.ndarray, path: Path, nan: NanPolicy, unit: str) -> n
 # ---------------------------------------------------------------- 2D
 
 
+def _png_size(path: Path) -> tuple[int, int] | None:
+    """(height, width) from a PNG's IHDR chunk, None if the file does not start like a PNG."""
+    with open(path, "rb") as handle:
+        head = handle.read(24)
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
+
+
+def _jpeg_size(path: Path) -> tuple[int, int] | None:
+    """(height, width) from a JPEG's first start-of-frame marker, None if none is found."""
+    with open(path, "rb") as handle:
+        if handle.read(2) != b"\xff\xd8":
+            return None
+        while True:
+            byte = handle.read(1)
+            while byte and byte != b"\xff":
+                byte = handle.read(1)
+            while byte == b"\xff":
+                byte = handle.read(1)
+            if not byte:
+                return None
+            marker = byte[0]
+            if marker == 0x01 or 0xD0 <= marker <= 0xD9:  # markers without a length
+                continue
+            length = int.from_bytes(handle.read(2), "big")
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                frame = handle.read(5)
+                return (int.from_bytes(frame[1:3], "big"), int.from_bytes(frame[3:5], "big")) if len(frame) == 5 \
+                    else None
+            if length < 2:
+                return None
+            handle.seek(length - 2, 1)
+
+
+def _check_size(size: tuple[int, ...] | None, path: Path) -> None:
+    """Refuse an image above :data:`MAX_PIXELS` from its header, before decoding it."""
+    if size is not None and len(size) >= 2:
+        try:
+            check_pixels(size[0], size[1], name=str(path))
+        except InputError as exc:
+            raise DataError(str(exc).removeprefix(f"{path}: "), path) from None
+
+
 def _read_png(path: Path) -> np.ndarray:
-    array = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    _check_size(_png_size(path), path)
+    data = np.fromfile(path, dtype=np.uint8)
+    try:
+        array = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except cv2.error as exc:
+        raise _corrupt(path, "PNG", exc) from None
     if array is None:
-        raise DataError("cannot decode PNG file, it may be truncated or corrupt", path)
+        reason = "is empty (0 bytes)" if not data.size else "cannot decode PNG file, it may be truncated or corrupt"
+        raise DataError(reason, path)
     if array.ndim == 3:
         code = cv2.COLOR_BGRA2RGB if array.shape[2] == 4 else cv2.COLOR_BGR2RGB
         array = cv2.cvtColor(array, code)
@@ -116,13 +167,16 @@ def _read_png(path: Path) -> np.ndarray:
 
 
 def _read_jpeg(path: Path) -> np.ndarray:
+    _check_size(_jpeg_size(path), path)
     try:
-        with Image.open(path) as im:
+        # the JPEG plugin itself, not Image.open: Pillow's own (lower) decompression-bomb limit would refuse
+        # sizes up to MAX_PIXELS, already checked above from the header
+        with JpegImagePlugin.JpegImageFile(str(path)) as im:
             im.load()
             if im.mode not in ("L", "RGB"):
                 im = im.convert("RGB")
             return np.asarray(im).copy()
-    except OSError as exc:
+    except (OSError, SyntaxError, ValueError) as exc:
         raise _corrupt(path, "JPEG", exc) from exc
 
 
@@ -130,8 +184,14 @@ def _read_tiff(path: Path) -> np.ndarray:
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
+            sizes = [n for n, axis in zip(series.shape, series.axes, strict=False) if axis in "YX"]
+            if len(sizes) == 2 and sizes[0] * sizes[1] > MAX_PIXELS:
+                raise InputError(f"{sizes[1]} x {sizes[0]} pixels is above the limit of {MAX_PIXELS} pixels; "
+                                 "downscale or crop it first")
             array = series.asarray()
             axes = series.axes
+    except InputError as exc:
+        raise DataError(str(exc), path) from None
     except Exception as exc:
         raise _corrupt(path, "TIFF", exc) from exc
     # drop singleton axes, then put samples (colour channels) last
@@ -224,7 +284,10 @@ def _nrrd_geometry(header: dict, path: Path) -> tuple[tuple[float, ...], np.ndar
         spacing = tuple(float(s) for s in header.get("spacings", (1.0, 1.0, 1.0)))
         affine[:3, :3] = np.diag(spacing) if len(spacing) == 3 else np.eye(3)
     if "space origin" in header:
-        affine[:3, 3] = np.asarray(header["space origin"], dtype=np.float64)
+        origin = np.asarray(header["space origin"], dtype=np.float64)
+        if origin.shape != (3,) or not np.isfinite(origin).all():
+            raise DataError(f"'space origin' {origin.tolist()} is not a 3D point (three finite numbers)", path)
+        affine[:3, 3] = origin
     return spacing, affine
 
 

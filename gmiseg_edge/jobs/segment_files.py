@@ -25,6 +25,13 @@ volume's intensities are mapped once for the whole volume with ``window``.
 With ``label`` the structure is ``label`` in every label map (supports, evaluation); without it each
 dataset entry's own label, or every non-zero label. When an input has a label map, Dice against it is
 reported. Masks (and overlay PNGs) are written atomically.
+
+A batch never stops at a bad input: every input is attempted, and one that fails (unreadable file, bad label
+map, a prompt outside it, ...) is recorded with its one-line reason while the others go on. Outputs never
+collide: inputs whose outputs would share a name (``x.png`` and ``x.jpg`` both give ``x_mask.png``) are named
+with their source suffix instead (``x_png_mask.png``, ``x_jpg_mask.png``), decided before anything is
+written; names that still collide are refused up front. ``out/segment_report.json`` (:data:`REPORT_NAME`,
+written atomically) lists every input with its status and its output or error.
 """
 
 from __future__ import annotations
@@ -36,7 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gmiseg_edge.core.errors import InputError
+from gmiseg_edge.core.errors import GmisegError, InputError, MissingFileError
+from gmiseg_edge.core.files import folder_problem, write_json_atomic
 from gmiseg_edge.core.prompts import box_from_mask
 from gmiseg_edge.data import (
     Image2D,
@@ -60,6 +68,7 @@ from gmiseg_edge.runtime.predictor import Predictor
 from gmiseg_edge.runtime.support_set import SupportSetSegmenter
 
 AXIS = 2
+REPORT_NAME = "segment_report.json"
 Progress = Callable[[str, int, int], None]  # (file name, slices done, slices in this file)
 
 
@@ -108,7 +117,8 @@ class InputFile:
 
 @dataclass
 class FileResult:
-    """What was written for one input."""
+    """What was written for one input, or why it failed (``error``: one line naming the file; nothing written
+    for it but, for a volume, overlays of slices done before the failure)."""
 
     image: Path
     output: Path
@@ -117,6 +127,17 @@ class FileResult:
     overlays: list[Path] = field(default_factory=list)
     seconds: float = 0.0
     note: str = ""  # propagation: the slices visited and why it stopped at each end
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+    def to_dict(self) -> dict[str, object]:
+        return {"image": str(self.image), "status": "ok" if self.ok else "failed",
+                "output": str(self.output) if self.ok else None, "error": self.error or None,
+                "slices": self.slices, "dice": self.dice, "seconds": round(self.seconds, 3),
+                "overlays": [str(p) for p in self.overlays], "note": self.note or None}
 
 
 def collect_inputs(image: Path | None = None, folder: Path | None = None, mask: Path | None = None,
@@ -129,6 +150,10 @@ def collect_inputs(image: Path | None = None, folder: Path | None = None, mask: 
     if mask is not None:
         raise InputError("--mask goes with --image; a dataset folder (images/ + masks/) brings its own label maps")
     folder = Path(folder)  # type: ignore[arg-type]
+    if not folder.exists():
+        raise MissingFileError(folder, "input folder")
+    if not folder.is_dir():
+        raise InputError(f"{folder}: is a file; --input takes a folder (--image takes one file)")
     if (folder / "images").is_dir() or (folder / "dataset.json").is_file():
         return [InputFile(p.image, p.mask, p.label) for p in find_pairs(folder)]
     files = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file()
@@ -194,10 +219,38 @@ def _uncertainty_path(mask_path: Path) -> Path:
     return mask_path.with_name(mask_path.name.replace("_mask.", "_uncertainty.", 1))
 
 
-def _output_path(out: Path, image: Path) -> Path:
+def _mask_suffix(image: Path) -> str:
     suffix = file_suffix(image)
-    suffix = {".nhdr": ".nrrd"}.get(suffix, suffix) if suffix in SUFFIXES_3D else ".png"
-    return out / f"{file_stem(image)}_mask{suffix}"
+    return {".nhdr": ".nrrd"}.get(suffix, suffix) if suffix in SUFFIXES_3D else ".png"
+
+
+def output_names(inputs: Sequence[InputFile]) -> list[str]:
+    """The name each input's outputs start with (``<name>_mask.<ext>``, ``<name>_overlay``, ...): its stem, or
+    when two inputs' masks would share a file name, the stem and the source suffix (``x_png``, ``x_jpg``).
+
+    Raises InputError, before anything is written, if names still collide (e.g. ``x.png``, ``x.jpg`` and
+    ``x_png.png``)."""
+    def mask_of(name: str, image: Path) -> str:
+        return f"{name}_mask{_mask_suffix(image)}".lower()  # lower: case-insensitive file systems
+
+    stems = [file_stem(item.image) for item in inputs]
+    counts: dict[str, int] = {}
+    for stem, item in zip(stems, inputs, strict=True):
+        counts[mask_of(stem, item.image)] = counts.get(mask_of(stem, item.image), 0) + 1
+    names = [stem if counts[mask_of(stem, item.image)] == 1
+             else f"{stem}_{file_suffix(item.image).lstrip('.').replace('.', '_')}"
+             for stem, item in zip(stems, inputs, strict=True)]
+    seen: dict[str, Path] = {}
+    for name, item in zip(names, inputs, strict=True):
+        other = seen.setdefault(mask_of(name, item.image), item.image)
+        if other != item.image:
+            raise InputError(f"{other} and {item.image} would both write {name}_mask{_mask_suffix(item.image)}; "
+                             "rename one of them")
+    return names
+
+
+def _output_path(out: Path, image: Path, name: str | None = None) -> Path:
+    return out / f"{name or file_stem(image)}_mask{_mask_suffix(image)}"
 
 
 def _truth(item: InputFile, options: SegmentOptions, shape: tuple[int, ...]) -> np.ndarray | None:
@@ -212,12 +265,15 @@ def _truth(item: InputFile, options: SegmentOptions, shape: tuple[int, ...]) -> 
     return select_label(labels.array, label, path=item.mask)
 
 
-def segment_file(item: InputFile, out: Path, run: _FileSegmenter, progress: Progress | None = None) -> FileResult:
-    """Segment one input file and write its mask (and overlays) into ``out``."""
+def segment_file(item: InputFile, out: Path, run: _FileSegmenter, progress: Progress | None = None,
+                 name: str | None = None) -> FileResult:
+    """Segment one input file and write its mask (and overlays) into ``out`` as ``<name>_mask.<ext>`` (``name``:
+    the file's stem by default, see :func:`output_names`). Errors are raised, not recorded."""
     options = run.options
     start = time.perf_counter()
+    name = name or file_stem(item.image)
     image = read_image(item.image)
-    output = _output_path(out, item.image)
+    output = _output_path(out, item.image, name)
     report = progress or (lambda name, done, total: None)
     if isinstance(image, Image2D):
         truth = _truth(item, options, image.array.shape[:2])
@@ -230,14 +286,14 @@ def segment_file(item: InputFile, out: Path, run: _FileSegmenter, progress: Prog
         save_like(image, mask, output)
         if options.uncertainty:
             save_like(image, run.uncertainty, _uncertainty_path(output))
-        overlays = [write_overlay(out / f"{file_stem(item.image)}_overlay.png", pixels, mask)] \
+        overlays = [write_overlay(out / f"{name}_overlay.png", pixels, mask)] \
             if options.overlay else []
         return FileResult(item.image, output, 1, dice(mask, truth) if truth is not None else None, overlays,
                           time.perf_counter() - start)
     truth = _truth(item, options, image.array.shape)
     depth = image.array.shape[AXIS]
     if options.propagate:
-        return _propagate_file(item, image, truth, output, run.predictor, options, report, start)
+        return _propagate_file(item, image, truth, output, run.predictor, options, report, start, name)
     if options.prompted:
         if options.slice_index is None:
             raise InputError(f"{item.image}: a volume with --box/--point needs --slice K (0..{depth - 1}, along "
@@ -253,7 +309,7 @@ def segment_file(item: InputFile, out: Path, run: _FileSegmenter, progress: Prog
     spread3d = np.zeros(image.array.shape, np.uint8) if options.uncertainty else None
     overlays = []
     if options.overlay:
-        (out / f"{file_stem(item.image)}_overlay").mkdir(exist_ok=True)
+        (out / f"{name}_overlay").mkdir(exist_ok=True)
     for done, k in enumerate(indices):
         report(item.image.name, done, len(indices))
         pixels = to_uint8(slice_2d(image.array, AXIS, k), options.window)
@@ -263,7 +319,7 @@ def segment_file(item: InputFile, out: Path, run: _FileSegmenter, progress: Prog
         if spread3d is not None:
             spread3d[:, :, k] = run.uncertainty.T
         if options.overlay and mask.any():
-            path = out / f"{file_stem(item.image)}_overlay" / f"slice_{k:04d}.png"
+            path = out / f"{name}_overlay" / f"slice_{k:04d}.png"
             overlays.append(write_overlay(path, pixels, mask))
     report(item.image.name, len(indices), len(indices))
     save_like(image, mask3d, output)
@@ -274,7 +330,7 @@ def segment_file(item: InputFile, out: Path, run: _FileSegmenter, progress: Prog
 
 
 def _propagate_file(item: InputFile, image: Volume, truth: np.ndarray | None, output: Path, predictor: Predictor,
-                    options: SegmentOptions, report: Progress, start: float) -> FileResult:
+                    options: SegmentOptions, report: Progress, start: float, name: str) -> FileResult:
     """Propagation through one volume (module docstring): the 3D mask with the source geometry."""
     depth = image.array.shape[AXIS]
     if options.prompted:
@@ -295,22 +351,55 @@ def _propagate_file(item: InputFile, image: Volume, truth: np.ndarray | None, ou
     save_like(image, result.mask, output)
     overlays = []
     if options.overlay:
-        (output.parent / f"{file_stem(item.image)}_overlay").mkdir(exist_ok=True)
+        (output.parent / f"{name}_overlay").mkdir(exist_ok=True)
         for k in np.flatnonzero(result.kept):
             pixels = to_uint8(slice_2d(image.array, AXIS, int(k)), options.window)
-            path = output.parent / f"{file_stem(item.image)}_overlay" / f"slice_{k:04d}.png"
+            path = output.parent / f"{name}_overlay" / f"slice_{k:04d}.png"
             overlays.append(write_overlay(path, pixels, slice_2d(result.mask, AXIS, int(k))))
     return FileResult(item.image, output, result.slices_visited,
                       dice(result.mask, truth) if truth is not None else None, overlays,
                       time.perf_counter() - start, note=result.summary())
 
 
+def prepare_output_folder(out: str | Path) -> Path:
+    """Create ``out`` if needed and check that files can be written there (InputError naming it if not)."""
+    problem = folder_problem(out)
+    if problem is not None:
+        raise InputError(f"output folder {problem}")
+    return Path(out)
+
+
+def failure_reason(item: InputFile, exc: BaseException) -> str:
+    """One line naming the file: the library's message as it is, other errors with their type."""
+    text = str(exc) if isinstance(exc, GmisegError) else f"{type(exc).__name__}: {exc}"
+    text = " ".join(text.split())  # one line (OpenCV's messages span several)
+    return text if str(item.image) in text or (item.mask and str(item.mask) in text) else f"{item.image}: {text}"
+
+
+def write_report(out: Path, results: Sequence[FileResult]) -> Path:
+    """``out/segment_report.json``: every input with its status and its output or error (atomically)."""
+    failed = sum(not r.ok for r in results)
+    return write_json_atomic(out / REPORT_NAME, {"inputs": len(results), "written": len(results) - failed,
+                                                 "failed": failed, "files": [r.to_dict() for r in results]})
+
+
 def segment_files(predictor: Predictor, inputs: Sequence[InputFile], out: str | Path, options: SegmentOptions,
                   progress: Progress | None = None) -> list[FileResult]:
-    """Segment every input (see the module docstring); masks go to ``out/<stem>_mask.<ext>``."""
+    """Segment every input (see the module docstring); masks go to ``out/<stem>_mask.<ext>``. Every input is
+    attempted: one that fails has ``error`` set and the rest go on. The report is written to
+    ``out/segment_report.json``."""
     options.check()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    names = output_names(inputs)
+    out = prepare_output_folder(out)
     supports = load_supports(predictor, options) if options.support is not None else None
     run = _FileSegmenter(predictor, options, supports)
-    return [segment_file(item, out, run, progress) for item in inputs]
+    results = []
+    for item, name in zip(inputs, names, strict=True):
+        start = time.perf_counter()
+        try:
+            results.append(segment_file(item, out, run, progress, name))
+        except Exception as exc:  # recorded for this input; the batch goes on
+            results.append(FileResult(item.image, _output_path(out, item.image, name), 0,
+                                      seconds=time.perf_counter() - start, error=failure_reason(item, exc)))
+    write_report(out, results)
+    return results

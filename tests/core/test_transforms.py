@@ -151,3 +151,32 @@ def test_preprocessing_works_without_torch():
         print("ok")
         """
     )
+
+
+@pytest.mark.parametrize("shape", [(3000, 2000), (2048, 1024, 3), (1999, 3001, 3), (5000, 257)])
+def test_banded_area_resize_equals_opencv_in_one_pass(shape):
+    import cv2
+
+    from gmiseg_edge.core.transforms import area_resize
+
+    image = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+    new_h, new_w = resized_shape(shape[0], shape[1], 256)
+    expected = cv2.resize(image.astype(np.float32), (new_w, new_h), interpolation=cv2.INTER_AREA)
+    assert np.array_equal(area_resize(image, new_h, new_w, band_bytes=1 << 16), expected)
+
+
+@pytest.mark.parametrize("config", [SAM, LITE])
+def test_grey_images_are_resized_as_one_channel_with_the_values_of_their_rgb_copy(config):
+    image = np.random.default_rng(2).integers(0, 256, (700, 1100), dtype=np.uint8)
+    rgb = np.repeat(image[:, :, None], 3, axis=2)
+    assert np.array_equal(preprocess(image, config).tensor, preprocess(rgb, config).tensor)
+
+
+def test_images_above_the_pixel_limit_are_refused_before_any_copy():
+    from gmiseg_edge.core.errors import InputError
+    from gmiseg_edge.core.transforms import MAX_PIXELS
+
+    side = int(MAX_PIXELS**0.5) + 1
+    huge = np.broadcast_to(np.uint8(7), (side, side))  # no memory behind it: refused before it is copied
+    with pytest.raises(InputError, match=rf"scan.png: {side} x {side} pixels .* above the limit of {MAX_PIXELS}"):
+        preprocess(huge, LITE, name="scan.png")

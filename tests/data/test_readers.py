@@ -338,3 +338,34 @@ def test_multipage_tiff_is_not_2d(tmp_path: Path, nuclei: np.ndarray):
     with pytest.raises(DataError, match="expected a 2D image") as exc:
         read_image_2d(path)
     assert names_file(exc, path)
+
+
+def test_empty_png_is_a_one_line_error(tmp_path: Path):
+    path = tmp_path / "empty.png"
+    path.write_bytes(b"")
+    with pytest.raises(DataError, match=re.escape(f"{path}: is empty (0 bytes)")):
+        read_image(path)
+
+
+def test_images_above_the_pixel_limit_are_refused_from_their_header(tmp_path: Path):
+    from gmiseg_edge.core.transforms import MAX_PIXELS
+
+    png = tmp_path / "huge.png"  # a PNG signature and IHDR of 30000 x 30000, no pixel data
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + (13).to_bytes(4, "big") + b"IHDR" + (30000).to_bytes(4, "big") * 2
+                    + bytes([8, 0, 0, 0, 0]) + b"\0" * 4)
+    jpeg = tmp_path / "huge.jpg"  # SOI, an APP0 segment, then SOF0 of 30000 x 30000
+    jpeg.write_bytes(b"\xff\xd8\xff\xe0\x00\x04ab\xff\xc0\x00\x0b\x08" + (30000).to_bytes(2, "big") * 2
+                     + b"\x01\x01\x11\x00")
+    for path in (png, jpeg):
+        with pytest.raises(DataError, match=rf"{re.escape(str(path))}: 30000 x 30000 pixels .* {MAX_PIXELS}"):
+            read_image(path)
+
+
+def test_nrrd_origin_that_is_not_a_3d_point_names_the_file(tmp_path: Path):
+    path = tmp_path / "flat_origin.nrrd"
+    nrrd.write(str(path), np.zeros((4, 4, 3), np.int16), {"space": "left-posterior-superior",
+                                                          "space directions": np.eye(3),
+                                                          "space origin": np.array([1.0, 2.0, 3.0])})
+    path.write_bytes(path.read_bytes().replace(b"space origin: (1,2,3)", b"space origin: (1,2)"))
+    with pytest.raises(DataError, match=re.escape(f"{path}: 'space origin' [1.0, 2.0] is not a 3D point")):
+        read_image(path)

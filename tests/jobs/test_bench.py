@@ -102,3 +102,23 @@ def test_bench_and_eval_import_and_run_without_torch(model_dir):
         print("ok")
     """)
     assert "ok" in proc.stdout
+
+
+def _fp32_only(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    manifest = json.loads((target / "manifest.json").read_text())
+    del manifest["graphs"]["fp16"]
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    return target
+
+
+def test_bench_that_measures_nothing_is_an_error(model_dir, tmp_path):
+    folder = _fp32_only(model_dir, tmp_path / "fp32_only")
+    result = runner.invoke(app, ["bench", "--model-dir", str(folder), "--precision", "fp16", "--runs", "1",
+                                 "--warmup", "0", "--threads", "1"])
+    assert result.exit_code == 1, result.output
+    assert "nothing measured" in result.output and "no fp16 graphs" in result.output
+    assert "--fp16" in result.output and "Traceback" not in result.output
+    failed = _fail_validation(model_dir, tmp_path / "bad", "fp16")  # present but failed its validation
+    result = runner.invoke(app, ["bench", "--model-dir", str(failed), "--precision", "fp16", "--no-torch"])
+    assert result.exit_code == 1 and "failed accuracy" in result.output and "0.42" in result.output, result.output

@@ -7,7 +7,9 @@ on an image not in the embedding cache: encode + decode, the end-to-end latency)
 (``predict`` again on the same image: the embedding comes from the cache, only the decoder runs).
 
 A precision is timed only if it was exported and passed its validation against PyTorch; otherwise its row
-says ``failed to export`` or ``failed accuracy`` with the reason, and nothing is run. Memory: the process's
+says ``failed to export`` or ``failed accuracy`` with the reason, and nothing is run. A run in which none of
+the requested backend/precision variants can be timed (the PyTorch reference column does not count) is an
+error (:class:`NothingMeasuredError`) naming each variant's reason, rather than an empty result. Memory: the process's
 resident-set high-water mark (``resource.getrusage(RUSAGE_SELF).ru_maxrss``, all variants together, since it
 only grows) and, per variant, how much the current RSS grew while it was loaded (``/proc/self/statm``).
 """
@@ -26,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from gmiseg_edge.core.errors import GmisegError
 from gmiseg_edge.core.manifest import PRECISIONS, Manifest
 from gmiseg_edge.core.prediction import SINGLE_OUTPUT, make_prediction
 from gmiseg_edge.core.prompts import box_from_mask, make_prompt
@@ -41,6 +44,10 @@ from gmiseg_edge.runtime.predictor import Predictor
 STAGES = ("preprocess", "encoder", "decoder", "postprocess", "cold_prompt", "cached_prompt")
 PASSED, NO_EXPORT, NO_ACCURACY, UNAVAILABLE = "passed", "failed to export", "failed accuracy", "unavailable"
 TORCH_LABEL = "torch eager"
+
+
+class NothingMeasuredError(GmisegError, ValueError):
+    """None of the requested variants could be timed (the message gives each one's reason)."""
 
 
 @dataclass(frozen=True)
@@ -209,7 +216,9 @@ def torch_available() -> bool:
 def precision_status(manifest: Manifest, precision: str) -> tuple[str, str]:
     """(status, reason) of a precision from the manifest: passed, failed to export or failed accuracy."""
     if precision not in manifest.precisions():
-        return NO_EXPORT, f"no {precision} graphs in {manifest.folder} (export with --{precision})"
+        how = f"--{precision}" + (" --calib DATA" if precision == "int8" else "")
+        return NO_EXPORT, (f"no {precision} graphs in {manifest.folder}: export them with `gmiseg-edge export "
+                           f"--model {manifest.model_name} --out {manifest.folder} {how} --force`")
     report = manifest.validation(precision)
     if not report:
         return NO_ACCURACY, "never validated against PyTorch; export again"
@@ -278,6 +287,20 @@ def _rows(manifest: Manifest, config: BenchConfig) -> list[VariantResult]:
     return rows
 
 
+def _check_something_runs(manifest: Manifest, config: BenchConfig, rows: list[VariantResult], opened: bool) -> None:
+    """Raise :class:`NothingMeasuredError` unless a requested variant passed its checks (and, once ``opened``,
+    loaded)."""
+    requested = [row for row in rows if row.backend in config.backends]
+    if any(row.status == PASSED for row in requested):
+        return
+    present = ", ".join(manifest.precisions()) or "none"
+    reasons = "; ".join(f"{row.label}: {row.status}" + (f" ({row.reason})" if row.reason else "")
+                        for row in requested) or "no variant (the torch backend runs fp32 only)"
+    stage = "could be loaded" if opened else "can run"
+    raise NothingMeasuredError(f"nothing measured: none of the requested variants {stage} ({reasons}); "
+                          f"{manifest.folder} has {present}")
+
+
 def run_bench(config: BenchConfig, progress: Callable[[str], None] | None = None) -> BenchResult:
     """Benchmark every requested backend/precision of ``config.model_dir`` interleaved (module docstring)."""
 
@@ -285,6 +308,7 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] | None = None
     case = load_sample_cases([config.case])[0]
     image, box = case.image, box_from_mask(case.mask)
     rows = _rows(manifest, config)
+    _check_something_runs(manifest, config, rows, opened=False)
     predictors: dict[int, Predictor] = {}
     for index, row in enumerate(rows):
         if row.status == PASSED:
@@ -292,6 +316,7 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] | None = None
             if predictor is not None:
                 predictors[index] = predictor
                 row.times = {stage: [] for stage in STAGES}
+    _check_something_runs(manifest, config, rows, opened=True)
     order = list(predictors)
     for round_index in range(config.warmup + config.runs):
         shift = round_index % max(len(order), 1)
