@@ -39,7 +39,7 @@ def _checkpoint(manifest: Manifest) -> tuple[Path | None, str]:
     if sha != base.get("sha256"):
         raise ManifestError(f"{checkpoint or manifest.model_name + ' released weights'}: sha256 {sha} is not the "
                             f"base checkpoint {base.get('sha256')} the manifest was exported from")
-    return checkpoint
+    return checkpoint, sha
 
 
 def _merge_adapter(model: torch.nn.Module, manifest: Manifest, base_sha: str) -> str:
