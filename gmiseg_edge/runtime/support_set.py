@@ -373,9 +373,8 @@ class SupportSetSegmenter:
             match = 0.0
         else:
             core = anatomy >= 0.5
-            radius = max(MIN_RADIUS, float(np.sqrt(core.sum() / np.pi)))
-            distance = cv2.distanceTransform((~core).astype(np.uint8), cv2.DIST_L2, 3)
-            near = np.exp(-0.5 * (distance / radius) ** 2).astype(np.float32)
+            radius, distance = _reach(core)
+            near = _near(distance, radius)
             prior = ((anatomy + appearance * near) / 2).astype(np.float32)
             candidates.append(Candidate("anatomy", prior, float(appearance[_best_component(prior)].mean())))
             around = distance <= 2 * radius + 4
@@ -403,8 +402,7 @@ class SupportSetSegmenter:
         labels = [1]
         if candidate.kind == "anatomy" and match.anatomy is not None:
             core = match.anatomy >= 0.5
-            radius = max(MIN_RADIUS, float(np.sqrt(core.sum() / np.pi)))
-            distance = cv2.distanceTransform((~core).astype(np.uint8), cv2.DIST_L2, 3)
+            radius, distance = _reach(core)
             lookalike = match.appearance * (distance > 2 * radius)
             if lookalike.max() >= 0.5:
                 row, col = np.unravel_index(int(np.argmax(lookalike)), lookalike.shape)
@@ -484,6 +482,17 @@ def _gray(image: np.ndarray) -> np.ndarray:
     return image.mean(axis=2).astype(np.float32) if image.ndim == 3 else image.astype(np.float32)
 
 
+def _reach(core: np.ndarray) -> tuple[float, np.ndarray]:
+    """A located region's equivalent radius (at least ``MIN_RADIUS`` px) and every pixel's distance to it."""
+    radius = max(MIN_RADIUS, float(np.sqrt(core.sum() / np.pi)))
+    return radius, cv2.distanceTransform((~core).astype(np.uint8), cv2.DIST_L2, 3)
+
+
+def _near(distance: np.ndarray, radius: float) -> np.ndarray:
+    """``exp(-d^2 / (2 r^2))``: 1 on the region, fading over about its radius (step 3)."""
+    return np.exp(-0.5 * (distance / radius) ** 2).astype(np.float32)
+
+
 def _appearance_prior(appearance: np.ndarray, similarity: np.ndarray) -> np.ndarray:
     """The appearance candidate's prior: E faded (like the anatomy prior) away from the query's best look-alike,
     the connected region of ``E >= 0.5`` with the largest summed z (or the peak of E when none reaches 0.5)."""
@@ -497,10 +506,8 @@ def _appearance_prior(appearance: np.ndarray, similarity: np.ndarray) -> np.ndar
         mass = np.bincount(labels.ravel(), weights=np.maximum(similarity, 0).ravel(), minlength=count)
         mass[0] = -1
         core = labels == int(np.argmax(mass))
-    radius = max(MIN_RADIUS, float(np.sqrt(core.sum() / np.pi)))
-    distance = cv2.distanceTransform((~core).astype(np.uint8), cv2.DIST_L2, 3)
-    near = np.exp(-0.5 * (distance / radius) ** 2).astype(np.float32)
-    return (appearance * near).astype(np.float32)
+    radius, distance = _reach(core)
+    return (appearance * _near(distance, radius)).astype(np.float32)
 
 
 def _looks_unlike(match: SupportMatch, candidate: Candidate) -> bool:

@@ -19,11 +19,6 @@ from gmiseg_edge.runtime.cache import EmbeddingCache
 
 
 @pytest.fixture(scope="module")
-def model_dir(exported_models):
-    return exported_models("lite_medsam").folder
-
-
-@pytest.fixture(scope="module")
 def predictor(model_dir):
     return load(model_dir, backend="ort")
 

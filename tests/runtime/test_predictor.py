@@ -17,16 +17,6 @@ from gmiseg_edge.runtime import EmbeddingCache, load
 
 
 @pytest.fixture(scope="module")
-def model_dir(exported_models):
-    return exported_models("lite_medsam").folder
-
-
-@pytest.fixture(scope="module")
-def predictor(model_dir):
-    return load(model_dir, backend="ort", threads=2)
-
-
-@pytest.fixture(scope="module")
 def cases():
     return load_sample_cases()
 

@@ -20,16 +20,6 @@ KIDNEY_RIGHT = 2
 
 
 @pytest.fixture(scope="module")
-def model_dir(exported_models):
-    return exported_models("lite_medsam").folder
-
-
-@pytest.fixture(scope="module")
-def predictor(model_dir):
-    return load(model_dir, backend="ort", threads=2)
-
-
-@pytest.fixture(scope="module")
 def abdomen():
     image, labels = load_sample_pair("totalseg_abdomen")
     return image.array, labels.array == KIDNEY_RIGHT

@@ -16,11 +16,6 @@ from gmiseg_edge.runtime.registration import match_quality, register
 from tests.no_torch import run_without_torch
 
 
-@pytest.fixture(scope="module")
-def model_dir(exported_models):
-    return exported_models("lite_medsam").folder
-
-
 def test_support_errors_are_clear(model_dir):
     segmenter = SupportSetSegmenter(load(model_dir, backend="ort"))
     image = np.zeros((64, 64), np.uint8)
