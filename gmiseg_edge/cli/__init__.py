@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from gmiseg_edge.cli.parse import csv_list, parse_box, parse_points
+from gmiseg_edge.cli.parse import csv_list, parse_boxes, parse_points
 from gmiseg_edge.cli.progress import file_progress
 from gmiseg_edge.cli.render import bench_tables, eval_table, export_table, failures_table
 from gmiseg_edge.core.errors import GmisegError
@@ -244,7 +244,10 @@ def segment(
         Path | None, typer.Option("--input", help="a folder: dataset (images/ + masks/) or plain images")
     ] = None,
     mask: Annotated[Path | None, typer.Option(help="label map of --image (for --label prompts and Dice)")] = None,
-    box: Annotated[str | None, typer.Option(help="box prompt x0,y0,x1,y1 (pixels)")] = None,
+    box: Annotated[list[str] | None, typer.Option(
+        help="box prompt x0,y0,x1,y1 (pixels); repeat it for several objects (a label map, object k -> k)")] = None,
+    boxes: Annotated[Path | None, typer.Option(
+        help="several objects: a file of boxes, one x0,y0,x1,y1 per line (or a JSON list); a label map")] = None,
     point: Annotated[list[str] | None, typer.Option(help="point prompt x,y,label (1 fg, 0 bg); repeatable")] = None,
     slice_index: Annotated[
         int | None, typer.Option("--slice", help="volumes with --box/--point: the slice along the last axis")
@@ -269,8 +272,9 @@ def segment(
     input's format and geometry."""
 
     with _user_errors():
+        single_box, several_boxes = parse_boxes(box, boxes)
         options = SegmentOptions(
-            box=parse_box(box), points=parse_points(point), support=support, label=label,
+            box=single_box, boxes=several_boxes, points=parse_points(point), support=support, label=label,
             slice_index=slice_index, window=parse_normalisation(window), overlay=overlay, propagate=propagate,
             uncertainty=uncertainty,
         )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 from gmiseg_edge.core.errors import InputError
 
@@ -18,6 +20,55 @@ def parse_box(text: str | None) -> tuple[float, float, float, float] | None:
     if len(values) != 4:
         raise InputError(f"--box {text!r}: expected four numbers x0,y0,x1,y1")
     return values  # type: ignore[return-value]
+
+
+def parse_boxes(texts: Sequence[str] | None, file: Path | None = None,
+                ) -> tuple[tuple[float, float, float, float] | None, tuple[tuple[float, float, float, float], ...]]:
+    """Every ``--box x0,y0,x1,y1`` and the boxes of ``--boxes FILE`` -> (one box, or None; several boxes).
+
+    One ``--box`` alone stays one prompt (a binary mask); several, or a file, are one object each (a label map).
+    The file holds one box per line, ``x0,y0,x1,y1`` or ``x0 y0 x1 y1`` (blank lines and ``#`` comments
+    skipped), or is a JSON list of ``[x0, y0, x1, y1]``."""
+    boxes = [parse_box(text) for text in texts or ()]
+    if file is None:
+        return (boxes[0], ()) if len(boxes) == 1 else (None, tuple(boxes))  # type: ignore[return-value]
+    return None, tuple(boxes) + read_boxes_file(file)  # type: ignore[operator]
+
+
+def read_boxes_file(path: Path) -> tuple[tuple[float, float, float, float], ...]:
+    """The boxes of a ``--boxes`` file (see :func:`parse_boxes`); errors name the file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"--boxes {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"--boxes {path}: cannot read it ({exc})") from None
+    if path.suffix.lower() == ".json":
+        try:
+            rows = [tuple(float(v) for v in row) for row in json.loads(text)]
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"--boxes {path}: expected a JSON list of [x0, y0, x1, y1] ({exc})") from None
+        bad = [i for i, row in enumerate(rows) if len(row) != 4]
+        if bad:
+            raise InputError(f"--boxes {path}: entry {bad[0]} is not four numbers [x0, y0, x1, y1]")
+        numbered = list(enumerate(rows, start=1))
+    else:
+        numbered = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            try:
+                row = tuple(float(v) for v in line.replace(",", " ").split())
+            except ValueError:
+                row = ()
+            if len(row) != 4:
+                raise InputError(f"--boxes {path}, line {number}: expected x0,y0,x1,y1, got {line!r}")
+            numbered.append((number, row))
+    if not numbered:
+        raise InputError(f"--boxes {path}: no boxes in the file")
+    return tuple(row for _, row in numbered)  # type: ignore[misc]
 
 
 def parse_points(texts: Sequence[str] | None) -> tuple[tuple[float, float, int], ...]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from gmiseg_edge.core.errors import InputError
@@ -27,6 +28,31 @@ def box_from_mask(mask: np.ndarray) -> np.ndarray:
     if rows.size == 0:
         raise ValueError("cannot make a box from an empty mask")
     return np.array([cols[0], rows[0], cols[-1], rows[-1]], dtype=np.float32)
+
+
+def boxes_from_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each non-zero label's tight box: label values (K,) ascending and boxes float32 (K, 4) [x0, y0, x1, y1]
+    (inclusive pixel indices), one per instance of an instance map (or per component of :func:`instance_labels`)."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"expected a 2D label map, got shape {labels.shape}")
+    rows, cols = np.nonzero(labels)
+    values = labels[rows, cols]
+    ids, index = np.unique(values, return_inverse=True)
+    boxes = np.empty((len(ids), 4), np.float32)
+    for axis, coords in ((0, cols), (1, rows)):
+        low = np.full(len(ids), np.iinfo(np.int64).max)
+        high = np.full(len(ids), -1)
+        np.minimum.at(low, index, coords)
+        np.maximum.at(high, index, coords)
+        boxes[:, axis], boxes[:, axis + 2] = low, high
+    return ids, boxes
+
+
+def instance_labels(mask: np.ndarray) -> np.ndarray:
+    """The connected components (8-connected) of a binary mask as labels 1..K (int32, 0 background)."""
+    _, labels = cv2.connectedComponents(np.asarray(mask, bool).astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    return labels
 
 
 def _check_sim_mask(mask: np.ndarray) -> np.ndarray:

@@ -134,19 +134,21 @@ class FastDecoderGraph(DecoderGraph):
     def decode(self, image_embeddings: torch.Tensor, sparse: torch.Tensor,
                dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         decoder = self.mask_decoder
-        output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0).unsqueeze(0)
-        tokens = torch.cat((output_tokens, sparse), dim=1)  # one prompt set per graph call: no repeat needed
-        batch, channels, height, width = image_embeddings.shape
-        hs, image_tokens = decoder.transformer(image_embeddings + dense, self.dense_pe, tokens)
+        output_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+        tokens = torch.cat((output_tokens.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse), dim=1)
+        src = image_embeddings + dense  # (1, C, H, W) + (K, C, H, W): the embedding broadcast over K objects
+        batch = src.shape[0]  # K, the graph's one dynamic dimension here; the others are the model's constants
+        channels, height, width = (int(v) for v in self.dense_pe.shape[1:])
+        hs, image_tokens = decoder.transformer(src, self.dense_pe, tokens)  # dense_pe (1, ...) broadcasts too
 
         x = image_tokens.reshape(batch, height, width, channels)
         x = _upscale_pixels(x, self.upscale1)
         norm = self.upscale_norm
-        x = self.upscale_act1(F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps))
+        x = self.upscale_act1(F.layer_norm(x, (int(norm.weight.shape[0]),), norm.weight, norm.bias, norm.eps))
         x = self.upscale_act2(_upscale_pixels(x, self.upscale2))  # (B, 4H, 4W, C / 8)
         mask_tokens = hs[:, 1:1 + decoder.num_mask_tokens, :]
         hyper_in = torch.stack([mlp(mask_tokens[:, i, :]) for i, mlp in
                                 enumerate(decoder.output_hypernetworks_mlps)], dim=1)  # (B, M, C / 8)
         masks = hyper_in @ x.reshape(batch, 16 * height * width, -1).transpose(1, 2)
         iou = decoder.iou_prediction_head(hs[:, 0, :])
-        return masks.reshape(batch, -1, 4 * height, 4 * width), iou
+        return masks.reshape(batch, decoder.num_mask_tokens, 4 * height, 4 * width), iou

@@ -21,6 +21,8 @@ from gmiseg_edge.core.graph_io import (
     ENCODER_INPUTS,
     ENCODER_OUTPUT,
     ENCODER_OUTPUTS,
+    HAS_MASK_INPUT,
+    MASK_INPUT,
     POINT_COORDS,
     POINT_LABELS,
 )
@@ -70,20 +72,22 @@ def export_encoder(model: Sam, path: Path, input_size: int, opset: int = DEFAULT
 
 
 def export_decoder(model: Sam, path: Path, opset: int = DEFAULT_OPSET, regrouped: bool = True) -> None:
-    """The prompt encoder + mask decoder graph of DESIGN §5, N (number of points) dynamic, in the faster
-    form of :mod:`gmiseg_edge.export.fast_decoder` (same maths; validation compares it with the original).
-    ``regrouped=False`` exports segment-anything's own form instead (for comparison)."""
+    """The prompt encoder + mask decoder graph of DESIGN §5, K (objects) and N (points per object) dynamic,
+    in the faster form of :mod:`gmiseg_edge.export.fast_decoder` (same maths; validation compares it with the
+    original). ``regrouped=False`` exports segment-anything's own form instead (for comparison)."""
     embed_dim = model.prompt_encoder.embed_dim
     grid = model.prompt_encoder.image_embedding_size
     low_res = model.prompt_encoder.mask_input_size
+    objects = 2  # traced with K = 2 against one embedding, so no K = 1 broadcast is baked into the graph
     args = (
         torch.zeros(1, embed_dim, *grid),
-        torch.full((1, 3, 2), 10.0),
-        torch.tensor([[1.0, 2.0, 3.0]]),
-        torch.zeros(1, 1, *low_res),
-        torch.zeros(1),
+        torch.full((objects, 3, 2), 10.0),
+        torch.tensor([[1.0, 2.0, 3.0]]).repeat(objects, 1),
+        torch.zeros(objects, 1, *low_res),
+        torch.zeros(objects),
     )
-    dynamic = {POINT_COORDS: {1: "num_points"}, POINT_LABELS: {1: "num_points"}}
+    dynamic = {POINT_COORDS: {0: "num_objects", 1: "num_points"}, POINT_LABELS: {0: "num_objects", 1: "num_points"},
+               **{name: {0: "num_objects"} for name in (MASK_INPUT, HAS_MASK_INPUT, *DECODER_OUTPUTS)}}
     if not regrouped:
         _export(DecoderGraph(model), args, path, DECODER_INPUTS, DECODER_OUTPUTS, dynamic, opset)
         return

@@ -3,10 +3,15 @@
 For each case: the same preprocessed input goes through the PyTorch encoder and the ONNX encoder; the same
 box prompt (the label's extent) through both decoders; we record the max abs error of the embeddings, of
 the low-res logits and of the IoU scores, and the Dice between the two thresholded full-size masks.
+
+The decoder's prompt dimension K (DESIGN §5) is validated the same way: cases that share an image (the
+instances of the nuclei case) are decoded again as one K-object call on the ONNX embedding, and each object is
+compared with its single-prompt PyTorch reference (rows named ``<case> [K=k]``, under the same tolerance).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -142,20 +147,43 @@ def validate_graphs(
     """Compare an exported graph pair in ONNX Runtime with the PyTorch outputs in ``references``."""
     encoder, decoder = cpu_session(encoder_path), cpu_session(decoder_path)
     report = ValidationReport(precision, TOLERANCES[precision])
+    embeddings: dict[str, np.ndarray] = {}
     for ref in references:
         (emb,) = encoder.run(None, {ENCODER_INPUT: ref.prepared.tensor})
+        embeddings[ref.name] = emb
         logits, iou = decoder.run(list(DECODER_OUTPUTS), replace(ref.inputs, image_embeddings=emb).feed())
-        mask = postprocess_logits(logits[0, :1], ref.prepared, input_size)[0] > 0
-        agreement = CaseAgreement(
-            case=ref.name,
-            embedding_max_abs=float(np.abs(emb - ref.embedding).max()),
-            logits_max_abs=float(np.abs(logits - ref.logits).max()),
-            iou_max_abs=float(np.abs(iou - ref.iou).max()),
-            mask_dice=dice(mask, ref.mask),
-            finite=bool(np.isfinite(emb).all() and np.isfinite(logits).all() and np.isfinite(iou).all()),
-        )
+        agreement = _agreement(ref.name, ref, emb, logits[0], iou[0], input_size)
         report.cases.append(agreement)
         if progress is not None:
             progress(f"{precision} {ref.name}: embedding max abs {agreement.embedding_max_abs:.2e}, "
                      f"mask Dice {agreement.mask_dice:.4f}")
+    for group in shared_image_groups(references):
+        emb = embeddings[group[0].name]
+        inputs = DecoderInputs.stack([replace(ref.inputs, image_embeddings=emb) for ref in group])
+        logits, iou = decoder.run(list(DECODER_OUTPUTS), inputs.feed())
+        for k, ref in enumerate(group):
+            report.cases.append(_agreement(f"{ref.name} [K={len(group)}]", ref, emb, logits[k], iou[k], input_size))
     return report
+
+
+def shared_image_groups(references: Sequence[TorchReferenceCase]) -> list[list[TorchReferenceCase]]:
+    """References of one image with one decoder point count (what one K-object call can take), groups of 2+."""
+    groups: dict[tuple[bytes, int], list[TorchReferenceCase]] = {}
+    for ref in references:
+        key = (hashlib.sha256(ref.prepared.tensor.tobytes()).digest(), ref.inputs.point_coords.shape[1])
+        groups.setdefault(key, []).append(ref)
+    return [group for group in groups.values() if len(group) > 1]
+
+
+def _agreement(name: str, ref: TorchReferenceCase, emb: np.ndarray, logits: np.ndarray, iou: np.ndarray,
+               input_size: int) -> CaseAgreement:
+    """One object's ONNX outputs (logits (4, 256, 256), IoU (4,)) against its PyTorch reference."""
+    mask = postprocess_logits(logits[:1], ref.prepared, input_size)[0] > 0
+    return CaseAgreement(
+        case=name,
+        embedding_max_abs=float(np.abs(emb - ref.embedding).max()),
+        logits_max_abs=float(np.abs(logits - ref.logits[0]).max()),
+        iou_max_abs=float(np.abs(iou - ref.iou[0]).max()),
+        mask_dice=dice(mask, ref.mask),
+        finite=bool(np.isfinite(emb).all() and np.isfinite(logits).all() and np.isfinite(iou).all()),
+    )

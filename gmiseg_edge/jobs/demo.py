@@ -1,7 +1,9 @@
 """The main job on the built-in model and the shipped sample data: export -> segment -> eval -> bench.
 
 1. export the model to ONNX (validated against PyTorch; fp16 and int8 variants by default),
-2. segment every sample case with the torch-free runtime (a box from each label's extent) and write overlay PNGs,
+2. segment every sample case with the torch-free runtime (a box from each label's extent) and write overlay PNGs;
+   an instance map (the nuclei) is segmented one object per instance (one box each, decoded together in
+   batched decoder calls), written as a label map (``labels/<case>.png``) and drawn with a colour per object,
 3. evaluate Dice, Jaccard, ASD and HD95 with the paper's seeded box prompts,
 4. benchmark every precision side by side with PyTorch eager;
 
@@ -14,12 +16,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from gmiseg_edge.core.files import write_json_atomic
-from gmiseg_edge.core.prompts import box_from_mask
-from gmiseg_edge.data.samples import load_sample_cases
+from gmiseg_edge.core.prompts import box_from_mask, boxes_from_labels
+from gmiseg_edge.data.samples import load_sample_cases, load_sample_pair, sample_index
+from gmiseg_edge.data.writers import write_png
 from gmiseg_edge.jobs.bench import BenchConfig, run_bench
 from gmiseg_edge.jobs.evaluate import EvalConfig, evaluate
-from gmiseg_edge.jobs.overlays import write_overlay
+from gmiseg_edge.jobs.overlays import write_label_overlay, write_overlay
 from gmiseg_edge.models.weights import resolve_weights
 from gmiseg_edge.runtime import load
 
@@ -33,9 +38,17 @@ class MainJobResult:
     model_dir: Path
     export: object
     overlays: list[Path] = field(default_factory=list)
+    label_maps: list[Path] = field(default_factory=list)  # instance cases: predicted label maps
     evaluation: object = None
     bench: object = None
     reports: list[Path] = field(default_factory=list)  # eval.json, bench.json
+
+
+def segment_instances(predictor, image: np.ndarray, instances: np.ndarray) -> np.ndarray:
+    """Segment each instance of an instance map on ``image`` from its own box, all in batched decoder calls:
+    the predicted label map (instance k of ascending id -> label k + 1; see ``ObjectPredictions.label_map``)."""
+    _, boxes = boxes_from_labels(instances)
+    return predictor.predict(image, boxes=boxes).label_map()
 
 
 def run_main_job(
@@ -65,9 +78,15 @@ def run_main_job(
     predictor = load(model_dir, backend="auto", precision="fp32")
     overlay_dir = Path(out) / "overlays"
     overlay_dir.mkdir(parents=True, exist_ok=True)
+    instance_maps = {e["name"] for e in sample_index() if e.get("mask_type") == "instances"}
     for case in load_sample_cases():
-        prediction = predictor.predict(case.image, box=box_from_mask(case.mask))
         path = overlay_dir / f"{case.name.replace('/', '_')}.png"
+        if case.case in instance_maps:  # one box per instance, decoded together; a colour per object
+            labels = segment_instances(predictor, case.image, load_sample_pair(case.case)[1].array)
+            result.label_maps.append(write_png(Path(out) / "labels" / path.name, labels))
+            result.overlays.append(write_label_overlay(path, case.image, labels))
+            continue
+        prediction = predictor.predict(case.image, box=box_from_mask(case.mask))
         result.overlays.append(write_overlay(path, case.image, prediction.mask))
 
     say("[3/4] evaluate: box prompts from each label's extent plus a seeded random offset")

@@ -8,6 +8,13 @@ label as examples (leave-one-case-out: never the query's own scan; for instance 
 ``propagate`` whole volumes instead of 2D cases: a seeded box on each structure's slice of largest area,
 carried through the volume and scored in 3D (:mod:`gmiseg_edge.jobs.evaluate_volumes`; NSD in ``note``).
 
+Instance maps (the nuclei): each instance is one case with its own seeded prompt, scored against its own mask
+(the per-instance rows; the dataset's mean is over instances). The instances of one image are decoded together
+in batched decoder calls (``Predictor.predict_objects``: the same masks as one call each), and their label map
+is also scored as one mask against the union of the instances: one ``<scan>/all_instances`` row per image in
+the dataset ``<dataset> union``, which shows what the per-instance mean cannot (background painted between
+objects, or objects missed). Union rows are kept out of the ``all`` summary, which stays per structure.
+
 Spacing comes from the file header (slice spacing for volumes; 1 mm for microscopy without one). Statistics
 per dataset and overall are :func:`gmiseg_edge.metrics.summarise` (finite values; infinite ones counted).
 ``reference="torch"`` adds each case's agreement (Dice) with the FP32 PyTorch model given the same prompt.
@@ -92,6 +99,7 @@ class CaseResult:
     scores: SegmentationScores | None
     agreement: float | None = None
     note: str = ""
+    union: bool = False  # the label map of an image's instances scored as one mask (not in the "all" summary)
 
     def row(self) -> dict[str, Any]:
         values = self.scores.as_dict() if self.scores else dict.fromkeys(("dice", "jaccard", "asd", "hd95"))
@@ -214,6 +222,43 @@ def _segment(predictor, case: EvalCase, prompt: dict[str, np.ndarray] | None, su
     return segmenter.segment(case.image).mask
 
 
+def _instance_groups(cases: list[EvalCase]) -> dict[str, list[int]]:
+    """Indices of the instance cases of each scan (an image's instances)."""
+    groups: dict[str, list[int]] = {}
+    for index, case in enumerate(cases):
+        if case.instance:
+            groups.setdefault(case.scan, []).append(index)
+    return groups
+
+
+def _decode_instances(predictor, cases: list[EvalCase], config: EvalConfig) -> dict[int, np.ndarray]:
+    """Each instance case's mask, an image's instances decoded together (their seeded prompts, one each)."""
+    masks = {}
+    for indices in _instance_groups(cases).values():
+        prompts = [case_prompt(cases[i], i, config) for i in indices]
+        objects = predictor.predict_objects(
+            cases[indices[0]].image, boxes=[p.get("box") for p in prompts],
+            points=[p.get("points") for p in prompts], labels=[p.get("labels") for p in prompts])
+        masks.update((i, prediction.mask) for i, prediction in zip(indices, objects, strict=True))
+    return masks
+
+
+def _union_rows(cases: list[EvalCase], masks: dict[int, np.ndarray], config: EvalConfig) -> list[CaseResult]:
+    """One row per image of instances: the predicted instances' union against the true instances' union."""
+    rows = []
+    for scan, indices in _instance_groups(cases).items():
+        if not all(i in masks for i in indices):
+            continue
+        first = cases[indices[0]]
+        predicted = np.logical_or.reduce([masks[i] for i in indices])
+        truth = np.logical_or.reduce([cases[i].mask for i in indices])
+        rows.append(CaseResult(f"{scan}/all_instances", f"{first.dataset} union", config.prompt,
+                               f"union of the {len(indices)} instances' masks above", score(predicted, truth,
+                                                                                           first.spacing),
+                               union=True))
+    return rows
+
+
 # --------------------------------------------------------------------------- evaluation
 
 
@@ -234,7 +279,8 @@ def _evaluate_volumes(config: EvalConfig, progress: Callable[[str], None] | None
 def _result(config: EvalConfig, predictor, results: list[CaseResult]) -> EvalResult:
     summary = {}
     for dataset in [*dict.fromkeys(r.dataset for r in results), ALL]:
-        scored = [r.scores for r in results if r.scores is not None and dataset in (ALL, r.dataset)]
+        scored = [r.scores for r in results if r.scores is not None
+                  and (r.dataset == dataset or (dataset == ALL and not r.union))]
         if scored:
             summary[dataset] = {"n": len(scored), **{k: asdict(v) for k, v in summarise(scored).items()}}
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
@@ -260,6 +306,7 @@ def evaluate(config: EvalConfig, progress: Callable[[str], None] | None = None) 
     reference = None
     if config.reference == "torch":
         reference = load(config.model_dir, backend="torch", precision="fp32", threads=config.threads)
+    batched = {} if config.prompt == "support" else _decode_instances(predictor, cases, config)
     results = []
     for index, case in enumerate(cases):
         prompt = None if config.prompt == "support" else case_prompt(case, index, config)
@@ -269,7 +316,7 @@ def evaluate(config: EvalConfig, progress: Callable[[str], None] | None = None) 
             results.append(CaseResult(case.name, case.dataset, config.prompt, detail, None,
                                       note="no support: no other case of this dataset and label"))
             continue
-        mask = _segment(predictor, case, prompt, supports)
+        mask = batched[index] if index in batched else _segment(predictor, case, prompt, supports)
         agreement = None
         if reference is not None:
             agreement = dice(mask, _segment(reference, case, prompt, supports))
@@ -277,4 +324,5 @@ def evaluate(config: EvalConfig, progress: Callable[[str], None] | None = None) 
                                   score(mask, case.mask, case.spacing), agreement))
         if progress is not None:
             progress(case.name)
+    results += _union_rows(cases, batched, config)
     return _result(config, predictor, results)

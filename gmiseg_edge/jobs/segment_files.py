@@ -10,6 +10,10 @@ Exactly one prompt source:
 
 - ``box`` / ``points`` (x, y in pixels of the 2D image, or of slice ``slice_index`` of a volume as
   ``slice_2d`` shows it: rows = j, columns = i): a volume needs ``slice_index``; only that slice is segmented.
+- ``boxes`` (several objects, one box each): decoded together in batched decoder calls
+  (:meth:`~gmiseg_edge.runtime.Predictor.predict_objects`); the output is a label map, object k (the k-th box,
+  from 1) -> label k, where masks overlap the pixel goes to the object with the larger logit; the overlay draws
+  each object in a colour of its own. Dice (with a label map) scores the union of the objects.
 - ``support`` (a dataset folder of examples): every 2D support, and up to ``support_slices`` labelled slices
   per support volume spread over the label's extent, form one :class:`SupportSetSegmenter`; every slice of a
   volume is segmented with ``require_presence=True`` (a slice where no support finds the structure stays
@@ -45,6 +49,7 @@ import numpy as np
 
 from gmiseg_edge.core.errors import GmisegError, InputError, MissingFileError
 from gmiseg_edge.core.files import folder_problem, write_json_atomic
+from gmiseg_edge.core.prediction import label_dtype
 from gmiseg_edge.core.prompts import box_from_mask
 from gmiseg_edge.data import (
     Image2D,
@@ -62,7 +67,7 @@ from gmiseg_edge.data import (
 )
 from gmiseg_edge.data.intensity import to_uint8
 from gmiseg_edge.data.readers import SUFFIXES_2D, SUFFIXES_3D
-from gmiseg_edge.jobs.overlays import write_overlay
+from gmiseg_edge.jobs.overlays import write_label_overlay, write_overlay
 from gmiseg_edge.metrics import dice
 from gmiseg_edge.runtime.predictor import Predictor
 from gmiseg_edge.runtime.support_set import SupportSetSegmenter
@@ -77,6 +82,7 @@ class SegmentOptions:
     """How to prompt (see the module docstring) and what to write."""
 
     box: tuple[float, float, float, float] | None = None
+    boxes: tuple[tuple[float, float, float, float], ...] = ()  # several objects: a label map
     points: tuple[tuple[float, float, int], ...] = ()
     support: Path | None = None
     label: int | None = None
@@ -89,7 +95,7 @@ class SegmentOptions:
 
     @property
     def prompted(self) -> bool:
-        return self.box is not None or bool(self.points)
+        return self.box is not None or bool(self.points) or bool(self.boxes)
 
     def check(self) -> None:
         """Exactly one prompt source."""
@@ -97,6 +103,11 @@ class SegmentOptions:
             raise InputError("give one prompt source: --box/--point, or --support, or --label (not several)")
         if not self.prompted and self.support is None and self.label is None:
             raise InputError("no prompt: give --box/--point, --support DIR, or --label K with a label map")
+        if self.boxes and (self.box is not None or self.points):
+            raise InputError("several boxes are one object each: give them all as --box (or --boxes FILE), without "
+                             "--point (points prompt one object: give them with a single --box)")
+        if self.boxes and self.propagate:
+            raise InputError("--propagate carries one structure: give one --box")
         if self.slice_index is not None and not self.prompted:
             raise InputError("--slice only applies to --box/--point prompts on a volume")
         if self.uncertainty and self.support is None:
@@ -202,6 +213,8 @@ class _FileSegmenter:
             prediction = self.supports.segment(pixels, require_presence=volume)
             self.uncertainty = np.round(np.clip(prediction.uncertainty, 0, 0.5) * 510).astype(np.uint8)
             return prediction.mask
+        if self.options.boxes:
+            return self.predictor.predict(pixels, boxes=self.options.boxes).label_map()
         if self.options.prompted:
             pts = self.options.points
             return self.predictor.predict(
@@ -212,6 +225,11 @@ class _FileSegmenter:
             ).mask
         assert truth is not None
         return self.predictor.predict(pixels, box=box_from_mask(truth)).mask
+
+
+def _write_overlay(path: Path, pixels: np.ndarray, mask: np.ndarray) -> Path:
+    """A bool mask tinted red; a label map (several objects) with a colour per object."""
+    return write_overlay(path, pixels, mask) if mask.dtype == bool else write_label_overlay(path, pixels, mask)
 
 
 def _uncertainty_path(mask_path: Path) -> Path:
@@ -286,9 +304,8 @@ def segment_file(item: InputFile, out: Path, run: _FileSegmenter, progress: Prog
         save_like(image, mask, output)
         if options.uncertainty:
             save_like(image, run.uncertainty, _uncertainty_path(output))
-        overlays = [write_overlay(out / f"{name}_overlay.png", pixels, mask)] \
-            if options.overlay else []
-        return FileResult(item.image, output, 1, dice(mask, truth) if truth is not None else None, overlays,
+        overlays = [_write_overlay(out / f"{name}_overlay.png", pixels, mask)] if options.overlay else []
+        return FileResult(item.image, output, 1, dice(mask != 0, truth) if truth is not None else None, overlays,
                           time.perf_counter() - start)
     truth = _truth(item, options, image.array.shape)
     depth = image.array.shape[AXIS]
@@ -305,7 +322,7 @@ def segment_file(item: InputFile, out: Path, run: _FileSegmenter, progress: Prog
         indices = labelled_indices(truth, AXIS)  # type: ignore[arg-type]
     else:
         indices = list(range(depth))
-    mask3d = np.zeros(image.array.shape, bool)
+    mask3d = np.zeros(image.array.shape, label_dtype(len(options.boxes)) if options.boxes else bool)
     spread3d = np.zeros(image.array.shape, np.uint8) if options.uncertainty else None
     overlays = []
     if options.overlay:
@@ -320,12 +337,12 @@ def segment_file(item: InputFile, out: Path, run: _FileSegmenter, progress: Prog
             spread3d[:, :, k] = run.uncertainty.T
         if options.overlay and mask.any():
             path = out / f"{name}_overlay" / f"slice_{k:04d}.png"
-            overlays.append(write_overlay(path, pixels, mask))
+            overlays.append(_write_overlay(path, pixels, mask))
     report(item.image.name, len(indices), len(indices))
     save_like(image, mask3d, output)
     if spread3d is not None:
         save_like(image, spread3d, _uncertainty_path(output))
-    return FileResult(item.image, output, len(indices), dice(mask3d, truth) if truth is not None else None,
+    return FileResult(item.image, output, len(indices), dice(mask3d != 0, truth) if truth is not None else None,
                       overlays, time.perf_counter() - start)
 
 

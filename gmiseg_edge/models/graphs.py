@@ -69,10 +69,13 @@ class EncoderGraph(nn.Module):
 class DecoderGraph(nn.Module):
     """Prompt encoder + mask decoder with fixed-shape outputs: all four masks and their IoU scores.
 
-    Inputs: ``point_coords`` (1, N, 2) in the S x S input frame, ``point_labels`` (1, N) with 1 foreground,
-    0 background, 2/3 the top-left/bottom-right box corners, -1 padding; ``mask_input`` (1, 1, 256, 256)
-    low-res logits of a previous prediction, used when ``has_mask_input`` (1,) is 1. Output masks: index 0
-    is SAM's single-mask output, 1-3 its multimask outputs.
+    K objects (prompt sets) against one image: ``image_embeddings`` (1, 256, 64, 64), shared by all of them;
+    ``point_coords`` (K, N, 2) in the S x S input frame, ``point_labels`` (K, N) with 1 foreground,
+    0 background, 2/3 the top-left/bottom-right box corners, -1 padding; ``mask_input`` (K, 1, 256, 256)
+    low-res logits of a previous prediction, used for object k when ``has_mask_input[k]`` (K,) is 1. Outputs
+    (K, 4, 256, 256) logits and (K, 4) IoU: index 0 is SAM's single-mask output, 1-3 its multimask outputs.
+    Object k's outputs are those of a K = 1 call with its prompt (segment-anything's ``predict_masks`` repeats
+    the embedding over the prompt batch; the objects never see each other).
     """
 
     def __init__(self, model: Sam) -> None:
@@ -106,7 +109,7 @@ class DecoderGraph(nn.Module):
         has_mask_input: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         sparse = self._point_embeddings(point_coords, point_labels)
-        has_mask = has_mask_input.reshape(1, 1, 1, 1)
+        has_mask = has_mask_input.reshape(-1, 1, 1, 1)  # (K, 1, 1, 1)
         dense = has_mask * self.mask_downscaling(mask_input) + (1 - has_mask) * self.no_mask_embed
         return self.decode(image_embeddings, sparse, dense)
 

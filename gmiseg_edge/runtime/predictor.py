@@ -3,6 +3,12 @@
 Which of the decoder's outputs is returned follows SAM's rule (:mod:`gmiseg_edge.core.prediction`);
 ``multimask=True``/``False`` overrides it.
 
+Several objects on one image (:meth:`Predictor.predict_objects`, or ``predict(image, boxes=[...])``) go through
+the decoder together: the graph's prompt dimension K (DESIGN §5) takes one prompt set per object against the
+one cached embedding. Objects whose prompts give the same decoder point count N (all boxes, say) share a run,
+at most the backend's ``max_objects`` per run; objects of other point counts go in runs of their own, never
+padded, so each object's masks equal those of its own single call.
+
 The predictor keeps no per-image state (the cache holds embeddings), so one instance serves many threads.
 """
 
@@ -15,7 +21,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from gmiseg_edge.core.errors import InputError
-from gmiseg_edge.core.prediction import Prediction, make_prediction, output_choice
+from gmiseg_edge.core.graph_io import LOW_RES, DecoderInputs
+from gmiseg_edge.core.prediction import (
+    ObjectPredictions,
+    Prediction,
+    make_object_predictions,
+    make_prediction,
+    output_choice,
+)
 from gmiseg_edge.core.prompts import Prompt, make_prompt
 from gmiseg_edge.core.transforms import ImageGeometry, PreprocessConfig, preprocess
 from gmiseg_edge.runtime.backends.base import Backend
@@ -45,6 +58,40 @@ def preprocessing_id(config: PreprocessConfig) -> str:
 
     return json.dumps({"config": config.to_dict(), "pillow": PIL.__version__, "opencv": cv2.__version__},
                       sort_keys=True)
+
+
+def _per_object(name: str, values, count: int | None) -> list | None:
+    if values is None:
+        return None
+    try:
+        values = list(values)
+    except TypeError:
+        raise InputError(f"{name} must be a list with one entry per object, got {values!r}") from None
+    if count is not None and len(values) != count:
+        raise InputError(f"{name} has {len(values)} entries but there are {count} objects: give one per object "
+                         "(None where an object has none)")
+    return values
+
+
+def object_prompts(size: tuple[int, int], boxes=None, points=None, labels=None, mask_inputs=None) -> list[Prompt]:
+    """K checked prompts from per-object lists (see :meth:`Predictor.predict_objects`); errors name the object."""
+    lists: dict[str, list | None] = {}
+    count = None
+    for name, values in (("boxes", boxes), ("points", points), ("labels", labels), ("mask_inputs", mask_inputs)):
+        lists[name] = _per_object(name, values, count)
+        if lists[name] is not None and count is None:
+            count = len(lists[name])  # type: ignore[arg-type]
+    if not count:
+        raise InputError("no objects: give boxes=[[x0, y0, x1, y1], ...] and/or points=[per-object points, ...]")
+    prompts = []
+    for k in range(count):
+        entry = {name: (values[k] if values is not None else None) for name, values in lists.items()}
+        try:
+            prompts.append(make_prompt(entry["points"], entry["labels"], entry["boxes"], entry["mask_inputs"],
+                                       image_size=size))
+        except InputError as exc:
+            raise InputError(f"object {k}: {exc}") from None
+    return prompts
 
 
 class Predictor:
@@ -117,15 +164,37 @@ class Predictor:
             results.append(EncodedImage(prepared=geometry, embedding=embedding, key=key))
         return results
 
-    def decode(self, encoded: EncodedImage, prompt: Prompt) -> tuple[np.ndarray, np.ndarray]:
-        """All four decoder outputs for a checked prompt: low-res logits (4, 256, 256) and IoU (4,)."""
+    def _check_points(self, prompt: Prompt, name: str = "") -> None:
         limit = self.backend.max_points
         if limit is not None and prompt.n_decoder_points > limit:
-            raise InputError(f"{prompt.n_points} points: the {self.backend.name} decoder takes at most {limit} "
+            raise InputError(f"{name}{prompt.n_points} points: the {self.backend.name} decoder takes at most {limit} "
                              "prompt points (box corners and padding included)")
+
+    def decode(self, encoded: EncodedImage, prompt: Prompt) -> tuple[np.ndarray, np.ndarray]:
+        """All four decoder outputs for a checked prompt: low-res logits (4, 256, 256) and IoU (4,)."""
+        self._check_points(prompt)
         inputs = prompt.decoder_inputs(encoded.embedding, encoded.size, self.input_size)
         low_res, iou = self.backend.decode(inputs)
         return low_res[0], iou[0]
+
+    def decode_objects(self, encoded: EncodedImage, prompts: Sequence[Prompt]) -> tuple[np.ndarray, np.ndarray]:
+        """All four decoder outputs for K checked prompts on one image, in as few decoder runs as the module
+        docstring allows: low-res logits (K, 4, 256, 256) and IoU (K, 4), in the order of ``prompts``."""
+        for k, prompt in enumerate(prompts):
+            self._check_points(prompt, f"object {k}: ")
+        low_res = np.empty((len(prompts), 4, LOW_RES, LOW_RES), np.float32)
+        iou = np.empty((len(prompts), 4), np.float32)
+        groups: dict[int, list[int]] = {}
+        for k, prompt in enumerate(prompts):
+            groups.setdefault(prompt.n_decoder_points, []).append(k)
+        step = self.backend.max_objects or len(prompts)
+        for members in groups.values():
+            for start in range(0, len(members), step):
+                chunk = members[start:start + step]
+                inputs = DecoderInputs.stack([prompts[k].decoder_inputs(encoded.embedding, encoded.size,
+                                                                        self.input_size) for k in chunk])
+                low_res[chunk], iou[chunk] = self.backend.decode(inputs)
+        return low_res, iou
 
     def predict(
         self,
@@ -136,13 +205,22 @@ class Predictor:
         mask_input=None,
         multimask: bool | None = None,
         normalise: Normalisation = None,
-    ) -> Prediction:
+        boxes=None,
+    ) -> Prediction | ObjectPredictions:
         """Segment ``image`` (uint8 (H, W) or (H, W, 3), or an :class:`EncodedImage`) from a prompt.
 
         ``points`` (N, 2) as (x, y) pixels with ``labels`` (N,) 1/0; ``box`` [x0, y0, x1, y1]; ``mask_input``
         a previous prediction's low-res logits (``Prediction.mask_input``). ``multimask`` overrides the choice
         rule of this module's docstring.
+
+        ``boxes`` (K, 4), alone: K objects, one box each, decoded together; returns
+        :class:`~gmiseg_edge.core.prediction.ObjectPredictions` (see :meth:`predict_objects`).
         """
+        if boxes is not None:
+            if any(v is not None for v in (points, labels, box, mask_input)):
+                raise InputError("boxes= (one box per object) goes alone; for points or previous masks per object "
+                                 "use predict_objects(image, boxes=..., points=[...], labels=[...])")
+            return self.predict_objects(image, boxes=boxes, multimask=multimask, normalise=normalise)
         if isinstance(image, EncodedImage):
             encoded: EncodedImage | None = image
             size = image.size
@@ -155,6 +233,39 @@ class Predictor:
         low_res, iou = self.decode(encoded, prompt)
         outputs = output_choice(prompt.ambiguous, multimask)
         return make_prediction(encoded.prepared, low_res, iou, outputs, self.input_size)
+
+    def predict_objects(
+        self,
+        image: np.ndarray | EncodedImage,
+        boxes=None,
+        points=None,
+        labels=None,
+        mask_inputs=None,
+        multimask: bool | None = None,
+        normalise: Normalisation = None,
+    ) -> ObjectPredictions:
+        """Segment K objects of ``image`` in batched decoder runs (module docstring): one prompt per object.
+
+        ``boxes``: K boxes [x0, y0, x1, y1] (an entry may be None where that object has points);
+        ``points``: K per-object point arrays (N_k, 2) (or None entries) with ``labels``: K per-object label
+        arrays; ``mask_inputs``: K previous low-res logits (or None entries). Every list given has K entries;
+        each object is checked as :meth:`predict` checks one prompt (errors name the object). Returns an
+        :class:`~gmiseg_edge.core.prediction.ObjectPredictions`: object k is ``result[k]`` (a
+        :class:`Prediction`, exactly what ``predict`` gives for that prompt alone), ``result.label_map()`` the
+        objects as labels 1..K.
+        """
+        if isinstance(image, EncodedImage):
+            encoded: EncodedImage | None = image
+            size = image.size
+        else:
+            pixels = check_image(image, normalise)
+            encoded, size = None, (int(pixels.shape[0]), int(pixels.shape[1]))
+        prompts = object_prompts(size, boxes, points, labels, mask_inputs)
+        if encoded is None:
+            encoded = self._encode_pixels(pixels)
+        low_res, iou = self.decode_objects(encoded, prompts)
+        outputs = [output_choice(p.ambiguous, multimask) for p in prompts]
+        return make_object_predictions(encoded.prepared, low_res, iou, outputs, self.input_size)
 
     def propagate(self, volume: np.ndarray, slice_index: int, box=None, points=None, labels=None, mask=None,
                   axis: int = 2, normalise: Normalisation = None, settings=None, progress=None):

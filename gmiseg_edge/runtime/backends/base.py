@@ -8,6 +8,10 @@ import numpy as np
 
 from gmiseg_edge.core.graph_io import DecoderInputs
 
+#: objects per decoder run where the backend sets no limit of its own: the decoder's upscaled features take
+#: ~34 MB per object in fp32 (256 x 256 x 32 + the mask products), so 16 objects stay near half a GB
+DEFAULT_MAX_OBJECTS = 16
+
 
 class Backend(ABC):
     """Runs the encoder and the decoder of one model folder at one precision.
@@ -19,6 +23,8 @@ class Backend(ABC):
     name: str = ""
     #: the most prompt points (box corners and padding included) the decoder accepts; None: no limit
     max_points: int | None = None
+    #: the most objects (prompt sets, the decoder's K) one ``decode`` call takes; None: no limit
+    max_objects: int | None = DEFAULT_MAX_OBJECTS
     #: the most images one ``encode`` call takes (the encoder's batch dimension B); None: no limit
     max_batch: int | None = None
 
@@ -33,7 +39,8 @@ class Backend(ABC):
 
     @abstractmethod
     def decode(self, inputs: DecoderInputs) -> tuple[np.ndarray, np.ndarray]:
-        """Decoder inputs -> (low-res logits (1, 4, 256, 256), IoU predictions (1, 4)), float32."""
+        """Decoder inputs of K <= ``max_objects`` objects -> (low-res logits (K, 4, 256, 256), IoU predictions
+        (K, 4)), float32."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the backend holds (sessions, GPU memory)."""

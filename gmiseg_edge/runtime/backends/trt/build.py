@@ -18,10 +18,19 @@ from typing import Any
 
 from gmiseg_edge.core.errors import BuildError
 from gmiseg_edge.core.files import atomic_path
-from gmiseg_edge.core.graph_io import ENCODER_INPUT, POINT_COORDS, POINT_LABELS
+from gmiseg_edge.core.graph_io import (
+    ENCODER_INPUT,
+    HAS_MASK_INPUT,
+    LOW_RES,
+    MASK_INPUT,
+    POINT_COORDS,
+    POINT_LABELS,
+)
 from gmiseg_edge.core.manifest import Manifest, engine_filename, file_entry
 from gmiseg_edge.runtime.backends.trt.device import (
+    DECODER_MAX_OBJECTS,
     DECODER_MAX_POINTS,
+    DECODER_OPT_OBJECTS,
     ENCODER_MAX_BATCH,
     engine_matches,
     tensorrt_status,
@@ -46,9 +55,26 @@ def _profile(graph: str, input_size: int):
     if graph == "encoder":
         shape = (3, input_size, input_size)
         return Profile().add(ENCODER_INPUT, min=(1, *shape), opt=(1, *shape), max=(ENCODER_MAX_BATCH, *shape))
-    profile = Profile()
-    profile.add(POINT_COORDS, min=(1, 1, 2), opt=(1, 3, 2), max=(1, DECODER_MAX_POINTS, 2))
-    profile.add(POINT_LABELS, min=(1, 1), opt=(1, 3), max=(1, DECODER_MAX_POINTS))
+    return decoder_profile(Profile())
+
+
+def decoder_shapes() -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+    """(min, opt, max) shape of each dynamic decoder input: K objects (1..DECODER_MAX_OBJECTS, tuned for
+    DECODER_OPT_OBJECTS) of N points (1..DECODER_MAX_POINTS, tuned for 3) against one image embedding."""
+    k_min, k_opt, k_max = 1, DECODER_OPT_OBJECTS, DECODER_MAX_OBJECTS
+    n_min, n_opt, n_max = 1, 3, DECODER_MAX_POINTS
+    return {
+        POINT_COORDS: ((k_min, n_min, 2), (k_opt, n_opt, 2), (k_max, n_max, 2)),
+        POINT_LABELS: ((k_min, n_min), (k_opt, n_opt), (k_max, n_max)),
+        MASK_INPUT: tuple((k, 1, LOW_RES, LOW_RES) for k in (k_min, k_opt, k_max)),  # type: ignore[dict-item]
+        HAS_MASK_INPUT: ((k_min,), (k_opt,), (k_max,)),
+    }
+
+
+def decoder_profile(profile):
+    """Add :func:`decoder_shapes` to a polygraphy ``Profile`` (the image embedding is static, (1, 256, 64, 64))."""
+    for name, (low, opt, high) in decoder_shapes().items():
+        profile.add(name, min=low, opt=opt, max=high)
     return profile
 
 
@@ -99,7 +125,8 @@ def build_engines(
             gpu=status.device.name,
             compute_capability=status.device.compute_capability,
             strongly_typed=True,
-            profiles={"encoder_batch": [1, ENCODER_MAX_BATCH], "decoder_points": [1, DECODER_MAX_POINTS]},
+            profiles={"encoder_batch": [1, ENCODER_MAX_BATCH], "decoder_points": [1, DECODER_MAX_POINTS],
+                      "decoder_objects": [1, DECODER_MAX_OBJECTS]},
             built=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         )
         manifest.record_engine(name, entry)

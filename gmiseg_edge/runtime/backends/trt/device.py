@@ -12,6 +12,8 @@ from typing import Any
 
 ENCODER_MAX_BATCH = 4
 DECODER_MAX_POINTS = 16
+DECODER_MAX_OBJECTS = 64  # the decoder's prompt batch K: profile min 1, opt DECODER_OPT_OBJECTS, max this
+DECODER_OPT_OBJECTS = 16
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from gmiseg_edge.core.manifest import engine_filename as engine_name
 from gmiseg_edge.runtime.backends.base import Backend
 from gmiseg_edge.runtime.backends.options import BackendOptions
 from gmiseg_edge.runtime.backends.trt.device import (
+    DECODER_MAX_OBJECTS,
     DECODER_MAX_POINTS,
     ENCODER_MAX_BATCH,
     TensorRTStatus,
@@ -131,6 +132,7 @@ class TensorRTBackend(Backend):
 
     name = "trt"
     max_points = DECODER_MAX_POINTS  # the decoder engine's optimisation profile
+    max_objects = DECODER_MAX_OBJECTS
     max_batch = ENCODER_MAX_BATCH  # the encoder engine's optimisation profile
 
     def __init__(self, encoder: EngineRunner, decoder: EngineRunner, encoder_id: str, precision: str,

@@ -1,0 +1,90 @@
+"""Several objects per decoder call (``predict(image, boxes=...)``, ``predict_objects``) on the exported
+lite_medsam graphs in ONNX Runtime: the same masks as one call per object, in as few decoder runs as promised."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gmiseg_edge.core.errors import InputError
+from gmiseg_edge.core.prompts import boxes_from_labels
+from gmiseg_edge.data import load_sample_cases, load_sample_pair
+from gmiseg_edge.metrics import dice
+
+LOGITS_ATOL = 1e-3  # float32 summation order between a K-object run and K single runs; observed ~2e-5
+
+
+@pytest.fixture(scope="module")
+def nuclei():
+    """The nuclei image and a box around each of its instances (ascending instance id)."""
+    case = load_sample_cases(["dsb_nuclei"])[0]
+    _, boxes = boxes_from_labels(load_sample_pair("dsb_nuclei")[1].array)
+    return case.image, boxes
+
+
+@pytest.fixture
+def decoder_runs(predictor, monkeypatch):
+    """The K of every decoder run the predictor makes (the real backend runs; its calls are recorded)."""
+    runs: list[int] = []
+    real = predictor.backend.decode
+
+    def recording(inputs):
+        runs.append(inputs.objects)
+        return real(inputs)
+
+    monkeypatch.setattr(predictor.backend, "decode", recording)
+    return runs
+
+
+def test_sixteen_boxes_in_one_decoder_run_equal_sixteen_single_runs(predictor, nuclei, decoder_runs):
+    image, boxes = nuclei
+    chosen = boxes[:: len(boxes) // 16][:16]
+    objects = predictor.predict(image, boxes=chosen)
+    assert decoder_runs == [16] and len(objects) == 16
+    singles = [predictor.predict(image, box=box) for box in chosen]
+    assert decoder_runs == [16] + [1] * 16
+    for k, single in enumerate(singles):
+        assert objects[k].outputs == single.outputs == (0,)
+        np.testing.assert_allclose(objects[k].low_res_logits, single.low_res_logits, atol=LOGITS_ATOL)
+        assert dice(objects[k].mask, single.mask) >= 0.999, k
+        assert abs(objects[k].score - single.score) <= 1e-4
+    labels = objects.label_map()
+    assert labels.shape == image.shape[:2] and labels.max() == 16
+
+
+def test_mixed_prompts_are_grouped_by_point_count_and_chunked(predictor, nuclei, decoder_runs, monkeypatch):
+    image, boxes = nuclei
+    first = predictor.predict(image, box=boxes[0])
+    centre = lambda box: [[(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]]  # noqa: E731
+    objects = [  # (box, points, labels, mask_input): decoder point counts 2, 2, 3, 2, 2 (one point + padding)
+        (boxes[1], None, None, None),
+        (boxes[2], None, None, first.mask_input),
+        (boxes[3], centre(boxes[3]), [1], None),
+        (boxes[4], None, None, None),
+        (None, centre(boxes[5]), [1], None),
+    ]
+    monkeypatch.setattr(predictor.backend, "max_objects", 2)
+    decoder_runs.clear()
+    got = predictor.predict_objects(image, boxes=[o[0] for o in objects], points=[o[1] for o in objects],
+                                    labels=[o[2] for o in objects], mask_inputs=[o[3] for o in objects])
+    # N=2 (boxes, and the lone point + its padding point): 4 objects in runs of 2; N=3 (box + point): 1
+    assert sorted(decoder_runs) == [1, 2, 2]
+    for k, (box, points, labels, mask_input) in enumerate(objects):
+        single = predictor.predict(image, box=box, points=points, labels=labels, mask_input=mask_input)
+        assert got[k].outputs == single.outputs  # the lone point is ambiguous: multimask, as alone
+        np.testing.assert_allclose(got[k].low_res_logits, single.low_res_logits, atol=LOGITS_ATOL)
+        assert dice(got[k].mask, single.mask) >= 0.999, k
+
+
+def test_bad_objects_are_named(predictor, nuclei):
+    image, boxes = nuclei
+    with pytest.raises(InputError, match=r"object 1: box .* x1=.* outside the image"):
+        predictor.predict(image, boxes=[boxes[0], [0, 0, 10_000, 5]])
+    with pytest.raises(InputError, match=r"boxes= .* goes alone"):
+        predictor.predict(image, boxes=boxes[:2], box=boxes[0])
+    with pytest.raises(InputError, match=r"points has 1 entries but there are 2 objects"):
+        predictor.predict_objects(image, boxes=boxes[:2], points=[[[5, 5]]], labels=[[1]])
+    with pytest.raises(InputError, match="no objects"):
+        predictor.predict(image, boxes=[])
+    with pytest.raises(InputError, match="object 0: 1 point"):
+        predictor.predict_objects(image, points=[[[5, 5]]])
