@@ -129,13 +129,13 @@ def test_graphs_have_the_contracted_io_and_dynamic_axes(exported):
     size = enc.get_inputs()[0].shape[2]
     (emb,) = enc.run(None, {"image": np.zeros((2, 3, size, size), np.float32)})
     assert emb.shape == (2, 256, 64, 64)
-    for n in (1, 2, 5, 16):
+    for k, n in ((1, 1), (1, 2), (1, 5), (1, 16), (3, 2), (4, 3)):  # K objects of N points, one embedding
         masks, iou = dec.run(None, {
-            "image_embeddings": emb[:1], "point_coords": np.full((1, n, 2), 30, np.float32),
-            "point_labels": np.ones((1, n), np.float32), "mask_input": np.zeros((1, 1, 256, 256), np.float32),
-            "has_mask_input": np.zeros(1, np.float32),
+            "image_embeddings": emb[:1], "point_coords": np.full((k, n, 2), 30, np.float32),
+            "point_labels": np.ones((k, n), np.float32), "mask_input": np.zeros((k, 1, 256, 256), np.float32),
+            "has_mask_input": np.zeros(k, np.float32),
         })
-        assert masks.shape == (1, 4, 256, 256) and iou.shape == (1, 4)
+        assert masks.shape == (k, 4, 256, 256) and iou.shape == (k, 4)
 
 
 def test_polygraphy_reads_every_exported_graph(exported):

@@ -10,6 +10,7 @@ from gmiseg_edge.core.errors import InputError
 from gmiseg_edge.core.prompts import boxes_from_labels
 from gmiseg_edge.data import load_sample_cases, load_sample_pair
 from gmiseg_edge.metrics import dice
+from tests.no_torch import run_without_torch
 
 LOGITS_ATOL = 1e-3  # float32 summation order between a K-object run and K single runs; observed ~2e-5
 
@@ -88,3 +89,25 @@ def test_bad_objects_are_named(predictor, nuclei):
         predictor.predict(image, boxes=[])
     with pytest.raises(InputError, match="object 0: 1 point"):
         predictor.predict_objects(image, points=[[[5, 5]]])
+
+
+def test_objects_label_maps_and_colour_overlays_need_no_torch(model_dir, tmp_path):
+    proc = run_without_torch(f"""
+        import sys
+        import numpy as np
+        from gmiseg_edge.core.prompts import boxes_from_labels
+        from gmiseg_edge.data import load_sample_cases, load_sample_pair
+        from gmiseg_edge.jobs.demo import segment_instances
+        from gmiseg_edge.jobs.overlays import write_label_overlay
+        from gmiseg_edge.runtime import load
+
+        predictor = load({str(model_dir)!r}, backend="ort", threads=2)
+        image = load_sample_cases(["dsb_nuclei"])[0].image
+        instances = load_sample_pair("dsb_nuclei")[1].array
+        few = np.where(np.isin(instances, np.unique(instances)[1:4]), instances, 0)
+        labels = segment_instances(predictor, image, few)
+        write_label_overlay({str(tmp_path / "o.png")!r}, image, labels)
+        print(sorted(np.unique(labels).tolist()), [m for m in sys.modules if m.split(".")[0] == "torch"])
+    """)
+    assert proc.stdout.strip().splitlines()[-1] == "[0, 1, 2, 3] []"
+    assert (tmp_path / "o.png").is_file()
