@@ -128,6 +128,8 @@ def demo(
         result = run_main_job(model, out, csv_list(precision), runs, not no_torch, log=say)
     console.print(export_table(result.export))
     say(f"{len(result.overlays)} overlay PNGs in {Path(out) / 'overlays'}")
+    if result.label_maps:  # instance data: one object per instance, a colour each in its overlay
+        say(f"instance label maps: {', '.join(str(p) for p in result.label_maps)}")
     console.print(eval_table(result.evaluation, f"{model} fp32, box prompts (seed 0)", instance_rows=False))
     for table in bench_tables(result.bench):
         console.print(table)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, overload
 
 import numpy as np
 
@@ -195,6 +196,15 @@ class Predictor:
                                                                         self.input_size) for k in chunk])
                 low_res[chunk], iou[chunk] = self.backend.decode(inputs)
         return low_res, iou
+
+    @overload
+    def predict(self, image: np.ndarray | EncodedImage, points=None, labels=None, box=None, mask_input=None,
+                multimask: bool | None = None, normalise: Normalisation = None, boxes: None = None) -> Prediction: ...
+
+    @overload
+    def predict(self, image: np.ndarray | EncodedImage, points=None, labels=None, box=None, mask_input=None,
+                multimask: bool | None = None, normalise: Normalisation = None, *,
+                boxes: Any) -> ObjectPredictions: ...
 
     def predict(
         self,
