@@ -111,3 +111,29 @@ def test_objects_label_maps_and_colour_overlays_need_no_torch(model_dir, tmp_pat
     """)
     assert proc.stdout.strip().splitlines()[-1] == "[0, 1, 2, 3] []"
     assert (tmp_path / "o.png").is_file()
+
+
+def test_a_decoder_exported_before_the_prompt_dimension_decodes_one_object_per_run(predictor, model_dir, nuclei,
+                                                                                    tmp_path):
+    """Model folders exported before K existed have point_coords (1, N, 2): the backend reads K = 1 from the
+    graph and the predictor runs one object at a time (the same masks), instead of failing inside ONNX Runtime."""
+    import onnx
+
+    from gmiseg_edge.core.onnx_session import cpu_session
+    from gmiseg_edge.runtime.backends.onnxrt.runner import OnnxRuntimeBackend
+    from gmiseg_edge.runtime.cache import EmbeddingCache
+    from gmiseg_edge.runtime.predictor import Predictor
+
+    graph = onnx.load(str(model_dir / "decoder.onnx"))
+    for value in list(graph.graph.input) + list(graph.graph.output):
+        if value.name != "image_embeddings":
+            value.type.tensor_type.shape.dim[0].dim_value = 1  # K fixed to 1, as the single-prompt export had it
+    onnx.save(graph, str(tmp_path / "decoder.onnx"))
+    backend = OnnxRuntimeBackend(cpu_session(model_dir / "encoder.onnx", 2), cpu_session(tmp_path / "decoder.onnx", 2),
+                                 "old-folder", "fp32")
+    assert backend.max_objects == 1 and predictor.backend.max_objects == 16
+    old = Predictor(backend, predictor.preprocess_config, EmbeddingCache())
+    image, boxes = nuclei
+    encoded = predictor.encode(image)  # cached: the same embedding for both, no encoder run here
+    got, want = old.predict(encoded, boxes=boxes[:3]), predictor.predict(encoded, boxes=boxes[:3])
+    assert all(dice(g.mask, w.mask) >= 0.999 for g, w in zip(got, want, strict=True))

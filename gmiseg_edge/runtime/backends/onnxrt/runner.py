@@ -17,7 +17,7 @@ import onnxruntime as ort
 
 from gmiseg_edge.core.errors import BackendError
 from gmiseg_edge.core.files import user_cache_dir
-from gmiseg_edge.core.graph_io import DECODER_OUTPUTS, ENCODER_INPUT, DecoderInputs
+from gmiseg_edge.core.graph_io import DECODER_OUTPUTS, ENCODER_INPUT, POINT_COORDS, DecoderInputs
 from gmiseg_edge.core.manifest import Manifest
 from gmiseg_edge.core.onnx_session import CPU, session_options
 from gmiseg_edge.runtime.backends.base import Backend
@@ -81,6 +81,9 @@ class OnnxRuntimeBackend(Backend):
         self.providers = providers
         self._encoder = encoder
         self._decoder = decoder
+        objects = next(i.shape[0] for i in decoder.get_inputs() if i.name == POINT_COORDS)
+        if isinstance(objects, int):  # a folder exported before the prompt dimension K: its decoder takes K = 1
+            self.max_objects = objects
 
     def encode(self, image: np.ndarray) -> np.ndarray:
         (embedding,) = self._encoder.run(None, {ENCODER_INPUT: image})
