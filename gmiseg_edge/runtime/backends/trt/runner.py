@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from gmiseg_edge.core.errors import BackendError, ManifestError
-from gmiseg_edge.core.graph_io import DECODER_OUTPUTS, ENCODER_INPUT, ENCODER_OUTPUT, DecoderInputs
+from gmiseg_edge.core.graph_io import DECODER_OUTPUTS, ENCODER_INPUT, ENCODER_OUTPUT, POINT_COORDS, DecoderInputs
 from gmiseg_edge.core.manifest import GRAPHS, Manifest, verify_bytes
 from gmiseg_edge.core.manifest import engine_filename as engine_name
 from gmiseg_edge.runtime.backends.base import Backend
@@ -97,6 +97,10 @@ class EngineRunner:
         self.stream = cuda.Stream()
         self._lock = threading.Lock()
 
+    def max_shape(self, name: str) -> tuple[int, ...]:
+        """The largest shape the engine's (first) optimisation profile accepts for input ``name``."""
+        return tuple(int(d) for d in self.engine.get_tensor_profile_shape(name, 0)[2])
+
     def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Copy ``feed`` in, execute, copy every output back (host arrays, engine dtypes)."""
         with self._lock:
@@ -140,6 +144,8 @@ class TensorRTBackend(Backend):
         super().__init__(encoder_id, precision, detail)
         self._encoder = encoder
         self._decoder = decoder
+        # K as built: DECODER_MAX_OBJECTS, or 1 for an engine built from a graph exported before the prompt dimension
+        self.max_objects = decoder.max_shape(POINT_COORDS)[0]
 
     def encode(self, image: np.ndarray) -> np.ndarray:
         out = self._encoder.run({ENCODER_INPUT: image})
