@@ -21,8 +21,7 @@ from gmiseg_edge.core.graph_io import (
     ENCODER_INPUTS,
     ENCODER_OUTPUT,
     ENCODER_OUTPUTS,
-    HAS_MASK_INPUT,
-    MASK_INPUT,
+    OBJECT_INPUTS,
     POINT_COORDS,
     POINT_LABELS,
 )
@@ -86,8 +85,9 @@ def export_decoder(model: Sam, path: Path, opset: int = DEFAULT_OPSET, regrouped
         torch.zeros(objects, 1, *low_res),
         torch.zeros(objects),
     )
-    dynamic = {POINT_COORDS: {0: "num_objects", 1: "num_points"}, POINT_LABELS: {0: "num_objects", 1: "num_points"},
-               **{name: {0: "num_objects"} for name in (MASK_INPUT, HAS_MASK_INPUT, *DECODER_OUTPUTS)}}
+    dynamic = {name: {0: "num_objects"} for name in (*OBJECT_INPUTS, *DECODER_OUTPUTS)}
+    for name in (POINT_COORDS, POINT_LABELS):
+        dynamic[name][1] = "num_points"
     if not regrouped:
         _export(DecoderGraph(model), args, path, DECODER_INPUTS, DECODER_OUTPUTS, dynamic, opset)
         return
