@@ -258,6 +258,9 @@ def segment(
     label: Annotated[int | None, typer.Option(help="label K: prompts from its extent in the label map")] = None,
     window: Annotated[str, typer.Option(help="non-uint8: percentile, minmax, a CT preset, or low,high")] = "percentile",
     overlay: Annotated[bool, typer.Option("--overlay", help="also write overlay PNGs")] = False,
+    instances: Annotated[bool, typer.Option(
+        "--instances", help="with a label map: one object (box) per instance id, or per connected component of "
+        "--label K; decoded together, a label map out")] = False,
     uncertainty: Annotated[bool, typer.Option(
         "--uncertainty", help="with --support: also write <stem>_uncertainty (the examples' disagreement, "
         "0..255 for 0..0.5)")] = False,
@@ -278,7 +281,7 @@ def segment(
         options = SegmentOptions(
             box=single_box, boxes=several_boxes, points=parse_points(point), support=support, label=label,
             slice_index=slice_index, window=parse_normalisation(window), overlay=overlay, propagate=propagate,
-            uncertainty=uncertainty,
+            uncertainty=uncertainty, instances=instances,
         )
         options.check()
         inputs = collect_inputs(image, input_dir, mask)

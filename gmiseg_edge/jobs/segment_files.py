@@ -14,6 +14,10 @@ Exactly one prompt source:
   (:meth:`~gmiseg_edge.runtime.Predictor.predict_objects`); the output is a label map, object k (the k-th box,
   from 1) -> label k, where masks overlap the pixel goes to the object with the larger logit; the overlay draws
   each object in a colour of its own. Dice (with a label map) scores the union of the objects.
+- ``instances`` (with the input's label map): one object per instance, each prompted with a box from its extent,
+  all decoded together as with ``boxes``: without ``label`` every non-zero id of the map is an instance (an
+  instance map, such as the nuclei sample's); with ``label`` each connected component of that label is one. The
+  output is a label map as with ``boxes`` (objects numbered 1..K in ascending instance id, per slice).
 - ``support`` (a dataset folder of examples): every 2D support, and up to ``support_slices`` labelled slices
   per support volume spread over the label's extent, form one :class:`SupportSetSegmenter`; every slice of a
   volume is segmented with ``require_presence=True`` (a slice where no support finds the structure stays
@@ -49,8 +53,7 @@ import numpy as np
 
 from gmiseg_edge.core.errors import GmisegError, InputError, MissingFileError
 from gmiseg_edge.core.files import folder_problem, write_json_atomic
-from gmiseg_edge.core.prediction import label_dtype
-from gmiseg_edge.core.prompts import box_from_mask
+from gmiseg_edge.core.prompts import box_from_mask, boxes_from_labels, instance_labels
 from gmiseg_edge.data import (
     Image2D,
     Volume,
@@ -92,6 +95,7 @@ class SegmentOptions:
     support_slices: int = 3
     propagate: bool = False
     uncertainty: bool = False  # support sets: also write the supports' disagreement map
+    instances: bool = False  # one object per instance of the label map (a label map out)
 
     @property
     def prompted(self) -> bool:
@@ -101,7 +105,10 @@ class SegmentOptions:
         """Exactly one prompt source."""
         if self.prompted and (self.support is not None or self.label is not None):
             raise InputError("give one prompt source: --box/--point, or --support, or --label (not several)")
-        if not self.prompted and self.support is None and self.label is None:
+        if self.instances and (self.prompted or self.support is not None or self.propagate):
+            raise InputError("--instances prompts each instance of the label map (--mask) with its own box: it goes "
+                             "without --box/--point/--support/--propagate")
+        if not self.prompted and self.support is None and self.label is None and not self.instances:
             raise InputError("no prompt: give --box/--point, --support DIR, or --label K with a label map")
         if self.boxes and (self.box is not None or self.points):
             raise InputError("several boxes are one object each: give them all as --box (or --boxes FILE), without "
@@ -215,6 +222,12 @@ class _FileSegmenter:
             return prediction.mask
         if self.options.boxes:
             return self.predictor.predict(pixels, boxes=self.options.boxes).label_map()
+        if self.options.instances:
+            assert truth is not None
+            _, boxes = boxes_from_labels(instance_labels(truth) if truth.dtype == bool else truth)
+            if not len(boxes):
+                return np.zeros(truth.shape, np.uint8)
+            return self.predictor.predict(pixels, boxes=boxes).label_map()
         if self.options.prompted:
             pts = self.options.points
             return self.predictor.predict(
@@ -275,11 +288,17 @@ def _truth(item: InputFile, options: SegmentOptions, shape: tuple[int, ...]) -> 
     if item.mask is None:
         if options.label is not None and options.support is None:
             raise InputError(f"{item.image}: --label needs its label map (--mask FILE, or a dataset folder)")
+        if options.instances:
+            raise InputError(f"{item.image}: --instances needs its label map (--mask FILE, or a dataset folder)")
         return None
     labels = read_mask(item.mask)
     if labels.array.shape[: len(shape)] != shape:
         raise InputError(f"{item.mask}: label map shape {labels.array.shape} differs from image shape {shape}")
     label = options.label if options.label is not None else item.label
+    if options.instances and label is None:  # the instance ids themselves
+        if not np.issubdtype(labels.array.dtype, np.integer) or (labels.array < 0).any():
+            raise InputError(f"{item.mask}: --instances needs a label map of non-negative integer instance ids")
+        return labels.array
     return select_label(labels.array, label, path=item.mask)
 
 
@@ -322,7 +341,8 @@ def segment_file(item: InputFile, out: Path, run: _FileSegmenter, progress: Prog
         indices = labelled_indices(truth, AXIS)  # type: ignore[arg-type]
     else:
         indices = list(range(depth))
-    mask3d = np.zeros(image.array.shape, label_dtype(len(options.boxes)) if options.boxes else bool)
+    labelled = options.boxes or options.instances
+    mask3d = np.zeros(image.array.shape, np.uint16 if labelled else bool)  # labels: up to 65535 objects a slice
     spread3d = np.zeros(image.array.shape, np.uint8) if options.uncertainty else None
     overlays = []
     if options.overlay:

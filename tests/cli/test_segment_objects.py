@@ -76,3 +76,25 @@ def test_segment_several_boxes_writes_a_label_map_and_a_colour_overlay(exported_
                                  str(tmp_path / "out2")])
     assert result.exit_code == 1 and "without --point" in result.output
     assert not (tmp_path / "out2" / "nuclei_mask.png").exists()
+
+
+def test_segment_instances_prompts_each_instance_of_the_label_map(exported_models, tmp_path):
+    model_dir = exported_models("lite_medsam").folder
+    image = load_sample_cases(["dsb_nuclei"])[0].image[:128, :128]
+    instances = load_sample_pair("dsb_nuclei")[1].array[:128, :128].astype(np.uint16)
+    ids = np.unique(instances)[1:]
+    cv2.imwrite(str(tmp_path / "crop.png"), image)
+    cv2.imwrite(str(tmp_path / "crop_instances.png"), instances)
+    result = runner.invoke(app, ["segment", "--model-dir", str(model_dir), "--image", str(tmp_path / "crop.png"),
+                                 "--mask", str(tmp_path / "crop_instances.png"), "--instances", "--backend", "ort",
+                                 "--out", str(tmp_path / "out"), "--overlay"])
+    assert result.exit_code == 0, result.output
+    labels = cv2.imread(str(tmp_path / "out" / "crop_mask.png"), cv2.IMREAD_UNCHANGED)
+    assert 3 <= len(ids) <= 255 and labels.max() == len(ids)  # instance k (ascending id) -> label k
+    hits = [(labels[instances == value] == k).mean() for k, value in enumerate(ids, start=1)]
+    assert np.median(hits) > 0.6, hits
+    assert (tmp_path / "out" / "crop_overlay.png").is_file()
+
+    result = runner.invoke(app, ["segment", "--model-dir", str(model_dir), "--image", str(tmp_path / "crop.png"),
+                                 "--instances", "--out", str(tmp_path / "out2")])
+    assert result.exit_code == 1 and "--instances needs its label map" in result.output
