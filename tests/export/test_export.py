@@ -35,38 +35,50 @@ def _random_adapter(name: str, path: Path, seed: int = 0) -> Path:
     return save_adapter(path, model, base_model_name=name, base_sha256=checkpoint_sha256(name))
 
 
+ADAPTED = "lite_medsam"  # the merge is the same maths on every model: one model's merged export is checked (CI time)
+
+
 @pytest.fixture(scope="module", params=["lite_medsam", "mobile_sam"])
-def exported(request, tmp_path_factory, exported_models):
-    """Each model exported twice: the base (fp32 + fp16) and with a merged Loose LoRA adapter (fp32)."""
+def exported(request, exported_models):
+    """Each model's shared base export (fp32 + fp16)."""
     name = request.param
-    base = exported_models(name)
-    root = tmp_path_factory.mktemp(f"export-{name}")
-    adapter = _random_adapter(name, root / "loose.safetensors")
-    merged = export_model(ExportOptions(model=name, out=root / "merged", adapter=adapter))
-    return name, base, merged
+    return name, exported_models(name)
+
+
+@pytest.fixture(scope="module")
+def merged(tmp_path_factory, exported_models):
+    """``ADAPTED``'s base export and its export with a merged Loose LoRA adapter (fp32)."""
+    base = exported_models(ADAPTED)
+    root = tmp_path_factory.mktemp(f"export-{ADAPTED}")
+    adapter = _random_adapter(ADAPTED, root / "loose.safetensors")
+    return base, export_model(ExportOptions(model=ADAPTED, out=root / "merged", adapter=adapter))
+
+
+def _fp32_agrees(name: str, result) -> None:
+    report = result.reports["fp32"]
+    print(f"{name} {result.folder.name}: embedding max abs {report.embedding_max_abs:.2e}, "
+          f"min mask Dice {report.mask_dice_min:.4f} over {len(report.cases)} cases")
+    assert report.embedding_max_abs <= 1e-3
+    assert all(c.mask_dice >= 0.999 for c in report.cases)
+    assert len(report.cases) >= 10
 
 
 def test_fp32_graphs_agree_with_pytorch_on_every_sample_case(exported):
-    name, base, merged = exported
-    for result in (base, merged):
-        report = result.reports["fp32"]
-        print(f"{name} {result.folder.name}: embedding max abs {report.embedding_max_abs:.2e}, "
-              f"min mask Dice {report.mask_dice_min:.4f} over {len(report.cases)} cases")
-        assert report.embedding_max_abs <= 1e-3
-        assert all(c.mask_dice >= 0.999 for c in report.cases)
-        assert len(report.cases) >= 10
+    name, base = exported
+    _fp32_agrees(name, base)
 
 
 def test_fp16_graphs_agree_and_stay_finite(exported):
-    name, base, _ = exported
+    name, base = exported
     report = base.reports["fp16"]
     print(f"{name} fp16: min mask Dice vs fp32 PyTorch {report.mask_dice_min:.4f}")
     assert all(c.finite for c in report.cases)
     assert report.mask_dice_min >= 0.99
 
 
-def test_merged_graph_has_the_base_graphs_nodes_and_size(exported):
-    _, base, merged = exported
+def test_merged_graph_agrees_and_has_the_base_graphs_nodes_and_size(merged):
+    base, merged = merged
+    _fp32_agrees(ADAPTED, merged)
     for graph in ("encoder.onnx", "decoder.onnx"):
         b, m = base.manifest["files"][graph], merged.manifest["files"][graph]
         assert m["nodes"] == b["nodes"]
@@ -76,14 +88,15 @@ def test_merged_graph_has_the_base_graphs_nodes_and_size(exported):
     assert merged.manifest["adapter"]["config"]["kind"] == "loose_lora"
 
 
-def test_torch_backend_rebuilds_the_merged_adapter_and_matches_the_onnx_graphs(exported):
+def test_torch_backend_rebuilds_the_merged_adapter_and_matches_the_onnx_graphs(merged):
     """The exported folder carries the adapter; the torch backend re-applies it and agrees with ONNX Runtime."""
     from gmiseg_edge.core.prompts import box_from_mask
     from gmiseg_edge.data import load_sample_cases
     from gmiseg_edge.metrics import dice
     from gmiseg_edge.runtime import load
 
-    name, base, merged = exported
+    name = ADAPTED
+    base, merged = merged
     assert (merged.folder / merged.manifest["adapter"]["file"]).is_file()
     manifest = Manifest.load(merged.folder)
     manifest.verify_files()
@@ -94,14 +107,14 @@ def test_torch_backend_rebuilds_the_merged_adapter_and_matches_the_onnx_graphs(e
         encoded = [p.encode(case.image).embedding for p in (adapted_torch, adapted_ort, base_torch)]
         agree, change = (float(np.abs(encoded[0] - e).max()) for e in encoded[1:])
         # torch rebuild == merged ONNX graph (float32 noise ~3e-6), and the adapter did change the encoder
-        # (the random adapter moves embeddings by ~3e-3 on mobile_sam, more on lite_medsam)
+        # (the random adapter moves embeddings by more than 1e-3: ~3e-3 on mobile_sam, more on lite_medsam)
         assert agree <= 1e-4 and change >= 1e-3, (name, case.name, agree, change)
         masks = [p.predict(case.image, box=box).mask for p in (adapted_torch, adapted_ort)]
         assert dice(masks[0], masks[1]) >= 0.999, (name, case.name)
 
 
 def test_manifest_records_what_the_design_asks(exported):
-    name, base, _ = exported
+    name, base = exported
     manifest = Manifest.load(base.folder)
     data = json.loads((base.folder / "manifest.json").read_text())
     assert data["model"]["name"] == name and data["model"]["embedding_shape"] == [256, 64, 64]
@@ -117,7 +130,7 @@ def test_manifest_records_what_the_design_asks(exported):
 def test_graphs_have_the_contracted_io_and_dynamic_axes(exported):
     import onnxruntime as ort
 
-    _, base, _ = exported
+    _, base = exported
     enc = ort.InferenceSession(str(base.folder / "encoder.onnx"), providers=["CPUExecutionProvider"])
     dec = ort.InferenceSession(str(base.folder / "decoder.onnx"), providers=["CPUExecutionProvider"])
     assert [i.name for i in enc.get_inputs()] == ["image"]
@@ -139,9 +152,9 @@ def test_graphs_have_the_contracted_io_and_dynamic_axes(exported):
 
 
 def test_polygraphy_reads_every_exported_graph(exported):
-    _, base, merged = exported
+    _, base = exported
     polygraphy = shutil.which("polygraphy") or str(Path(sys.executable).with_name("polygraphy"))
-    for path in sorted(base.folder.glob("*.onnx")) + sorted(merged.folder.glob("*.onnx")):
+    for path in sorted(base.folder.glob("*.onnx")):
         out = subprocess.run([polygraphy, "inspect", "model", str(path)], capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr
         assert "image_embeddings" in out.stdout and "ONNX Opset: 17" in out.stdout
@@ -271,7 +284,7 @@ def test_tensorrt_engines_build_and_are_recorded(exported):
     status = tensorrt_status()
     if not status.available:
         pytest.skip(f"needs TensorRT and a CUDA GPU: {status.reason}")
-    _, base, _ = exported
+    _, base = exported
     built = build_engines(base.folder, "fp16")
     assert set(built) == {"encoder.fp16.engine", "decoder.fp16.engine"}
     data = json.loads((base.folder / "manifest.json").read_text())
@@ -280,7 +293,7 @@ def test_tensorrt_engines_build_and_are_recorded(exported):
     assert again == built  # matching engines are kept, not rebuilt
 
 
-@pytest.mark.parametrize("name", ["lite_medsam", "mobile_sam"])
+@pytest.mark.parametrize("name", ["lite_medsam", pytest.param("mobile_sam", marks=pytest.mark.extended)])
 def test_int8_encoder_keeps_masks_on_held_out_cases(tmp_path, name):
     """INT8 calibrated on three sample cases, checked on the four others (mask Dice >= 0.97 vs FP32)."""
     require_weights(name)
