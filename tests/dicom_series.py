@@ -25,7 +25,7 @@ def sample_ct(crop: tuple[slice, slice, slice] = (slice(30, 94), slice(20, 84), 
     """(HU array (i, j, k), LPS affine, label map) of the shipped CT, cropped (default 64 x 64 x 12)."""
     folder = sample_data_dir() / "totalsegmentator"
     image, labels = nib.load(folder / "example_ct_sm.nii.gz"), nib.load(folder / "example_seg.nii.gz")
-    start = np.array([s.start for s in crop] + [1.0])
+    start = np.array([s.start or 0 for s in crop] + [1.0])
     affine = RAS_TO_LPS @ image.affine
     affine[:, 3] = affine @ start
     return (np.asarray(image.dataobj)[crop].astype(np.int16), affine,

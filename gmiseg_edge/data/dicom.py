@@ -178,7 +178,8 @@ def list_series(path: str | Path) -> list[SeriesInfo]:
     for file in files:
         header = _read_header(file)
         if "SeriesInstanceUID" not in header:
-            raise DataError("has no SeriesInstanceUID", file)
+            raise DataError("has no SeriesInstanceUID: the file is truncated or corrupt, or not an image instance",
+                            file)
         groups.setdefault(str(header.SeriesInstanceUID), []).append((file, header))
     if not groups:
         raise DataError("holds no DICOM file", path)

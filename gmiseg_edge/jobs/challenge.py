@@ -43,11 +43,11 @@ def segment_case(predictor: Predictor, case: ChallengeCase, boxes: np.ndarray | 
         for n, box in enumerate(boxes, start=1):
             segs[predictor.predict(encoded, box=box).mask] = n
         return segs
-    volume = np.transpose(case.image, (2, 1, 0))  # (x, y, z): slice_2d(volume, 2, z) is imgs[z]
+    volume = np.transpose(case.image, (0, 2, 1))  # (z, x, y): slice_2d(volume, 0, z) is imgs[z]
     for n, (x0, y0, z0, x1, y1, z1) in enumerate(boxes, start=1):
         seed = int((z1 - z0) / 2 + z0)
-        result = predictor.propagate(volume, seed, box=[x0, y0, x1, y1], axis=2)
-        mask = np.transpose(result.mask, (2, 1, 0))
+        result = predictor.propagate(volume, seed, box=[x0, y0, x1, y1], axis=0)
+        mask = np.transpose(result.mask, (0, 2, 1))
         mask[: int(z0)] = False
         mask[int(z1) + 1:] = False
         segs[mask] = n
