@@ -34,14 +34,13 @@ def export_table(result) -> Table:
 
 def eval_table(result, title: str, reference: bool = False, instance_rows: bool = True) -> Table:
     """Per-case rows (instance cases only summarised unless ``instance_rows``) and per-dataset summaries."""
-    table = Table(title=title)
-    notes = any(c.scores is not None and c.note for c in result.cases)  # e.g. NSD and stops of propagation
-    tolerance = result.config.get("nsd_tolerance_mm", 2.0)
-    columns = ["case", "dataset", "Dice", "Jaccard", "ASD mm", "HD95 mm", f"NSD@{tolerance:g}mm"]
+    table = Table(title=f"{title}; NSD at {result.config.get('nsd_tolerance_mm', 2.0):g} mm")
+    notes = any(c.scores is not None and c.note for c in result.cases)  # e.g. the stops of propagation
+    columns = ["case", "dataset", "Dice", "Jaccard", "ASD mm", "HD95 mm", "NSD"]
     columns += ["vs torch"] if reference else []
     columns += ["note"] if notes else []
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, min_width=18 if column == "case" else None)  # "mean ± std (n=134)" on one line
     for case in result.cases:
         if not instance_rows and "/instance_" in case.name:
             continue

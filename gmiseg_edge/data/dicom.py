@@ -182,7 +182,7 @@ def list_series(path: str | Path) -> list[SeriesInfo]:
                             file)
         groups.setdefault(str(header.SeriesInstanceUID), []).append((file, header))
     if not groups:
-        raise DataError("holds no DICOM file", path)
+        raise DataError("is a folder holding no DICOM file; expected a volume file or a DICOM series folder", path)
     series = []
     for uid, members in groups.items():
         first = members[0][1]

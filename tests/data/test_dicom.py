@@ -161,13 +161,13 @@ def test_compressed_series_decode_or_name_the_missing_plugin(ct, series, tmp_pat
 
 
 def test_masks_of_a_series_in_any_grid_order_or_as_seg(ct, series, tmp_path):
-    hu, affine, labels = ct
+    _hu, affine, labels = ct
     volume = read_image(series)
     # the same label grid, axes swapped and one flipped, as a converter may write it
     permuted = np.ascontiguousarray(labels[::-1].transpose(1, 0, 2))
     to_original = np.array([[0, -1, 0, labels.shape[0] - 1], [1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])
     nib.save(nib.Nifti1Image(permuted, RAS_TO_LPS @ affine @ to_original), tmp_path / "labels.nii.gz")
-    image, mask = read_pair(series, tmp_path / "labels.nii.gz")
+    _image, mask = read_pair(series, tmp_path / "labels.nii.gz")
     assert np.array_equal(mask.array, labels)
     write_dicom_seg(volume, labels == 5, tmp_path / "liver.dcm", {1: "liver"}, SegAlgorithm("test", "1"))
     _, seg_mask = read_pair(series, tmp_path / "liver.dcm")
@@ -185,7 +185,7 @@ def test_masks_of_a_series_in_any_grid_order_or_as_seg(ct, series, tmp_path):
 
 
 def test_nifti_and_nrrd_outputs_keep_the_series_geometry(ct, series, tmp_path):
-    hu, affine, labels = ct
+    _hu, affine, labels = ct
     volume = read_image(series)
     save_like(volume, labels == 5, tmp_path / "liver.nii.gz")
     written = nib.load(tmp_path / "liver.nii.gz")
@@ -215,7 +215,7 @@ def test_seg_round_trip_frames_on_their_source_slices(ct, series, tmp_path):
     for frame, item in zip(frames, seg.PerFrameFunctionalGroupsSequence, strict=True):
         k = by_uid[item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID]
         number = item.SegmentIdentificationSequence[0].ReferencedSegmentNumber
-        assert np.array_equal(frame.astype(bool), segments[:, :, k].T == number)  # rows = j, columns = i
+        assert np.array_equal(frame.astype(bool), number == segments[:, :, k].T)  # rows = j, columns = i
         position = np.array(item.PlanePositionSequence[0].ImagePositionPatient, dtype=float)
         np.testing.assert_allclose(position, affine[:3, :3] @ [0, 0, k] + affine[:3, 3], atol=1e-4)
     with pytest.raises(DataError, match="label value"):

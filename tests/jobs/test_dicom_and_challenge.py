@@ -81,7 +81,7 @@ def test_challenge_cases_in_and_out_and_nsd_in_eval(model_dir, tmp_path):
     result = runner.invoke(app, ["eval", "--model-dir", str(model_dir), "--data", str(cases), "--backend", "ort",
                                  "--nsd-tolerance", "3", "--json", str(json_path)])
     assert result.exit_code == 0, result.output
-    assert "NSD@3mm" in result.output
+    assert "NSD at 3 mm" in result.output
     data = json.loads(json_path.read_text())
     assert [c["case"] for c in data["cases"]] == ["2D_CT_sample/1", "2D_CT_sample/2", "3D_CT_sample/1",
                                                   "3D_CT_sample/2"]
