@@ -225,3 +225,41 @@ def test_seg_round_trip_frames_on_their_source_slices(ct, series, tmp_path):
     with pytest.raises(DataError, match="needs a DICOM source series"):
         write_dicom_seg(read_image(tmp_path / "plain.nii.gz"), segments, tmp_path / "x.dcm", {1: "a", 2: "b"},
                         SegAlgorithm("t", "1"))
+
+
+def test_training_reads_a_dicom_dataset_folder(ct, series, tmp_path):
+    pytest.importorskip("torch")
+    from gmiseg_edge.train.samples import load_samples
+
+    _, affine, labels = ct
+    (tmp_path / "data" / "masks").mkdir(parents=True)
+    shutil.copytree(series, tmp_path / "data" / "images" / "ct1")
+    write_dicom_seg(read_image(series), labels == 5, tmp_path / "data" / "masks" / "ct1.dcm", {1: "liver"},
+                    SegAlgorithm("reference", "1", "MANUAL"))  # the label map as a DICOM-SEG
+    samples = load_samples(tmp_path / "data", normalisation="abdomen")
+    assert len(samples) == int((labels == 5).any(axis=(0, 1)).sum())  # one per labelled slice
+    assert all(s.image.dtype == np.uint8 for s in samples)
+
+
+def test_dicom_and_challenge_io_without_torch(tmp_path):
+    from tests.no_torch import run_without_torch
+
+    proc = run_without_torch(f"""
+        import sys
+        from pathlib import Path
+        import numpy as np
+        from tests.dicom_series import sample_ct, write_series
+        from tests.challenge_cases import write_3d_case
+        from gmiseg_edge.data import read_image
+        from gmiseg_edge.data.dicom_seg import SegAlgorithm, read_dicom_seg, write_dicom_seg
+        from gmiseg_edge.data.challenge import read_challenge_case
+        hu, affine, labels = sample_ct()
+        root = Path({str(tmp_path)!r})
+        write_series(root / "ct", hu, affine)
+        volume = read_image(root / "ct")
+        write_dicom_seg(volume, labels == 5, root / "seg.dcm", {{1: "liver"}}, SegAlgorithm("t", "1"))
+        assert np.array_equal(read_dicom_seg(root / "seg.dcm", volume), labels == 5)
+        assert read_challenge_case(write_3d_case(root / "3D_x.npz")).is_3d
+        print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "segment_anything")))
+    """)
+    assert proc.stdout.strip().endswith("[]")
