@@ -25,9 +25,9 @@ from pydicom.uid import RLELossless
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gmiseg_edge.data import read_image  # noqa: E402
-from gmiseg_edge.data.dicom_seg import SegAlgorithm, read_dicom_seg, write_dicom_seg  # noqa: E402
-from tests.dicom_series import sample_ct, write_series  # noqa: E402
+from gmiseg_edge.data import read_image
+from gmiseg_edge.data.dicom_seg import SegAlgorithm, read_dicom_seg, write_dicom_seg
+from tests.dicom_series import sample_ct, write_series
 
 FULL = (slice(None), slice(None), slice(None))
 

@@ -240,7 +240,8 @@ def train(
 def segment(
     model_dir: Annotated[Path, typer.Option(help="model folder written by `gmiseg-edge export`")],
     out: Annotated[Path, typer.Option(help="output folder: <stem>_mask.<ext> per input (+ overlays)")],
-    image: Annotated[Path | None, typer.Option(help="one image or volume (PNG/JPEG/TIFF, NIfTI, NRRD)")] = None,
+    image: Annotated[Path | None, typer.Option(help="one image or volume (PNG/JPEG/TIFF, NIfTI, NRRD, a DICOM series "
+                                               "folder, DICOMDIR or .dcm, a challenge .npz case)")] = None,
     input_dir: Annotated[
         Path | None, typer.Option("--input", help="a folder: dataset (images/ + masks/) or plain images")
     ] = None,

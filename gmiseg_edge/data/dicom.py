@@ -105,11 +105,13 @@ def is_dicom_path(path: str | Path) -> bool:
         return path.name.upper() == DICOMDIR or path.suffix.lower() in SUFFIXES or is_dicom_file(path)
     if not path.is_dir():
         return path.suffix.lower() in SUFFIXES or path.name.upper() == DICOMDIR
-    return any(p.name.upper() == DICOMDIR or is_dicom_file(p) for p in _walk(path))
+    return any(p.name.upper() == DICOMDIR or is_dicom_file(p) for p in _walk(path, ordered=False))
 
 
-def _walk(folder: Path) -> Iterable[Path]:
-    for path in sorted(folder.rglob("*")):
+def _walk(folder: Path, ordered: bool = True) -> Iterable[Path]:
+    """The files under ``folder`` (hidden ones and those in hidden folders left out), sorted if ``ordered``."""
+    paths = folder.rglob("*")
+    for path in sorted(paths) if ordered else paths:
         if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts):
             yield path
 

@@ -179,6 +179,9 @@ def collect_inputs(image: Path | None = None, folder: Path | None = None, mask: 
     files = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and (
         (p.is_file() and file_suffix(p) in SUFFIXES_2D + SUFFIXES_3D + (CHALLENGE_SUFFIX,)) or
         (p.is_dir() and is_dicom(p))))
+    if not files and is_dicom(folder):
+        raise InputError(f"{folder}: is a DICOM series folder: give it with --image (--input takes a folder of "
+                         "images, series subfolders or a dataset)")
     if not files:
         raise InputError(f"{folder}: no image files ({', '.join(SUFFIXES_2D + SUFFIXES_3D)}, challenge .npz) "
                          "and no DICOM series subfolders")
@@ -347,6 +350,9 @@ def segment_file(item: InputFile, out: Path, run: _FileSegmenter, progress: Prog
         return FileResult(item.image, output, case.image.shape[0] if case.is_3d else 1,
                           seconds=time.perf_counter() - start)
     image = read_image(item.image, series=options.series)
+    if output.suffix == ".dcm" and not (isinstance(image, Volume) and image.format == "dicom"):
+        raise InputError(f"{item.image}: --format dicom-seg needs a DICOM source series (a DICOM-SEG references "
+                         "the series it segments); write nifti or nrrd")
     if isinstance(image, Image2D):
         truth = _truth(item, options, image.array.shape[:2])
         if options.format != "auto":

@@ -231,7 +231,7 @@ def test_training_reads_a_dicom_dataset_folder(ct, series, tmp_path):
     pytest.importorskip("torch")
     from gmiseg_edge.train.samples import load_samples
 
-    _, affine, labels = ct
+    _, _affine, labels = ct
     (tmp_path / "data" / "masks").mkdir(parents=True)
     shutil.copytree(series, tmp_path / "data" / "images" / "ct1")
     write_dicom_seg(read_image(series), labels == 5, tmp_path / "data" / "masks" / "ct1.dcm", {1: "liver"},

@@ -31,16 +31,17 @@ def model_dir(exported_models):
 def test_dicom_series_to_dicom_seg_matches_the_nifti_route(model_dir, tmp_path):
     hu, affine, labels = sample_ct(CROP)
     write_series(tmp_path / "series", hu, affine)
+    write_series(tmp_path / "series" / "scout", hu[:, :, :2], affine, series_number=1, description="scout")
     nib.save(nib.Nifti1Image(hu, RAS_TO_LPS @ affine), tmp_path / "ct.nii.gz")
     nib.save(nib.Nifti1Image(labels, RAS_TO_LPS @ affine), tmp_path / "labels.nii.gz")
     common = ["--model-dir", str(model_dir), "--mask", str(tmp_path / "labels.nii.gz"), "--label", "5",
               "--window", "abdomen", "--backend", "ort"]
     result = runner.invoke(app, ["segment", *common, "--image", str(tmp_path / "series"), "--structure", "liver",
-                                 "--out", str(tmp_path / "out")])
+                                 "--series", "abdomen", "--out", str(tmp_path / "out")])  # of two series
     assert result.exit_code == 0, result.output
     assert "4 slice(s)" in result.output
     seg_path = tmp_path / "out" / "series_mask.dcm"
-    volume = read_image(tmp_path / "series")
+    volume = read_image(tmp_path / "series", series="2")
     from_seg = read_dicom_seg(seg_path, volume).astype(bool)  # each frame placed by its source SOP instance
 
     result = runner.invoke(app, ["segment", *common, "--image", str(tmp_path / "ct.nii.gz"),
@@ -58,7 +59,7 @@ def test_dicom_series_to_dicom_seg_matches_the_nifti_route(model_dir, tmp_path):
 
     result = runner.invoke(app, ["segment", *common, "--image", str(tmp_path / "ct.nii.gz"),
                                  "--format", "dicom-seg", "--out", str(tmp_path / "refused")])
-    assert result.exit_code == 1 and "needs a DICOM source series" in result.output
+    assert result.exit_code == 1 and "dicom-seg needs a DICOM source series" in result.output
     assert not list((tmp_path / "refused").glob("*.dcm"))  # nothing half-written
 
 
