@@ -97,3 +97,19 @@ def test_nsd_beside_the_other_metrics_on_samples(model_dir):
         assert a.scores == b.scores and 0.0 <= a.nsd <= b.nsd <= 1.0
         assert a.row()["nsd"] == a.nsd
     assert strict.summary["all"]["nsd"]["mean"] < loose.summary["all"]["nsd"]["mean"]
+
+
+def test_support_set_masks_are_automatic_in_the_seg(model_dir, tmp_path):
+    from pathlib import Path
+
+    from gmiseg_edge.jobs.segment_files import SegmentOptions, _FileSegmenter, write_mask
+    from gmiseg_edge.runtime import load
+
+    hu, affine, labels = sample_ct()
+    write_series(tmp_path / "series", hu, affine)
+    volume = read_image(tmp_path / "series")
+    run = _FileSegmenter(load(model_dir, backend="ort"), SegmentOptions(support=Path("liver_examples")), None)
+    path = write_mask(volume, labels == 5, tmp_path / "series_mask.dcm", run)
+    (segment,) = pydicom.dcmread(path).SegmentSequence
+    assert segment.SegmentAlgorithmType == "AUTOMATIC" and segment.SegmentLabel == "liver_examples"
+    assert np.array_equal(read_dicom_seg(path, volume).astype(bool), labels == 5)
