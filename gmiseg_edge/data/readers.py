@@ -1,9 +1,9 @@
 """Read 2D images (PNG, JPEG, TIFF) and 3D volumes (NIfTI, NRRD, DICOM series) with their masks.
 
 Arrays keep the file's dtype (DICOM: the Modality LUT applied, see :mod:`gmiseg_edge.data.dicom`). 2D images
-are rows x columns (HxW) or HxWx3 in RGB order. Volumes keep the file's voxel index order (i, j, k) with the voxel
-spacing in mm along each index, and the affine
-and header needed to write a result back with :func:`gmiseg_edge.data.writers.save_like`.
+are rows x columns (HxW) or HxWx3 in RGB order. Volumes keep the file's voxel index order (i, j, k) with the
+voxel spacing in mm along each index, and the affine and header needed to write a result back with
+:func:`gmiseg_edge.data.writers.save_like`.
 """
 
 from __future__ import annotations

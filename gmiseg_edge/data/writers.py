@@ -82,7 +82,7 @@ def save_like(reference: Image2D | Volume, array: np.ndarray, path: str | Path) 
     NIfTI (``.nii``/``.nii.gz``): the reference's header and affine, intent "label". NRRD (``.nrrd``):
     the reference's space, directions, origin and kinds. A DICOM series reference may be written as either
     (its LPS geometry converted); its DICOM-SEG is :func:`gmiseg_edge.data.dicom_seg.write_dicom_seg`.
-        2D (``.png``): a bool mask is written as 0/255, integer labels as they are (8 or 16 bit). The write is
+    2D (``.png``): a bool mask is written as 0/255, integer labels as they are (8 or 16 bit). The write is
     atomic. Returns the path written.
     """
     path = Path(path)
