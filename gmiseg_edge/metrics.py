@@ -54,6 +54,7 @@ __all__ = [
     "normalized_surface_dice",
     "score",
     "summarise",
+    "summarise_values",
 ]
 
 Spacing = Sequence[float]
@@ -272,3 +273,8 @@ def summarise(scores: Iterable[SegmentationScores], ddof: int = 0) -> dict[str, 
         values = np.array([getattr(s, f.name) for s in rows], dtype=float)
         out[f.name] = _summary(values, ddof)
     return out
+
+
+def summarise_values(values: Iterable[float], ddof: int = 0) -> MetricSummary:
+    """:class:`MetricSummary` of one metric's values (e.g. NSD beside :func:`summarise`'s four)."""
+    return _summary(np.array(list(values), dtype=float), ddof)

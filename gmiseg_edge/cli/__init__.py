@@ -27,6 +27,7 @@ from gmiseg_edge.jobs.segment_files import (
     REPORT_NAME,
     SegmentOptions,
     collect_inputs,
+    inputs_bring_prompts,
     output_names,
     prepare_output_folder,
     segment_files,
@@ -241,7 +242,8 @@ def train(
 def segment(
     model_dir: Annotated[Path, typer.Option(help="model folder written by `gmiseg-edge export`")],
     out: Annotated[Path, typer.Option(help="output folder: <stem>_mask.<ext> per input (+ overlays)")],
-    image: Annotated[Path | None, typer.Option(help="one image or volume (PNG/JPEG/TIFF, NIfTI, NRRD)")] = None,
+    image: Annotated[Path | None, typer.Option(help="one image or volume (PNG/JPEG/TIFF, NIfTI, NRRD, a DICOM series "
+                                               "folder, DICOMDIR or .dcm, a challenge .npz case)")] = None,
     input_dir: Annotated[
         Path | None, typer.Option("--input", help="a folder: dataset (images/ + masks/) or plain images")
     ] = None,
@@ -272,6 +274,11 @@ def segment(
     threads: Annotated[int | None, typer.Option(help="CPU threads per run")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="disk embedding cache folder (shared across runs)")] = None,
     cache_max_gb: Annotated[float, typer.Option(help="--cache-dir bound: least recently used entries go")] = 4.0,
+    series: Annotated[str | None, typer.Option(help="DICOM folder with several series: SeriesInstanceUID, "
+                                               "SeriesNumber or part of the SeriesDescription")] = None,
+    output_format: Annotated[str, typer.Option("--format", help="volumes: auto (as the input; DICOM gives "
+                                               "DICOM-SEG), nifti, nrrd or dicom-seg")] = "auto",
+    structure: Annotated[str | None, typer.Option(help="the structure's name (DICOM-SEG segment label)")] = None,
 ) -> None:
     """Segment images or volumes with a box/points, a support set, or label-derived boxes; masks keep the
     input's format and geometry."""
@@ -281,11 +288,12 @@ def segment(
         options = SegmentOptions(
             box=single_box, boxes=several_boxes, points=parse_points(point), support=support, label=label,
             slice_index=slice_index, window=parse_normalisation(window), overlay=overlay, propagate=propagate,
-            uncertainty=uncertainty, instances=instances,
+            uncertainty=uncertainty, instances=instances, series=series, format=output_format,
+            structure=structure,
         )
-        options.check()
         inputs = collect_inputs(image, input_dir, mask)
-        output_names(inputs)  # colliding outputs are refused before the model loads
+        options.check(prompts_in_inputs=inputs_bring_prompts(inputs))
+        output_names(inputs, options.format)  # colliding outputs are refused before the model loads
         prepare_output_folder(out)
         problem = folder_problem(cache_dir) if cache_dir is not None else None
         if problem is not None:
@@ -358,15 +366,17 @@ def eval_command(
     cases: Annotated[str | None, typer.Option(help="comma-separated case names to keep (e.g. lung1,lung2)")] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="write per-case rows as CSV")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write per-case rows and summaries as JSON")] = None,
+    nsd_tolerance: Annotated[float, typer.Option(help="NSD: surface distance tolerance in mm")] = 2.0,
 ) -> None:
-    """Dice, Jaccard, ASD and HD95 (mm) per case and per dataset with seeded paper-style prompts; several prompt
-    kinds give one table each, side by side on the same cases."""
+    """Dice, Jaccard, ASD, HD95 (mm) and NSD per case and per dataset with seeded paper-style prompts; several
+    prompt kinds give one table each, side by side on the same cases. A folder of CVPR 2024 "MedSAM on laptop"
+    challenge cases (.npz with gts) is evaluated with the cases' own boxes."""
     results = {}
     with _user_errors():
         for kind in csv_list(prompt):
             config = EvalConfig(model_dir=model_dir, data=data, prompt=kind, backend=backend, precision=precision,
                                 seed=seed, threads=threads, reference=reference, window=parse_normalisation(window),
-                                cases=csv_list(cases) if cases else None)
+                                cases=csv_list(cases) if cases else None, nsd_tolerance_mm=nsd_tolerance)
             with console.status(f"evaluating {kind} ...") as status:
                 results[kind] = evaluate(config, progress=lambda name: status.update(Text(f"evaluating {name}")))
     for kind, result in results.items():

@@ -34,25 +34,28 @@ def export_table(result) -> Table:
 
 def eval_table(result, title: str, reference: bool = False, instance_rows: bool = True) -> Table:
     """Per-case rows (instance cases only summarised unless ``instance_rows``) and per-dataset summaries."""
-    table = Table(title=title)
-    notes = any(c.scores is not None and c.note for c in result.cases)  # e.g. NSD and stops of propagation
-    columns = ["case", "dataset", "Dice", "Jaccard", "ASD mm", "HD95 mm"] + (["vs torch"] if reference else [])
+    table = Table(title=f"{title}; NSD at {result.config.get('nsd_tolerance_mm', 2.0):g} mm")
+    notes = any(c.scores is not None and c.note for c in result.cases)  # e.g. the stops of propagation
+    columns = ["case", "dataset", "Dice", "Jaccard", "ASD mm", "HD95 mm", "NSD"]
+    columns += ["vs torch"] if reference else []
     columns += ["note"] if notes else []
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, min_width=18 if column == "case" else None)  # "mean ± std (n=134)" on one line
     for case in result.cases:
         if not instance_rows and "/instance_" in case.name:
             continue
         s = case.scores
-        values = [fmt(s.dice, 4), fmt(s.jaccard, 4), fmt(s.asd, 2), fmt(s.hd95, 2)] if s else [Text(case.note), "-",
-                                                                                                  "-", "-"]
+        nsd = "-" if case.nsd is None else fmt(case.nsd, 4)
+        values = [fmt(s.dice, 4), fmt(s.jaccard, 4), fmt(s.asd, 2), fmt(s.hd95, 2), nsd] if s else [
+            Text(case.note), "-", "-", "-", "-"]
         extra = [] if not reference else ["-" if case.agreement is None else fmt(case.agreement, 4)]
         extra += [Text(case.note if s else "")] if notes else []
         table.add_row(Text(case.name), Text(case.dataset), *values, *extra)
     table.add_section()
     for name, summary in result.summary.items():
-        digits = {"dice": 4, "jaccard": 4, "asd": 2, "hd95": 2}
-        cells = [f"{fmt(summary[m]['mean'], d)} ± {fmt(summary[m]['std'], d)}" for m, d in digits.items()]
+        digits = {"dice": 4, "jaccard": 4, "asd": 2, "hd95": 2, "nsd": 4}
+        cells = [f"{fmt(summary[m]['mean'], d)} ± {fmt(summary[m]['std'], d)}" if m in summary else "-"
+                 for m, d in digits.items()]
         table.add_row(f"[bold]mean ± std (n={summary['n']})", Text(name, style="bold"), *cells,
                       *([""] if reference else []), *([""] if notes else []))
     return table

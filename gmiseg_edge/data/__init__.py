@@ -1,4 +1,5 @@
-"""Data I/O for gmiseg-edge (numpy, OpenCV, Pillow, nibabel, pynrrd, tifffile; never torch).
+"""Data I/O for gmiseg-edge (numpy, OpenCV, Pillow, nibabel, pynrrd, tifffile; pydicom and highdicom for
+DICOM, imported when a DICOM input or output is met; never torch).
 
 Readers for 2D images and 3D volumes, 3D to 2D slicing, intensity normalisation, dataset folders and the
 shipped sample data. Every error on bad input is a :class:`DataError` naming the file.
@@ -23,6 +24,7 @@ from gmiseg_edge.data.readers import (
     Volume,
     file_stem,
     file_suffix,
+    is_dicom,
     read_image,
     read_image_2d,
     read_mask,
@@ -68,6 +70,7 @@ __all__ = [
     "find_pairs",
     "get_window",
     "instance_masks",
+    "is_dicom",
     "label_values",
     "labelled_indices",
     "largest_index",

@@ -1,7 +1,9 @@
 """Dataset folders: image/mask pairs from ``images/`` + ``masks/`` or from a ``dataset.json``.
 
 Folder convention: ``root/images/<stem>.<ext>`` pairs with ``root/masks/<stem>.<ext>`` (extensions may
-differ; ``.nii.gz`` counts as one extension). Hidden files are ignored.
+differ; ``.nii.gz`` counts as one extension). A DICOM series is a subfolder ``root/images/<stem>/``; its label
+map ``root/masks/<stem>.nii.gz`` (any axis order of the same grid) or ``root/masks/<stem>.dcm`` (a DICOM-SEG).
+Hidden files are ignored.
 
 JSON convention: ``root/dataset.json`` holds a list (or ``{"cases": [...]}``) of
 ``{"image": "...", "mask": "...", "label": 3}`` with paths relative to the JSON file; ``label`` is optional
@@ -22,8 +24,11 @@ from gmiseg_edge.data.readers import (
     Volume,
     file_stem,
     file_suffix,
+    is_dicom,
     read_pair,
 )
+
+DICOM_SUFFIXES = (".dcm",)  # one DICOM image, or a DICOM-SEG label map of a DICOM series
 
 DATASET_JSON = "dataset.json"
 
@@ -45,9 +50,9 @@ class Pair:
 def _index_folder(folder: Path) -> dict[str, Path]:
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or path.is_dir():
+        if path.name.startswith(".") or (path.is_dir() and not is_dicom(path)):
             continue
-        if file_suffix(path) not in SUFFIXES_2D + SUFFIXES_3D:
+        if file_suffix(path) not in SUFFIXES_2D + SUFFIXES_3D + DICOM_SUFFIXES and not path.is_dir():
             raise DataError(
                 f"unsupported file type {file_suffix(path) or '(none)'!r} in a dataset folder; "
                 f"supported: {', '.join(SUFFIXES_2D + SUFFIXES_3D)}",

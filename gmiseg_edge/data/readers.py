@@ -1,8 +1,9 @@
-"""Read 2D images (PNG, JPEG, TIFF) and 3D volumes (NIfTI, NRRD) with their masks.
+"""Read 2D images (PNG, JPEG, TIFF) and 3D volumes (NIfTI, NRRD, DICOM series) with their masks.
 
-Arrays keep the file's dtype. 2D images are rows x columns (HxW) or HxWx3 in RGB order. Volumes keep
-the file's voxel index order (i, j, k) with the voxel spacing in mm along each index, and the affine
-and header needed to write a result back with :func:`gmiseg_edge.data.writers.save_like`.
+Arrays keep the file's dtype (DICOM: the Modality LUT applied, see :mod:`gmiseg_edge.data.dicom`). 2D images
+are rows x columns (HxW) or HxWx3 in RGB order. Volumes keep the file's voxel index order (i, j, k) with the
+voxel spacing in mm along each index, and the affine and header needed to write a result back with
+:func:`gmiseg_edge.data.writers.save_like`.
 """
 
 from __future__ import annotations
@@ -40,20 +41,24 @@ class Volume:
     """A 3D volume or label map in the file's voxel order (i, j, k).
 
     ``spacing`` is the voxel size in mm along i, j, k; ``affine`` maps (i, j, k, 1) to world coordinates
-    in ``space`` (RAS for NIfTI, the header's space for NRRD); ``header`` is the file's own header.
+    in ``space`` (RAS for NIfTI, the header's space for NRRD, LPS for DICOM); ``header`` is the file's own
+    header (DICOM: a :class:`~gmiseg_edge.data.dicom.DicomSeries`, the series' instances in slice order).
     """
 
     array: np.ndarray
     spacing: tuple[float, float, float]
     affine: np.ndarray
     path: Path
-    format: Literal["nifti", "nrrd"]
+    format: Literal["nifti", "nrrd", "dicom"]
     space: str
     header: Any = field(repr=False)
 
 
 def file_suffix(path: str | Path) -> str:
-    """The lower-case extension of ``path``, with double extensions such as ``.nii.gz`` kept whole."""
+    """The lower-case extension of ``path``, with double extensions such as ``.nii.gz`` kept whole; ``""`` for
+    an existing folder (a DICOM series folder named ``1.2.840...`` has no extension)."""
+    if Path(path).is_dir():
+        return ""
     name = Path(path).name.lower()
     for suffix in SUFFIXES_3D + SUFFIXES_2D:
         if name.endswith(suffix):
@@ -245,7 +250,8 @@ def _to_3d(array: np.ndarray, path: Path) -> np.ndarray:
     return array
 
 
-def _check_spacing(spacing: tuple[float, ...], path: Path) -> tuple[float, float, float]:
+def check_spacing(spacing: tuple[float, ...], path: Path) -> tuple[float, float, float]:
+    """Three positive finite voxel sizes in mm, or a DataError naming ``path``."""
     if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
         raise DataError(f"voxel spacing {spacing} in the header is not three positive numbers", path)
     return (float(spacing[0]), float(spacing[1]), float(spacing[2]))
@@ -262,7 +268,7 @@ def _read_nifti(path: Path) -> Volume:
     zooms += (1.0,) * (3 - len(zooms))
     return Volume(
         array=array,
-        spacing=_check_spacing(zooms, path),
+        spacing=check_spacing(zooms, path),
         affine=np.asarray(img.affine, dtype=np.float64),
         path=path,
         format="nifti",
@@ -301,7 +307,7 @@ def _read_nrrd(path: Path) -> Volume:
     spacing, affine = _nrrd_geometry(header, path)
     return Volume(
         array=array,
-        spacing=_check_spacing(spacing, path),
+        spacing=check_spacing(spacing, path),
         affine=affine,
         path=path,
         format="nrrd",
@@ -310,9 +316,33 @@ def _read_nrrd(path: Path) -> Volume:
     )
 
 
-def read_volume(path: str | Path, *, nan: NanPolicy = "error") -> Volume:
-    """Read a NIfTI (``.nii``, ``.nii.gz``) or NRRD (``.nrrd``, ``.nhdr``) volume in voxel order (i, j, k)."""
+def is_dicom(path: str | Path) -> bool:
+    """True for a DICOM series folder, a DICOMDIR or a DICOM file (see :func:`gmiseg_edge.data.dicom.is_dicom_path`)."""
     path = Path(path)
+    if file_suffix(path) in SUFFIXES_2D + SUFFIXES_3D:
+        return False
+    return _dicom().is_dicom_path(path)
+
+
+def _dicom():
+    """The DICOM reader, imported when first needed (pydicom comes with the ``dicom`` extra)."""
+    try:
+        from gmiseg_edge.data import dicom
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise DataError(f"reading DICOM needs pydicom ({exc}); install gmiseg-edge[dicom]") from exc
+    return dicom
+
+
+def read_volume(path: str | Path, *, nan: NanPolicy = "error", series: str | None = None) -> Volume:
+    """Read a NIfTI (``.nii``, ``.nii.gz``) or NRRD (``.nrrd``, ``.nhdr``) volume, or a DICOM series (a folder,
+    DICOMDIR or ``.dcm`` file; ``series`` picks one when there are several), in voxel order (i, j, k)."""
+    path = Path(path)
+    if path.is_dir() or is_dicom(path):
+        if not path.exists():
+            raise MissingFileError(path)
+        volume = _dicom().read_dicom_series(path, series)
+        checked = _check_finite(volume.array, path, nan, "voxel")
+        return volume if checked is volume.array else replace(volume, array=checked)
     _check_file(path)
     suffix = file_suffix(path)
     if suffix in (".nii", ".nii.gz"):
@@ -327,11 +357,12 @@ def read_volume(path: str | Path, *, nan: NanPolicy = "error") -> Volume:
     return volume if checked is volume.array else replace(volume, array=checked)
 
 
-def read_image(path: str | Path, *, nan: NanPolicy = "error") -> Image2D | Volume:
-    """Read a 2D image or a 3D volume, chosen by the file's extension."""
+def read_image(path: str | Path, *, nan: NanPolicy = "error", series: str | None = None) -> Image2D | Volume:
+    """Read a 2D image or a 3D volume, chosen by the file's extension; a folder, DICOMDIR or DICOM file is read
+    as a DICOM series (``series`` picks one when there are several)."""
     path = Path(path)
-    if file_suffix(path) in SUFFIXES_3D:
-        return read_volume(path, nan=nan)
+    if file_suffix(path) in SUFFIXES_3D or path.is_dir() or is_dicom(path):
+        return read_volume(path, nan=nan, series=series)
     if file_suffix(path) in SUFFIXES_2D:
         return read_image_2d(path, nan=nan)
     _check_file(path)
@@ -369,8 +400,14 @@ def read_mask(path: str | Path) -> Image2D | Volume:
 def read_pair(
     image_path: str | Path, mask_path: str | Path, *, nan: NanPolicy = "error"
 ) -> tuple[Image2D | Volume, Image2D | Volume]:
-    """Read an image and its mask; both 2D or both 3D, with the same (spatial) shape and spacing."""
+    """Read an image and its mask; both 2D or both 3D, with the same (spatial) shape and spacing. A DICOM series'
+    label map may be a NIfTI/NRRD in another axis order (put on the series' grid from the affines) or a DICOM-SEG."""
     image = read_image(image_path, nan=nan)
+    if isinstance(image, Volume) and image.format == "dicom":
+        from gmiseg_edge.data.align import read_labels_on  # a label map in another format or a DICOM-SEG
+
+        labels = _as_label_array(read_labels_on(image, mask_path), Path(mask_path))
+        return image, replace(image, array=np.ascontiguousarray(labels), path=Path(mask_path))
     mask = read_mask(mask_path)
     if isinstance(image, Volume) != isinstance(mask, Volume):
         kinds = ("3D volume", "2D image") if isinstance(image, Volume) else ("2D image", "3D volume")

@@ -29,7 +29,18 @@ def _label_dtype(array: np.ndarray, path: Path) -> np.ndarray:
     raise DataError(f"label values {low}..{high} do not fit in int32", path)
 
 
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
 def _save_nifti(reference: Volume, array: np.ndarray, path: Path) -> None:
+    if reference.format == "dicom":  # DICOM's LPS affine as NIfTI's RAS one, a fresh header
+        image = nib.Nifti1Image(array, _LPS_TO_RAS @ reference.affine)
+        image.header.set_qform(image.affine, code=1)
+        image.header.set_sform(image.affine, code=1)
+        image.header.set_intent("label")
+        with atomic_path(path, suffix=file_suffix(path)) as tmp:
+            nib.save(image, str(tmp))
+        return
     header = reference.header.copy()
     image_class = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
     image = image_class(array, reference.affine, header=header)
@@ -42,7 +53,11 @@ def _save_nifti(reference: Volume, array: np.ndarray, path: Path) -> None:
 
 
 def _save_nrrd(reference: Volume, array: np.ndarray, path: Path) -> None:
-    header = {k: reference.header[k] for k in _NRRD_GEOMETRY_KEYS if k in reference.header}
+    if reference.format == "dicom":
+        header = {"space": "left-posterior-superior", "space directions": reference.affine[:3, :3].T,
+                  "space origin": reference.affine[:3, 3], "kinds": ["domain"] * 3}
+    else:
+        header = {k: reference.header[k] for k in _NRRD_GEOMETRY_KEYS if k in reference.header}
     header["encoding"] = "gzip"
     with atomic_path(path, suffix=file_suffix(path)) as tmp:
         nrrd.write(str(tmp), array, header, index_order="F")
@@ -65,8 +80,10 @@ def save_like(reference: Image2D | Volume, array: np.ndarray, path: str | Path) 
     """Write mask ``array`` to ``path`` with the geometry of ``reference`` (the image it belongs to).
 
     NIfTI (``.nii``/``.nii.gz``): the reference's header and affine, intent "label". NRRD (``.nrrd``):
-    the reference's space, directions, origin and kinds. 2D (``.png``): a bool mask is written as 0/255,
-    integer labels as they are (8 or 16 bit). The write is atomic. Returns the path written.
+    the reference's space, directions, origin and kinds. A DICOM series reference may be written as either
+    (its LPS geometry converted); its DICOM-SEG is :func:`gmiseg_edge.data.dicom_seg.write_dicom_seg`.
+    2D (``.png``): a bool mask is written as 0/255, integer labels as they are (8 or 16 bit). The write is
+    atomic. Returns the path written.
     """
     path = Path(path)
     array = np.asarray(array)
@@ -78,14 +95,15 @@ def save_like(reference: Image2D | Volume, array: np.ndarray, path: str | Path) 
                 f"shape {reference.array.shape}",
                 path,
             )
-        wanted = (".nii", ".nii.gz") if reference.format == "nifti" else (".nrrd",)
+        wanted = {"nifti": (".nii", ".nii.gz"), "nrrd": (".nrrd",), "dicom": (".nii", ".nii.gz", ".nrrd")}[
+            reference.format]
         if suffix not in wanted:
             raise DataError(
                 f"reference {reference.path} is {reference.format.upper()}: write to {' or '.join(wanted)}",
                 path,
             )
         labels = _label_dtype(array, path)
-        (_save_nifti if reference.format == "nifti" else _save_nrrd)(reference, labels, path)
+        (_save_nifti if suffix in (".nii", ".nii.gz") else _save_nrrd)(reference, labels, path)
     elif isinstance(reference, Image2D):
         if array.shape != reference.array.shape[:2]:
             raise DataError(

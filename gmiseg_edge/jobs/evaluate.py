@@ -1,4 +1,6 @@
-"""Accuracy of an exported model folder on labelled 2D cases (DESIGN §8): Dice, Jaccard, ASD and HD95 (mm).
+"""Accuracy of an exported model folder on labelled 2D cases (DESIGN §8): Dice, Jaccard, ASD and HD95 (mm), and
+NSD (normalised surface Dice: the share of both surfaces within ``nsd_tolerance_mm`` of the other, 2 mm by
+default as in the CVPR 2024 "MedSAM on laptop" challenge).
 
 Prompts follow the paper, seeded per case (``numpy.random.default_rng([seed, case index])``, so a case gets
 the same prompt whatever else is evaluated): ``box`` the mask's extent pushed out by 0..``box_offset`` pixels
@@ -6,7 +8,11 @@ per side; ``points`` ``n_points`` random foreground pixels; ``support`` no promp
 :class:`~gmiseg_edge.runtime.SupportSetSegmenter` with up to ``supports`` other cases of the same dataset and
 label as examples (leave-one-case-out: never the query's own scan; for instance masks, other instances);
 ``propagate`` whole volumes instead of 2D cases: a seeded box on each structure's slice of largest area,
-carried through the volume and scored in 3D (:mod:`gmiseg_edge.jobs.evaluate_volumes`; NSD in ``note``).
+carried through the volume and scored in 3D (:mod:`gmiseg_edge.jobs.evaluate_volumes`).
+
+A folder of challenge cases (``.npz`` with ``gts``, :mod:`gmiseg_edge.data.challenge`) is evaluated as the
+challenge does (``box`` prompts only): the case's own boxes (or, without them, each label's extent), box n
+against label n, one row per case and label, 2D cases at 1 mm spacing, 3D ones at the case's ``spacing``.
 
 Instance maps (the nuclei): each instance is one case with its own seeded prompt, scored against its own mask
 (the per-instance rows; the dataset's mean is over instances). The instances of one image are decoded together
@@ -36,9 +42,18 @@ from gmiseg_edge.core.files import atomic_path
 from gmiseg_edge.core.manifest import Manifest
 from gmiseg_edge.core.prompts import simulate_box, simulate_points
 from gmiseg_edge.data import Volume, extract_slices, find_pairs, select_label, to_uint8
+from gmiseg_edge.data.challenge import CHALLENGE_SUFFIX, read_challenge_case
 from gmiseg_edge.data.samples import load_sample_cases
+from gmiseg_edge.jobs.challenge import boxes_from_labels, segment_case
 from gmiseg_edge.jobs.evaluate_volumes import evaluate_propagation, folder_volume_cases, sample_volume_cases
-from gmiseg_edge.metrics import SegmentationScores, dice, score, summarise
+from gmiseg_edge.metrics import (
+    SegmentationScores,
+    dice,
+    normalized_surface_dice,
+    score,
+    summarise,
+    summarise_values,
+)
 from gmiseg_edge.runtime import check_precision, load
 from gmiseg_edge.runtime.support_set import SupportSetSegmenter
 
@@ -78,6 +93,7 @@ class EvalConfig:
     supports: int = 3
     window: str | tuple[float, float] = "percentile"
     cases: tuple[str, ...] | None = None  # keep only these scans (sample case names or dataset case names)
+    nsd_tolerance_mm: float = 2.0
 
     def __post_init__(self) -> None:
         if self.prompt not in PROMPT_MODES:
@@ -86,6 +102,8 @@ class EvalConfig:
             raise ValueError(f"reference must be one of {', '.join(REFERENCES)}, got {self.reference!r}")
         if self.n_points < 1 or self.box_offset < 0 or self.supports < 1:
             raise ValueError("need n_points >= 1, box_offset >= 0 and supports >= 1")
+        if not (math.isfinite(self.nsd_tolerance_mm) and self.nsd_tolerance_mm >= 0):
+            raise ValueError(f"NSD tolerance must be >= 0 mm, got {self.nsd_tolerance_mm}")
 
 
 @dataclass
@@ -100,10 +118,11 @@ class CaseResult:
     agreement: float | None = None
     note: str = ""
     union: bool = False  # the label map of an image's instances scored as one mask (not in the "all" summary)
+    nsd: float | None = None  # at the configuration's nsd_tolerance_mm
 
     def row(self) -> dict[str, Any]:
         values = self.scores.as_dict() if self.scores else dict.fromkeys(("dice", "jaccard", "asd", "hd95"))
-        return {"case": self.name, "dataset": self.dataset, "prompt": self.prompt, **values,
+        return {"case": self.name, "dataset": self.dataset, "prompt": self.prompt, **values, "nsd": self.nsd,
                 "agreement_torch": self.agreement, "prompt_detail": self.prompt_detail, "note": self.note}
 
 
@@ -253,9 +272,9 @@ def _union_rows(cases: list[EvalCase], masks: dict[int, np.ndarray], config: Eva
         predicted = np.logical_or.reduce([masks[i] for i in indices])
         truth = np.logical_or.reduce([cases[i].mask for i in indices])
         rows.append(CaseResult(f"{scan}/all_instances", f"{first.dataset} union", config.prompt,
-                               f"union of the {len(indices)} instances' masks above", score(predicted, truth,
-                                                                                           first.spacing),
-                               union=True))
+                               f"union of the {len(indices)} instances' masks above",
+                               score(predicted, truth, first.spacing), union=True,
+                               nsd=normalized_surface_dice(predicted, truth, first.spacing, config.nsd_tolerance_mm)))
     return rows
 
 
@@ -270,9 +289,49 @@ def _evaluate_volumes(config: EvalConfig, progress: Callable[[str], None] | None
     if not cases:
         raise ValueError(f"{config.data}: no volumes to propagate through")
     predictor = load(config.model_dir, backend=config.backend, precision=config.precision, threads=config.threads)
-    scored = evaluate_propagation(predictor, cases, config.seed, config.box_offset, progress=progress)
+    scored = evaluate_propagation(predictor, cases, config.seed, config.box_offset, config.nsd_tolerance_mm,
+                                  progress=progress)
     results = [CaseResult(s.name, s.dataset, "propagate", f"seed slice {s.seed}, box {np.round(s.box, 1).tolist()}",
-                          s.scores, note=f"NSD@2mm {s.nsd:.4f}; {s.summary}") for s in scored]
+                          s.scores, note=s.summary, nsd=s.nsd) for s in scored]
+    return _result(config, predictor, results)
+
+
+def is_challenge_folder(data: str | Path) -> bool:
+    """A folder of challenge ``.npz`` cases (and no ``images/`` or ``dataset.json``), or one ``.npz`` case."""
+    path = Path(data)
+    if path.is_file():
+        return path.name.endswith(CHALLENGE_SUFFIX)
+    return (path.is_dir() and not (path / "images").is_dir() and not (path / "dataset.json").is_file()
+            and any(p.name.endswith(CHALLENGE_SUFFIX) for p in path.iterdir()))
+
+
+def _evaluate_challenge(config: EvalConfig, progress: Callable[[str], None] | None) -> EvalResult:
+    if config.prompt != "box":
+        raise ValueError(f"{config.data}: challenge cases are evaluated with their boxes (--prompt box), "
+                         f"not {config.prompt!r}")
+    root = Path(config.data)
+    paths = [root] if root.is_file() else sorted(p for p in root.iterdir() if p.name.endswith(CHALLENGE_SUFFIX))
+    cases = [read_challenge_case(p) for p in paths]
+    if config.cases is not None:
+        cases = [c for c in cases if c.name in config.cases]
+    if not cases:
+        raise ValueError(f"{config.data}: no challenge cases to evaluate")
+    predictor = load(config.model_dir, backend=config.backend, precision=config.precision, threads=config.threads)
+    results = []
+    for case in cases:
+        if case.gts is None:
+            raise ValueError(f"{case.path}: no 'gts' (ground truth) to evaluate against")
+        boxes = case.boxes if case.boxes is not None else boxes_from_labels(case.gts)
+        segs = segment_case(predictor, case, boxes)
+        kind = "3D" if case.is_3d else "2D"
+        for n in range(1, max(len(boxes), int(case.gts.max(initial=0))) + 1):
+            truth, mask = case.gts == n, segs == n
+            detail = f"box {np.round(boxes[n - 1], 1).tolist()}" if n <= len(boxes) else "no box"
+            results.append(CaseResult(f"{case.name}/{n}", f"challenge {kind}", "box", detail,
+                                      score(mask, truth, case.spacing),
+                                      nsd=normalized_surface_dice(mask, truth, case.spacing, config.nsd_tolerance_mm)))
+        if progress is not None:
+            progress(case.name)
     return _result(config, predictor, results)
 
 
@@ -282,7 +341,10 @@ def _result(config: EvalConfig, predictor, results: list[CaseResult]) -> EvalRes
         scored = [r.scores for r in results if r.scores is not None
                   and (r.dataset == dataset or (dataset == ALL and not r.union))]
         if scored:
-            summary[dataset] = {"n": len(scored), **{k: asdict(v) for k, v in summarise(scored).items()}}
+            nsd = [r.nsd for r in results if r.scores is not None
+                   and (r.dataset == dataset or (dataset == ALL and not r.union))]
+            summary[dataset] = {"n": len(scored), **{k: asdict(v) for k, v in summarise(scored).items()},
+                                "nsd": asdict(summarise_values(math.nan if v is None else v for v in nsd))}
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
     return EvalResult(predictor.model_name, predictor.backend.detail, settings, results, summary)
 
@@ -294,6 +356,8 @@ def evaluate(config: EvalConfig, progress: Callable[[str], None] | None = None) 
     check_precision(Manifest.load(config.model_dir), config.precision)  # refuse before reading any data
     if config.prompt == "propagate":
         return _evaluate_volumes(config, progress)
+    if is_challenge_folder(config.data):
+        return _evaluate_challenge(config, progress)
     cases = load_eval_cases(config.data, config.window)
     if config.cases is not None:
         unknown = sorted(set(config.cases) - {c.scan for c in cases})
@@ -321,7 +385,8 @@ def evaluate(config: EvalConfig, progress: Callable[[str], None] | None = None) 
         if reference is not None:
             agreement = dice(mask, _segment(reference, case, prompt, supports))
         results.append(CaseResult(case.name, case.dataset, config.prompt, detail,
-                                  score(mask, case.mask, case.spacing), agreement))
+                                  score(mask, case.mask, case.spacing), agreement,
+                                  nsd=normalized_surface_dice(mask, case.mask, case.spacing, config.nsd_tolerance_mm)))
         if progress is not None:
             progress(case.name)
     results += _union_rows(cases, batched, config)

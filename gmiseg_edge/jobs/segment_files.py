@@ -1,8 +1,12 @@
 """Segment image files and volumes, write the masks in the input's format (``gmiseg-edge segment``).
 
 Inputs: one file, or a folder: a dataset folder (``images/`` + ``masks/`` or ``dataset.json``, so each
-image has its label map) or a plain folder of images. 2D images (PNG, JPEG, TIFF) give a PNG mask; NIfTI and
-NRRD volumes a mask of the same format, header and affine (:func:`gmiseg_edge.data.save_like`). Volumes are
+image has its label map) or a plain folder of images (and of DICOM series subfolders). 2D images (PNG, JPEG,
+TIFF) give a PNG mask; NIfTI and NRRD volumes a mask of the same format, header and affine
+(:func:`gmiseg_edge.data.save_like`); a DICOM series (a folder, DICOMDIR or file; ``series`` picks one) a
+DICOM-SEG referencing it (:mod:`gmiseg_edge.data.dicom_seg`), or with ``format`` ``nifti``/``nrrd`` a label
+volume with its geometry. A challenge case (``.npz``, :mod:`gmiseg_edge.data.challenge`) brings its own boxes
+and gives ``<name>.npz`` with ``segs`` (:mod:`gmiseg_edge.jobs.challenge`). Volumes are
 segmented slice by slice along the last axis (k); slices not segmented stay empty. Non-uint8 intensities
 are normalised per slice (``window``: ``percentile`` by default, ``minmax``, a CT preset or ``low,high``).
 
@@ -46,11 +50,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from gmiseg_edge import __version__
 from gmiseg_edge.core.errors import GmisegError, InputError, MissingFileError
 from gmiseg_edge.core.files import folder_problem, write_json_atomic
 from gmiseg_edge.core.prompts import box_from_mask, boxes_from_labels, instance_labels
@@ -60,6 +65,7 @@ from gmiseg_edge.data import (
     file_stem,
     file_suffix,
     find_pairs,
+    is_dicom,
     labelled_indices,
     largest_index,
     read_image,
@@ -68,6 +74,8 @@ from gmiseg_edge.data import (
     select_label,
     slice_2d,
 )
+from gmiseg_edge.data.align import read_labels_on
+from gmiseg_edge.data.challenge import CHALLENGE_SUFFIX
 from gmiseg_edge.data.intensity import to_uint8
 from gmiseg_edge.data.readers import SUFFIXES_2D, SUFFIXES_3D
 from gmiseg_edge.jobs.overlays import write_label_overlay, write_overlay
@@ -77,6 +85,8 @@ from gmiseg_edge.runtime.support_set import SupportSetSegmenter
 
 AXIS = 2
 REPORT_NAME = "segment_report.json"
+OUTPUT_FORMATS = ("auto", "nifti", "nrrd", "dicom-seg")
+_FORMAT_SUFFIX = {"nifti": ".nii.gz", "nrrd": ".nrrd", "dicom-seg": ".dcm"}
 Progress = Callable[[str, int, int], None]  # (file name, slices done, slices in this file)
 
 
@@ -96,13 +106,23 @@ class SegmentOptions:
     propagate: bool = False
     uncertainty: bool = False  # support sets: also write the supports' disagreement map
     instances: bool = False  # one object per instance of the label map (a label map out)
+    series: str | None = None  # DICOM folders holding several series: SeriesInstanceUID, number or description
+    format: str = "auto"  # volumes: auto (the input's own; DICOM -> dicom-seg), nifti, nrrd, dicom-seg
+    structure: str | None = None  # the structure's name (DICOM-SEG segment label)
 
     @property
     def prompted(self) -> bool:
         return self.box is not None or bool(self.points) or bool(self.boxes)
 
-    def check(self) -> None:
-        """Exactly one prompt source."""
+    def check(self, prompts_in_inputs: bool = False) -> None:
+        """Exactly one prompt source (none when every input brings its own, ``prompts_in_inputs``)."""
+        if self.format not in OUTPUT_FORMATS:
+            raise InputError(f"--format {self.format!r}: expected one of {', '.join(OUTPUT_FORMATS)}")
+        if prompts_in_inputs:
+            if self.prompted or self.support is not None or self.label is not None or self.propagate:
+                raise InputError("challenge cases (.npz) bring their own boxes: give no --box/--point/--support/"
+                                 "--label/--propagate")
+            return
         if self.prompted and (self.support is not None or self.label is not None):
             raise InputError("give one prompt source: --box/--point, or --support, or --label (not several)")
         if self.instances and (self.prompted or self.support is not None or self.propagate):
@@ -174,11 +194,21 @@ def collect_inputs(image: Path | None = None, folder: Path | None = None, mask: 
         raise InputError(f"{folder}: is a file; --input takes a folder (--image takes one file)")
     if (folder / "images").is_dir() or (folder / "dataset.json").is_file():
         return [InputFile(p.image, p.mask, p.label) for p in find_pairs(folder)]
-    files = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file()
-                   and file_suffix(p) in SUFFIXES_2D + SUFFIXES_3D)
+    files = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and (
+        (p.is_file() and file_suffix(p) in SUFFIXES_2D + SUFFIXES_3D + (CHALLENGE_SUFFIX,)) or
+        (p.is_dir() and is_dicom(p))))
+    if not files and is_dicom(folder):
+        raise InputError(f"{folder}: is a DICOM series folder: give it with --image (--input takes a folder of "
+                         "images, series subfolders or a dataset)")
     if not files:
-        raise InputError(f"{folder}: no image files ({', '.join(SUFFIXES_2D + SUFFIXES_3D)})")
+        raise InputError(f"{folder}: no image files ({', '.join(SUFFIXES_2D + SUFFIXES_3D)}, challenge .npz) "
+                         "and no DICOM series subfolders")
     return [InputFile(p) for p in files]
+
+
+def inputs_bring_prompts(inputs: Sequence[InputFile]) -> bool:
+    """True when every input is a challenge case (``.npz``), which holds its own boxes."""
+    return bool(inputs) and all(file_suffix(i.image) == CHALLENGE_SUFFIX for i in inputs)
 
 
 def spread(items: list, count: int) -> list:
@@ -246,23 +276,33 @@ def _write_overlay(path: Path, pixels: np.ndarray, mask: np.ndarray) -> Path:
 
 
 def _uncertainty_path(mask_path: Path) -> Path:
-    """``x_mask.nii.gz`` -> ``x_uncertainty.nii.gz``: the supports' disagreement, uint8 0..255 for 0..0.5."""
-    return mask_path.with_name(mask_path.name.replace("_mask.", "_uncertainty.", 1))
+    """``x_mask.nii.gz`` -> ``x_uncertainty.nii.gz``: the supports' disagreement, uint8 0..255 for 0..0.5
+    (beside a DICOM-SEG: ``x_uncertainty.nii.gz``)."""
+    name = mask_path.name.replace("_mask.dcm", "_mask.nii.gz") if mask_path.suffix == ".dcm" else mask_path.name
+    return mask_path.with_name(name.replace("_mask.", "_uncertainty.", 1))
 
 
-def _mask_suffix(image: Path) -> str:
+def _mask_suffix(image: Path, fmt: str = "auto") -> str:
     suffix = file_suffix(image)
-    return {".nhdr": ".nrrd"}.get(suffix, suffix) if suffix in SUFFIXES_3D else ".png"
+    if suffix == CHALLENGE_SUFFIX:
+        return suffix
+    if suffix in SUFFIXES_2D:
+        return ".png"
+    if fmt != "auto":
+        return _FORMAT_SUFFIX[fmt]
+    if suffix in SUFFIXES_3D:
+        return {".nhdr": ".nrrd"}.get(suffix, suffix)
+    return ".dcm"  # a DICOM series
 
 
-def output_names(inputs: Sequence[InputFile]) -> list[str]:
+def output_names(inputs: Sequence[InputFile], fmt: str = "auto") -> list[str]:
     """The name each input's outputs start with (``<name>_mask.<ext>``, ``<name>_overlay``, ...): its stem, or
     when two inputs' masks would share a file name, the stem and the source suffix (``x_png``, ``x_jpg``).
 
     Raises InputError, before anything is written, if names still collide (e.g. ``x.png``, ``x.jpg`` and
     ``x_png.png``)."""
     def mask_of(name: str, image: Path) -> str:
-        return f"{name}_mask{_mask_suffix(image)}".lower()  # lower: case-insensitive file systems
+        return f"{name}_mask{_mask_suffix(image, fmt)}".lower()  # lower: case-insensitive file systems
 
     stems = [file_stem(item.image) for item in inputs]
     counts: dict[str, int] = {}
@@ -275,23 +315,50 @@ def output_names(inputs: Sequence[InputFile]) -> list[str]:
     for name, item in zip(names, inputs, strict=True):
         other = seen.setdefault(mask_of(name, item.image), item.image)
         if other != item.image:
-            raise InputError(f"{other} and {item.image} would both write {name}_mask{_mask_suffix(item.image)}; "
+            raise InputError(f"{other} and {item.image} would both write {name}_mask{_mask_suffix(item.image, fmt)}; "
                              "rename one of them")
     return names
 
 
-def _output_path(out: Path, image: Path, name: str | None = None) -> Path:
-    return out / f"{name or file_stem(image)}_mask{_mask_suffix(image)}"
+def _output_path(out: Path, image: Path, name: str | None = None, fmt: str = "auto") -> Path:
+    if file_suffix(image) == CHALLENGE_SUFFIX:
+        return out / f"{name or file_stem(image)}{CHALLENGE_SUFFIX}"  # the challenge's own naming: same name
+    return out / f"{name or file_stem(image)}_mask{_mask_suffix(image, fmt)}"
 
 
-def _truth(item: InputFile, options: SegmentOptions, shape: tuple[int, ...]) -> np.ndarray | None:
+def _structure(options: SegmentOptions) -> str:
+    if options.structure:
+        return options.structure
+    if options.label is not None:
+        return f"label {options.label}"
+    return options.support.name if options.support is not None else "prompted structure"
+
+
+def write_mask(image: Image2D | Volume, mask: np.ndarray, output: Path, run: _FileSegmenter) -> Path:
+    """Write ``mask`` for ``image``: a DICOM-SEG for ``.dcm`` outputs (one segment, the structure's name; the
+    algorithm is the model, AUTOMATIC for support sets, else SEMIAUTOMATIC), else :func:`save_like`."""
+    if output.suffix != ".dcm":
+        return save_like(image, mask, output)
+    assert isinstance(image, Volume)
+    from gmiseg_edge.data.dicom_seg import SegAlgorithm, write_dicom_seg  # highdicom: DICOM-SEG outputs only
+
+    algorithm = SegAlgorithm(f"gmiseg-edge {run.predictor.model_name}", __version__,
+                             "AUTOMATIC" if run.options.support is not None else "SEMIAUTOMATIC")
+    return write_dicom_seg(image, np.asarray(mask).astype(np.uint8), output, {1: _structure(run.options)}, algorithm)
+
+
+def _truth(item: InputFile, options: SegmentOptions, shape: tuple[int, ...],
+           image: Image2D | Volume | None = None) -> np.ndarray | None:
     if item.mask is None:
         if options.label is not None and options.support is None:
             raise InputError(f"{item.image}: --label needs its label map (--mask FILE, or a dataset folder)")
         if options.instances:
             raise InputError(f"{item.image}: --instances needs its label map (--mask FILE, or a dataset folder)")
         return None
-    labels = read_mask(item.mask)
+    if isinstance(image, Volume) and image.format == "dicom":
+        labels = replace(image, array=read_labels_on(image, item.mask), path=item.mask)
+    else:
+        labels = read_mask(item.mask)
     if labels.array.shape[: len(shape)] != shape:
         raise InputError(f"{item.mask}: label map shape {labels.array.shape} differs from image shape {shape}")
     label = options.label if options.label is not None else item.label
@@ -309,11 +376,24 @@ def segment_file(item: InputFile, out: Path, run: _FileSegmenter, progress: Prog
     options = run.options
     start = time.perf_counter()
     name = name or file_stem(item.image)
-    image = read_image(item.image)
-    output = _output_path(out, item.image, name)
+    output = _output_path(out, item.image, name, options.format)
     report = progress or (lambda name, done, total: None)
+    if file_suffix(item.image) == CHALLENGE_SUFFIX:
+        from gmiseg_edge.jobs.challenge import segment_challenge_file
+
+        report(item.image.name, 0, 1)
+        case = segment_challenge_file(run.predictor, item.image, output)
+        report(item.image.name, 1, 1)
+        return FileResult(item.image, output, case.image.shape[0] if case.is_3d else 1,
+                          seconds=time.perf_counter() - start)
+    image = read_image(item.image, series=options.series)
+    if output.suffix == ".dcm" and not (isinstance(image, Volume) and image.format == "dicom"):
+        raise InputError(f"{item.image}: --format dicom-seg needs a DICOM source series (a DICOM-SEG references "
+                         "the series it segments); write nifti or nrrd")
     if isinstance(image, Image2D):
         truth = _truth(item, options, image.array.shape[:2])
+        if options.format != "auto":
+            raise InputError(f"{item.image}: --format applies to volumes; 2D masks are written as PNG")
         if options.slice_index is not None or options.propagate:
             raise InputError(f"{item.image}: --slice and --propagate apply to volumes only")
         pixels = to_uint8(image.array, options.window)
@@ -326,7 +406,7 @@ def segment_file(item: InputFile, out: Path, run: _FileSegmenter, progress: Prog
         overlays = [_write_overlay(out / f"{name}_overlay.png", pixels, mask)] if options.overlay else []
         return FileResult(item.image, output, 1, dice(mask != 0, truth) if truth is not None else None, overlays,
                           time.perf_counter() - start)
-    truth = _truth(item, options, image.array.shape)
+    truth = _truth(item, options, image.array.shape, image)
     depth = image.array.shape[AXIS]
     if options.propagate:
         return _propagate_file(item, image, truth, output, run.predictor, options, report, start, name)
@@ -359,7 +439,7 @@ def segment_file(item: InputFile, out: Path, run: _FileSegmenter, progress: Prog
             path = out / f"{name}_overlay" / f"slice_{k:04d}.png"
             overlays.append(_write_overlay(path, pixels, mask))
     report(item.image.name, len(indices), len(indices))
-    save_like(image, mask3d, output)
+    write_mask(image, mask3d, output, run)
     if spread3d is not None:
         save_like(image, spread3d, _uncertainty_path(output))
     return FileResult(item.image, output, len(indices), dice(mask3d != 0, truth) if truth is not None else None,
@@ -385,7 +465,7 @@ def _propagate_file(item: InputFile, image: Volume, truth: np.ndarray | None, ou
         seed, prompt = largest_index(truth, AXIS), {"mask": truth}
     result = predictor.propagate(image.array, seed, axis=AXIS, normalise=options.window,
                                  progress=lambda done, total: report(item.image.name, done, total), **prompt)
-    save_like(image, result.mask, output)
+    write_mask(image, result.mask, output, _FileSegmenter(predictor, options, None))
     overlays = []
     if options.overlay:
         (output.parent / f"{name}_overlay").mkdir(exist_ok=True)
@@ -425,8 +505,8 @@ def segment_files(predictor: Predictor, inputs: Sequence[InputFile], out: str | 
     """Segment every input (see the module docstring); masks go to ``out/<stem>_mask.<ext>``. Every input is
     attempted: one that fails has ``error`` set and the rest go on. The report is written to
     ``out/segment_report.json``."""
-    options.check()
-    names = output_names(inputs)
+    options.check(prompts_in_inputs=inputs_bring_prompts(inputs))
+    names = output_names(inputs, options.format)
     out = prepare_output_folder(out)
     supports = load_supports(predictor, options) if options.support is not None else None
     run = _FileSegmenter(predictor, options, supports)
@@ -436,7 +516,7 @@ def segment_files(predictor: Predictor, inputs: Sequence[InputFile], out: str | 
         try:
             results.append(segment_file(item, out, run, progress, name))
         except Exception as exc:  # recorded for this input; the batch goes on
-            results.append(FileResult(item.image, _output_path(out, item.image, name), 0,
+            results.append(FileResult(item.image, _output_path(out, item.image, name, options.format), 0,
                                       seconds=time.perf_counter() - start, error=failure_reason(item, exc)))
     write_report(out, results)
     return results

@@ -199,11 +199,19 @@ def test_folder_instead_of_file(tmp_path: Path):
     assert names_file(exc, folder)
 
 
-@pytest.mark.parametrize("name", ["scan.bmp", "scan.dcm", "scan"])
+@pytest.mark.parametrize("name", ["scan.bmp", "scan"])
 def test_unsupported_extension(tmp_path: Path, name: str):
     path = tmp_path / name
     path.write_bytes(b"\x00" * 16)
     with pytest.raises(DataError, match="unsupported file type") as exc:
+        read_image(path)
+    assert names_file(exc, path)
+
+
+def test_dcm_file_that_is_not_dicom(tmp_path: Path):
+    path = tmp_path / "scan.dcm"  # .dcm goes to the DICOM reader (tests/data/test_dicom.py)
+    path.write_bytes(b"\x00" * 16)
+    with pytest.raises(DataError, match="is not a DICOM file") as exc:
         read_image(path)
     assert names_file(exc, path)
 

@@ -101,5 +101,5 @@ def test_eval_cli_prints_prompt_kinds_side_by_side(model_dir, tmp_path):
     # propagate scores the whole volume in 3D (one propagation shared with the side-by-side check: CI time)
     (case,) = data["propagate"]["cases"]
     assert case["case"] == "lung2/lesion" and case["dice"] > 0.8  # measured 0.883 (seed 0)
-    assert "NSD@2mm" in case["note"] and "down:" in case["note"]
+    assert 0.0 < case["nsd"] <= 1.0 and "down:" in case["note"]  # NSD is a column now (issue 14), not a note
     assert data["propagate"]["summary"]["all"]["n"] == 1
