@@ -18,10 +18,11 @@ from gmiseg_edge.core.errors import InputError
 from gmiseg_edge.core.prediction import Prediction, make_prediction, output_choice
 from gmiseg_edge.core.prompts import Prompt, make_prompt
 from gmiseg_edge.core.transforms import ImageGeometry, PreprocessConfig, preprocess
-from gmiseg_edge.runtime.backends.base import Backend
+from gmiseg_edge.runtime.backends.base import Backend, TaskDecoder
 from gmiseg_edge.runtime.cache import CacheStats, EmbeddingCache, image_key
 from gmiseg_edge.runtime.images import Normalisation, check_image
 from gmiseg_edge.runtime.propagate import propagate
+from gmiseg_edge.runtime.tasks import TaskDecoders
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,11 @@ class Predictor:
     """Segment images with prompts on any backend; embeddings go through an :class:`EmbeddingCache`."""
 
     def __init__(self, backend: Backend, preprocess_config: PreprocessConfig, cache: EmbeddingCache,
-                 model_name: str = "", backend_note: str = "") -> None:
+                 model_name: str = "", backend_note: str = "", tasks: TaskDecoders | None = None,
+                 task: str | None = None) -> None:
         self.backend = backend
+        self.tasks = tasks  # the folder's task decoders (DESIGN §11); None: only the base decoder
+        self.task = task  # the task decoded when a call names none (None: the base decoder)
         self.preprocess_config = preprocess_config
         self.cache = cache
         self.model_name = model_name
@@ -117,15 +121,25 @@ class Predictor:
             results.append(EncodedImage(prepared=geometry, embedding=embedding, key=key))
         return results
 
-    def decode(self, encoded: EncodedImage, prompt: Prompt) -> tuple[np.ndarray, np.ndarray]:
-        """All four decoder outputs for a checked prompt: low-res logits (4, 256, 256) and IoU (4,)."""
-        limit = self.backend.max_points
+    def decode(self, encoded: EncodedImage, prompt: Prompt, task: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """All four decoder outputs for a checked prompt: low-res logits (4, 256, 256) and IoU (4,).
+
+        ``task``: decode with that task's decoder (default: the predictor's ``task``; None: the base decoder)."""
+        task = self.task if task is None else task
+        limit = None if task else self.backend.max_points
         if limit is not None and prompt.n_decoder_points > limit:
             raise InputError(f"{prompt.n_points} points: the {self.backend.name} decoder takes at most {limit} "
                              "prompt points (box corners and padding included)")
         inputs = prompt.decoder_inputs(encoded.embedding, encoded.size, self.input_size)
-        low_res, iou = self.backend.decode(inputs)
+        low_res, iou = self.task_decoder(task).decode(inputs) if task else self.backend.decode(inputs)
         return low_res[0], iou[0]
+
+    def task_decoder(self, task: str) -> TaskDecoder:
+        """The decoder of ``task`` (opened on first use); an error names the tasks the folder holds."""
+        if self.tasks is None:
+            raise InputError(f"task {task!r}: this predictor has no task decoders (open the folder with "
+                             "gmiseg_edge.runtime.load)")
+        return self.tasks.get(task)
 
     def predict(
         self,
@@ -136,12 +150,14 @@ class Predictor:
         mask_input=None,
         multimask: bool | None = None,
         normalise: Normalisation = None,
+        task: str | None = None,
     ) -> Prediction:
         """Segment ``image`` (uint8 (H, W) or (H, W, 3), or an :class:`EncodedImage`) from a prompt.
 
         ``points`` (N, 2) as (x, y) pixels with ``labels`` (N,) 1/0; ``box`` [x0, y0, x1, y1]; ``mask_input``
         a previous prediction's low-res logits (``Prediction.mask_input``). ``multimask`` overrides the choice
-        rule of this module's docstring.
+        rule of this module's docstring. ``task``: a task decoder of the folder (default: the predictor's
+        ``task``); the embedding, and so the encoder run and the cache entry, are shared by every task.
         """
         if isinstance(image, EncodedImage):
             encoded: EncodedImage | None = image
@@ -152,7 +168,7 @@ class Predictor:
         prompt = make_prompt(points, labels, box, mask_input, image_size=size)
         if encoded is None:
             encoded = self._encode_pixels(pixels)
-        low_res, iou = self.decode(encoded, prompt)
+        low_res, iou = self.decode(encoded, prompt, task)
         outputs = output_choice(prompt.ambiguous, multimask)
         return make_prediction(encoded.prepared, low_res, iou, outputs, self.input_size)
 

@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from gmiseg_edge.core.graph_io import DecoderInputs
+from gmiseg_edge.core.graph_io import DECODER_OUTPUTS, DecoderInputs
+
+
+class TaskDecoder:
+    """One task's decoder graph in an ONNX Runtime session (thread-safe ``run``), named by its task."""
+
+    def __init__(self, task: str, session: Any) -> None:
+        self.task = task
+        self.session = session
+
+    def decode(self, inputs: DecoderInputs) -> tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`Backend.decode`, with this task's decoder."""
+        low_res, iou = self.session.run(list(DECODER_OUTPUTS), inputs.feed())
+        return np.asarray(low_res, dtype=np.float32), np.asarray(iou, dtype=np.float32)
 
 
 class Backend(ABC):
@@ -34,6 +49,15 @@ class Backend(ABC):
     @abstractmethod
     def decode(self, inputs: DecoderInputs) -> tuple[np.ndarray, np.ndarray]:
         """Decoder inputs -> (low-res logits (1, 4, 256, 256), IoU predictions (1, 4)), float32."""
+
+    def open_task_decoder(self, path: Path, threads: int | None = None) -> TaskDecoder:
+        """A task's decoder graph (DESIGN §11) run beside this backend's encoder. Default: ONNX Runtime on the
+        CPU (task decoders are fp32 ONNX graphs with no engines); backends on a GPU provider override it."""
+        from gmiseg_edge.runtime.backends.onnxrt.runner import open_session  # onnxruntime: only when asked
+
+        session = open_session(path, "CPUExecutionProvider", threads)
+        assert session is not None  # the CPU provider raises rather than falls back
+        return TaskDecoder(path.stem, session)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the backend holds (sessions, GPU memory)."""
