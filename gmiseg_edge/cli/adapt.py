@@ -23,7 +23,7 @@ def adapt(
     out: Annotated[Path | None, typer.Option(help="adapter file to write (default: <task>.safetensors here)")] = None,
     adapter: Annotated[str, typer.Option(help="adapter kind: loose (Loose LoRA) or lora")] = "loose",
     rank: Annotated[int, typer.Option(help="adapter rank")] = 4,
-    time_budget: Annotated[float, typer.Option(help="seconds of training at most")] = 20.0,
+    time_budget: Annotated[float, typer.Option(help="seconds of training (then the held-back part is scored)")] = 10.0,
     seed: Annotated[int, typer.Option(help="random seed (split, prompts, initialisation)")] = 0,
     patience: Annotated[int, typer.Option(help="epochs without a better held-back Dice before stopping")] = 10,
     prompt: Annotated[str, typer.Option(help="training prompts: box, points or mixed")] = "mixed",

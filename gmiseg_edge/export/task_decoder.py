@@ -131,7 +131,7 @@ def encode_sample_cases(manifest: Manifest, names: Sequence[str] | None = None) 
 def validate_task_decoder(model: Sam, graph: Path, cases: Sequence[EncodedCase],
                           preprocess_config: PreprocessConfig) -> ValidationReport:
     """ONNX Runtime (``graph``) against the adapted PyTorch decoder on the same embeddings, a box per case."""
-    reference, session = TorchReference(model, preprocess_config), cpu_session(graph)
+    reference, session = TorchReference(model, preprocess_config, threads=1), cpu_session(graph, threads=1)
     input_size = preprocess_config.input_size
     report = ValidationReport("fp32", TOLERANCES["fp32"])
     for case in cases:

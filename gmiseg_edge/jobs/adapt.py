@@ -5,9 +5,9 @@ torch-free runtime encodes each support image through the embedding cache (a dis
 second run on the same supports never runs the encoder); the torch side trains LoRA / Loose LoRA on the mask
 decoder from those embeddings (:func:`gmiseg_edge.train.decoder_adapt.adapt_decoder`); the adapter is written
 (safetensors, with the base checkpoint's sha256 and the folder encoder's identity); then, unless asked not
-to, its decoder is exported into the folder as ``decoders/<task>.onnx`` and validated on the supports'
-embeddings (:func:`gmiseg_edge.export.task_decoder.add_task_decoder`). Every argument is checked before
-anything runs; a failure leaves the model folder as it was.
+to, its decoder is exported into the folder as ``decoders/<task>.onnx`` and validated on up to five of the
+supports' embeddings (:func:`gmiseg_edge.export.task_decoder.add_task_decoder`). Every argument is checked
+before anything runs; a failure leaves the model folder as it was.
 """
 
 from __future__ import annotations
@@ -43,6 +43,14 @@ from gmiseg_edge.train.prompts import PromptConfig
 from gmiseg_edge.train.samples import load_samples
 
 Log = Callable[[str], None]
+VALIDATION_CASES = 5  # supports the task decoder is validated on against PyTorch (their embeddings are at hand)
+
+
+def spread(items: list, count: int) -> list:
+    """At most ``count`` of ``items``, evenly spread (all of them when there are fewer)."""
+    if len(items) <= count:
+        return list(items)
+    return [items[round(i * (len(items) - 1) / (count - 1))] for i in range(count)]
 
 
 def default_cache_dir() -> Path:
@@ -60,7 +68,7 @@ class AdaptOptions:
     out: Path | None = None  # the adapter file; default: <task>.safetensors in the working folder
     kind: str = "loose_lora"
     rank: int = 4
-    time_budget: float = 20.0
+    time_budget: float = 10.0
     seed: int = 0
     patience: int = 10
     max_epochs: int = 200
@@ -151,7 +159,7 @@ def adapt(options: AdaptOptions, log: Log | None = None, progress: Progress | No
     if options.add:
         mark = time.perf_counter()
         cases = [EncodedCase(s.name, ImageGeometry.of(*s.original_size, manifest.preprocess.input_size),
-                             s.embedding, s.mask) for s in supports]
+                             s.embedding, s.mask) for s in spread(supports, VALIDATION_CASES)]
         task = add_task_decoder(options.model_dir, options.task, path, validation=cases, log=say)
         seconds["add"] = time.perf_counter() - mark
     seconds["total"] = time.perf_counter() - start
