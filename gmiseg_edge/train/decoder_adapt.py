@@ -44,9 +44,9 @@ VAL_STREAM = 7  # the held-back prompts' random stream: np.random.default_rng([s
 class DecoderAdaptConfig:
     """How a task adapter is trained. ``time_budget``: seconds of training (checked before each optimiser step;
     the epoch under way is then cut short and scored); ``val_fraction``: share of the supports held back for
-    early stopping (at least one when there are two or more supports; none with a single one). ``threads`` is 1 by default: the decoder's small
-    operations lose more to contention than a second thread gains on a busy 2-core CPU (measured: forward +
-    backward 0.8 s on 1 thread, 3-7 s on 2, at load average 8)."""
+    early stopping (at least one when there are two or more supports; none with a single one). ``threads`` is 1
+    by default: the decoder's small operations lose more to contention than a second thread gains on a busy
+    2-core CPU (measured: forward + backward 0.8 s on 1 thread, 3-7 s on 2, at load average 8)."""
 
     adapter: AdapterConfig = TASK_ADAPTER
     time_budget: float = 10.0
