@@ -5,6 +5,7 @@ adapter, a second task costing only its decoder; and bad input refused with the 
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 from pathlib import Path
 
@@ -197,3 +198,24 @@ def test_failed_validation_leaves_the_folder_unchanged(adapted, monkeypatch):
     with pytest.raises(ExportError, match="misses its tolerance"):
         task_decoder.add_task_decoder(folder, "strict", adapted["result"].adapter, validation=cases)
     assert folder_hash(folder) == before
+
+
+def test_the_commands_take_tasks(adapted, tmp_path):
+    from typer.testing import CliRunner
+
+    from gmiseg_edge.cli import app
+
+    runner, folder = CliRunner(), str(adapted["folder"])
+    before = folder_hash(adapted["folder"])
+    result = runner.invoke(app, ["adapt", "--model-dir", folder, "--support", str(adapted["supports"]), "--task",
+                                 "x", "--time-budget", "0", "--out", str(tmp_path / "x.safetensors")])
+    assert result.exit_code == 1 and "time budget must be a positive" in result.output, result.output
+    result = runner.invoke(app, ["segment", "--model-dir", folder, "--image", str(adapted["supports"] / "images" /
+                                 "s0.png"), "--box", "10,10,60,60", "--task", "nosuch", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "no task 'nosuch' (tasks present: lung)" in result.output, result.output
+    result = runner.invoke(app, ["bench", "--model-dir", folder, "--backend", "ort", "--precision", "fp32",
+                                 "--runs", "1", "--warmup", "0", "--no-torch"])
+    assert result.exit_code == 0, result.output
+    size = adapted["result"].task.bytes / 1e6
+    assert "task decoders" in result.output and re.search(rf"lung\s*│\s*{size:.1f}\s*│", result.output), result.output
+    assert folder_hash(adapted["folder"]) == before
