@@ -90,6 +90,8 @@ class AdapterConfig:
         data = asdict(self)
         data["widths"] = list(data["widths"])
         data["targets"] = list(data["targets"])
+        if data["include_encoder"]:  # the default: encoder-side adapters keep the JSON they had before tasks
+            del data["include_encoder"]
         return data
 
     def to_json(self) -> str:

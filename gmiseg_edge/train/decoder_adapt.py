@@ -29,6 +29,7 @@ from segment_anything.modeling import Sam
 from gmiseg_edge.adapters import AdapterConfig, adapter_state_dict, inject_adapters, parameter_counts
 from gmiseg_edge.core.errors import InputError
 from gmiseg_edge.core.prediction import output_choice
+from gmiseg_edge.core.prompts import Prompt as CorePrompt
 from gmiseg_edge.core.prompts import make_prompt
 from gmiseg_edge.core.transforms import PreprocessConfig
 from gmiseg_edge.models.graphs import DecoderGraph
@@ -135,15 +136,18 @@ def split_supports(n: int, val_fraction: float, seed: int) -> tuple[list[int], l
     return sorted(order[n_val:]), sorted(order[:n_val])
 
 
-def _decoder_inputs(support: SupportEmbedding, prompt, input_size: int) -> list[torch.Tensor]:
+def _prompt_tensors(support: SupportEmbedding, prompt, input_size: int) -> tuple[list[torch.Tensor], CorePrompt]:
+    """The decoder's prompt inputs (coords, labels, mask_input, has_mask_input) as tensors, and the checked
+    prompt; the embedding is passed separately (a tensor made once per support)."""
     checked = make_prompt(prompt.points, prompt.labels, prompt.box, image_size=support.original_size)
     inputs = checked.decoder_inputs(support.embedding, support.original_size, input_size)
-    return [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in inputs.feed().values()], checked
+    arrays = (inputs.point_coords, inputs.point_labels, inputs.mask_input, inputs.has_mask_input)
+    return [torch.from_numpy(np.array(a, dtype=np.float32)) for a in arrays], checked
 
 
 def _prompt_loss(graph: DecoderGraph, item: _Item, prompt, input_size: int) -> torch.Tensor:
-    tensors, checked = _decoder_inputs(item.support, prompt, input_size)
-    low_res, _ = graph(item.embedding, *tensors[1:])
+    tensors, checked = _prompt_tensors(item.support, prompt, input_size)
+    low_res, _ = graph(item.embedding, *tensors)
     losses = [segmentation_loss(low_res[:, k : k + 1], item.target) for k in output_choice(checked.ambiguous)]
     return torch.stack(losses).min()  # a lone point: the best of the multimask outputs (SAM's training rule)
 
@@ -160,9 +164,9 @@ def held_back_dice(graph: DecoderGraph, items: Sequence[_Item], prompts: PromptC
         rng = np.random.default_rng([seed, VAL_STREAM, index])
         modes = ("box", "points") if prompts.mode == "mixed" else (prompts.mode,)
         for mode in modes:
-            tensors, checked = _decoder_inputs(item.support, simulate_prompt(item.support.mask, rng, prompts, mode),
-                                               input_size)
-            low_res, iou = graph(item.embedding, *tensors[1:])
+            prompt = simulate_prompt(item.support.mask, rng, prompts, mode)
+            tensors, checked = _prompt_tensors(item.support, prompt, input_size)
+            low_res, iou = graph(item.embedding, *tensors)
             outputs = list(output_choice(checked.ambiguous))
             best = outputs[int(torch.argmax(iou[0, outputs]))]
             pred = low_res[0, best] > 0
