@@ -7,9 +7,11 @@ atomically (under a lock on the folder, so two tasks added at once both end up l
 removes what was staged and leaves the folder as it was. The encoder graph, its engines and every other file
 are untouched: the new decoder reads the same embeddings.
 
-Validation compares the exported graph with the adapted PyTorch decoder (:class:`DecoderGraph` with the
-adapter's bypasses, not merged) on the same embeddings, with a box from each validation case's mask, and holds
-it to the fp32 tolerance of :mod:`gmiseg_edge.export.validate`.
+The decoder graph computes its dense positional encoding instead of storing it (:mod:`.positional`), which
+keeps a task decoder at 16.4 MB for the zoo's models instead of 20.6 MB. Validation compares the exported graph
+with the adapted PyTorch decoder (:class:`DecoderGraph` with the adapter's bypasses, not merged) on the same
+embeddings, with a box from each validation case's mask, and holds it to the fp32 tolerance of
+:mod:`gmiseg_edge.export.validate`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from gmiseg_edge.core.onnx_session import cpu_session
 from gmiseg_edge.core.prompts import box_from_mask, make_prompt
 from gmiseg_edge.core.transforms import ImageGeometry, PreprocessConfig, postprocess_logits, preprocess
 from gmiseg_edge.export.onnx_export import DEFAULT_OPSET, export_decoder
+from gmiseg_edge.export.positional import compute_dense_pe_in_graph
 from gmiseg_edge.export.validate import TOLERANCES, CaseAgreement, ValidationReport
 from gmiseg_edge.metrics import dice
 from gmiseg_edge.models.build import build_model, checkpoint_sha256
@@ -188,6 +191,9 @@ def add_task_decoder(
         graph, copy = staging / f"{task}.onnx", staging / f"{task}.safetensors"
         say(f"exporting the {task} decoder ({config.kind}, rank {config.rank}, merged) ...")
         export_decoder(merge(model), graph, opset)
+        prompt_encoder = model.prompt_encoder
+        gaussian = prompt_encoder.pe_layer.positional_encoding_gaussian_matrix.detach().cpu().numpy()
+        compute_dense_pe_in_graph(graph, gaussian, tuple(prompt_encoder.image_embedding_size))
         say(f"validating it in ONNX Runtime against PyTorch on {len(cases)} cases ...")
         report = validate_task_decoder(model, graph, cases, manifest.preprocess)
         if not report.passed:
