@@ -124,7 +124,7 @@ class Predictor:
     def decode(self, encoded: EncodedImage, prompt: Prompt, task: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """All four decoder outputs for a checked prompt: low-res logits (4, 256, 256) and IoU (4,).
 
-        ``task``: decode with that task's decoder (default: the predictor's ``task``; None: the base decoder)."""
+        ``task``: decode with that task's decoder (None: the predictor's ``task``; ``""``: the base decoder)."""
         task = self.task if task is None else task
         limit = None if task else self.backend.max_points
         if limit is not None and prompt.n_decoder_points > limit:
@@ -156,8 +156,9 @@ class Predictor:
 
         ``points`` (N, 2) as (x, y) pixels with ``labels`` (N,) 1/0; ``box`` [x0, y0, x1, y1]; ``mask_input``
         a previous prediction's low-res logits (``Prediction.mask_input``). ``multimask`` overrides the choice
-        rule of this module's docstring. ``task``: a task decoder of the folder (default: the predictor's
-        ``task``); the embedding, and so the encoder run and the cache entry, are shared by every task.
+        rule of this module's docstring. ``task``: a task decoder of the folder (None: the predictor's
+        ``task``, ``""``: the base decoder); the embedding, and so the encoder run and the cache entry, are
+        shared by every task.
         """
         if isinstance(image, EncodedImage):
             encoded: EncodedImage | None = image
