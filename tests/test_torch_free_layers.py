@@ -11,7 +11,8 @@ def test_torch_free_modules_import_without_torch():
         import sys
         import gmiseg_edge.cli, gmiseg_edge.cli.render, gmiseg_edge.cli.parse, gmiseg_edge.cli.progress
         import gmiseg_edge.jobs.segment_files, gmiseg_edge.jobs.evaluate, gmiseg_edge.jobs.bench, gmiseg_edge.jobs.demo
-        import gmiseg_edge.jobs.overlays, gmiseg_edge.jobs.bench.report
+        import gmiseg_edge.jobs.overlays, gmiseg_edge.jobs.bench.report, gmiseg_edge.jobs.bench.tasks
+        import gmiseg_edge.cli.adapt, gmiseg_edge.runtime.tasks
         import gmiseg_edge.runtime.loader, gmiseg_edge.runtime.support_set, gmiseg_edge.runtime.cache
         import gmiseg_edge.runtime.backends.onnxrt.runner, gmiseg_edge.runtime.backends.trt.runner
         import gmiseg_edge.runtime.backends.trt.build, gmiseg_edge.runtime.backends.trt.device

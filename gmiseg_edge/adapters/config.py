@@ -23,6 +23,8 @@ class AdapterConfig:
     ``(2^(L-1)·r, ..., 2r, r)``) describe the Loose LoRA chain and are ignored by ``"lora"``. ``targets``: which
     of the q/k/v projections get an adapter each. ``include_decoder`` also adapts the mask decoder's attention
     projections; ``train_decoder`` unfreezes the whole mask decoder (its weights are then saved with the adapter).
+    ``include_encoder=False`` (with ``include_decoder``) leaves the image encoder alone: a *task adapter*
+    (DESIGN §11) that changes only the mask decoder, so one encoder and its embeddings serve every task.
     """
 
     kind: str = "loose_lora"
@@ -34,6 +36,7 @@ class AdapterConfig:
     include_decoder: bool = False
     train_decoder: bool = False
     dropout: float = 0.0
+    include_encoder: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", ALIASES.get(self.kind, self.kind))
@@ -49,6 +52,8 @@ class AdapterConfig:
         if not targets or len(set(targets)) != len(targets) or any(t not in TARGETS for t in targets):
             raise AdapterError(f"adapter targets must be distinct names among {TARGETS}, got {self.targets!r}")
         object.__setattr__(self, "targets", targets)
+        if not self.include_encoder and not self.include_decoder:
+            raise AdapterError("an adapter with include_encoder=False needs include_decoder=True (it adapts nothing)")
         if isinstance(self.num_layers, bool) or not isinstance(self.num_layers, int) or self.num_layers < 1:
             raise AdapterError(f"num_layers must be a positive integer, got {self.num_layers!r}")
         r = self.rank
@@ -72,6 +77,11 @@ class AdapterConfig:
         return self.alpha / self.rank
 
     @property
+    def decoder_only(self) -> bool:
+        """True for a task adapter: the image encoder (and so its embeddings) untouched."""
+        return not self.include_encoder and not self.train_decoder
+
+    @property
     def code_size(self) -> int:
         """Columns of B: ``rank`` for LoRA, ``num_layers · rank`` for Loose LoRA."""
         return self.rank if self.kind == "lora" else self.num_layers * self.rank
@@ -80,6 +90,8 @@ class AdapterConfig:
         data = asdict(self)
         data["widths"] = list(data["widths"])
         data["targets"] = list(data["targets"])
+        if data["include_encoder"]:  # the default: encoder-side adapters keep the JSON they had before tasks
+            del data["include_encoder"]
         return data
 
     def to_json(self) -> str:

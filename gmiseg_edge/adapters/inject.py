@@ -4,7 +4,9 @@ Encoder: every attention ``qkv`` Linear (segment-anything's ViT ``Attention`` an
 is wrapped by an :class:`AdaptedLinear` with one bypass per target, added to that target's output rows:
 contiguous blocks in SAM's ViT (Q = rows [0, dim), V = [2·dim, 3·dim)), per-head interleaved rows in TinyViT
 (:meth:`gmiseg_edge.models.tiny_vit.Attention.qkv_rows`). Decoder (``include_decoder``): the
-``q_proj``/``k_proj``/``v_proj`` Linears of segment-anything's two-way transformer, all rows.
+``q_proj``/``k_proj``/``v_proj`` Linears of segment-anything's two-way transformer, all rows. A task adapter
+(``include_encoder=False``) has only the decoder sites; it fits a whole SAM model and a
+:class:`~gmiseg_edge.models.graphs.DecoderGraph` alike (both hold the decoder as ``mask_decoder``).
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ def find_sites(model: nn.Module, config: AdapterConfig) -> Sites:
         prefix = f"{name}." if name else ""
         if isinstance(module, (SamViTAttention, TinyViTAttention)):
             encoder_found = True
+            if not config.include_encoder:
+                continue
         if isinstance(module, SamViTAttention):
             dim = module.qkv.in_features
             if module.qkv.out_features != 3 * dim:
@@ -65,8 +69,10 @@ def find_sites(model: nn.Module, config: AdapterConfig) -> Sites:
             for t in config.targets:
                 proj = getattr(module, f"{t}_proj")
                 sites[f"{prefix}{t}_proj"] = {t: torch.arange(proj.out_features)}
-    if not encoder_found:
+    if config.include_encoder and not encoder_found:
         raise AdapterError(f"{type(model).__name__} has no image-encoder attention layer (SAM ViT or TinyViT) to adapt")
+    if not sites:
+        raise AdapterError(f"{type(model).__name__} has no mask-decoder attention layer to adapt")
     return sites
 
 

@@ -48,12 +48,14 @@ def save_adapter(
     base_model_name: str = "",
     base_sha256: str = "",
     sites: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
+    extra_metadata: Mapping[str, str] | None = None,
 ) -> Path:
     """Write an adapter file atomically (temporary file in the same folder, then ``os.replace``).
 
     ``source``: an adapted model (its tensors, config and sites are taken from it) or a mapping of adapter
     tensors as :func:`adapter_state_dict` returns (then ``config`` is required; ``sites`` optional but needed
-    by :func:`merge_state_dict`). Returns the path written.
+    by :func:`merge_state_dict`). ``extra_metadata``: more string entries (e.g. a task adapter's encoder
+    identity); they cannot replace the standard ones. Returns the path written.
     """
     path = Path(path)
     if isinstance(source, nn.Module):
@@ -82,6 +84,10 @@ def save_adapter(
     }
     if sites is not None:
         metadata["sites"] = sites_to_json(sites)
+    clash = sorted(set(extra_metadata or {}) & {*metadata, "sites"})
+    if clash:
+        raise AdapterError(f"{path}: extra metadata may not replace {clash}")
+    metadata.update({str(k): str(v) for k, v in (extra_metadata or {}).items()})
     data = safetensors_bytes({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, metadata)
     write_bytes_atomic(path, data)
     return path

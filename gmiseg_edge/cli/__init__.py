@@ -279,6 +279,7 @@ def segment(
     output_format: Annotated[str, typer.Option("--format", help="volumes: auto (as the input; DICOM gives "
                                                "DICOM-SEG), nifti, nrrd or dicom-seg")] = "auto",
     structure: Annotated[str | None, typer.Option(help="the structure's name (DICOM-SEG segment label)")] = None,
+    task: Annotated[str | None, typer.Option(help="decode with this task decoder (see `gmiseg-edge adapt`)")] = None,
 ) -> None:
     """Segment images or volumes with a box/points, a support set, or label-derived boxes; masks keep the
     input's format and geometry."""
@@ -299,8 +300,9 @@ def segment(
         if problem is not None:
             warn(f"--cache-dir {problem}; going on without the disk cache")
         predictor = load(model_dir, backend=backend, precision=precision, threads=threads,
-                         cache=None if problem else cache_dir, cache_max_gb=None if problem else cache_max_gb)
-        say(f"{predictor.model_name} {precision} on {predictor.backend.detail}")
+                         cache=None if problem else cache_dir, cache_max_gb=None if problem else cache_max_gb,
+                         task=task)
+        say(f"{predictor.model_name} {precision} on {predictor.backend.detail}" + (f", task {task}" if task else ""))
         with file_progress(console) as progress:
             results = segment_files(predictor, inputs, out, options, progress)
     for r in results:
@@ -335,11 +337,14 @@ def bench(
     no_torch: Annotated[bool, typer.Option("--no-torch", help="skip the PyTorch eager reference column")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the results and environment as JSON")] = None,
     plot: Annotated[Path | None, typer.Option(help="write a PNG bar chart (needs matplotlib)")] = None,
+    task: Annotated[str | None, typer.Option(help="comma-separated task decoders to time (default: all)")] = None,
 ) -> None:
-    """Latency per stage and end to end, throughput, memory and size of each backend/precision, interleaved."""
+    """Latency per stage and end to end, throughput, memory and size of each backend/precision, interleaved;
+    each task decoder's size and latency."""
     with _user_errors():
         config = BenchConfig(model_dir=model_dir, backends=csv_list(backend), precisions=csv_list(precision),
-                             warmup=warmup, runs=runs, threads=threads, torch_reference=not no_torch)
+                             warmup=warmup, runs=runs, threads=threads, torch_reference=not no_torch,
+                             tasks=tuple(csv_list(task)) if task else None)
         with console.status("benchmarking ...") as status:
             result = run_bench(config, progress=lambda text: status.update(Text(f"benchmarking: {text}")))
     for table in bench_tables(result):
@@ -367,6 +372,7 @@ def eval_command(
     csv_out: Annotated[Path | None, typer.Option("--csv", help="write per-case rows as CSV")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write per-case rows and summaries as JSON")] = None,
     nsd_tolerance: Annotated[float, typer.Option(help="NSD: surface distance tolerance in mm")] = 2.0,
+    task: Annotated[str | None, typer.Option(help="decode with this task decoder (see `gmiseg-edge adapt`)")] = None,
 ) -> None:
     """Dice, Jaccard, ASD, HD95 (mm) and NSD per case and per dataset with seeded paper-style prompts; several
     prompt kinds give one table each, side by side on the same cases. A folder of CVPR 2024 "MedSAM on laptop"
@@ -376,11 +382,12 @@ def eval_command(
         for kind in csv_list(prompt):
             config = EvalConfig(model_dir=model_dir, data=data, prompt=kind, backend=backend, precision=precision,
                                 seed=seed, threads=threads, reference=reference, window=parse_normalisation(window),
-                                cases=csv_list(cases) if cases else None, nsd_tolerance_mm=nsd_tolerance)
+                                cases=csv_list(cases) if cases else None, nsd_tolerance_mm=nsd_tolerance, task=task)
             with console.status(f"evaluating {kind} ...") as status:
                 results[kind] = evaluate(config, progress=lambda name: status.update(Text(f"evaluating {name}")))
     for kind, result in results.items():
-        title = f"{result.model} {precision} on {result.backend}, {kind} prompts, seed {seed}"
+        title = f"{result.model} {precision} on {result.backend}, {kind} prompts, seed {seed}" + (
+            f", task {task}" if task else "")
         console.print(eval_table(result, title, reference=bool(reference)))
     only = next(iter(results.values())) if len(results) == 1 else None
     if csv_out is not None:
@@ -389,6 +396,8 @@ def eval_command(
         data = only.to_dict() if only else {kind: r.to_dict() for kind, r in results.items()}
         say(f"wrote {write_json_atomic(json_out, data)}")
 
+
+from gmiseg_edge.cli import adapt as _adapt  # noqa: E402, F401  (registers `adapt` and `add-task` on app)
 
 if __name__ == "__main__":
     app()

@@ -102,7 +102,19 @@ def bench_tables(result: BenchResult) -> list[Table]:
         e2e.add_row(row.label, *(ms(cold[k]) for k in ("min", "p50", "p90", "p99", "max")), ms(cached["p50"]),
                     ms(cached["p99"]), f"{row.cold_over_cached():.1f}x", f"{rate['images_per_s']:.2f}",
                     f"{rate['prompts_per_s']:.2f}")
-    return [stages, e2e, ratio_table(result)]
+    return [stages, e2e, ratio_table(result)] + ([task_table(result)] if result.tasks else [])
+
+
+def task_table(result: BenchResult) -> Table:
+    """Each task decoder's size and its prompt latency on an already-encoded image (ONNX Runtime fp32)."""
+    table = Table(title="task decoders (ort fp32): prompt on an already-encoded image, p50 ms")
+    for column in ("decoder", "MB on disk", "p50 ms", "encoder runs"):
+        table.add_column(column)
+    for row in result.tasks:
+        data = row.to_dict()
+        table.add_row(row.task, f"{row.bytes / 1e6:.1f}", ms(data["cached_prompt_p50_ms"]), str(row.encoder_runs))
+    table.caption = "encoder runs: caused by that decoder's calls (0: the embedding is shared by every task)"
+    return table
 
 
 def ratio_table(result: BenchResult) -> Table:

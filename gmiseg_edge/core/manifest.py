@@ -11,6 +11,12 @@ no ``..``, not absolute), or the manifest is refused naming the field. A file is
 that is then loaded, and what identifies it (:meth:`Manifest.verify_path`) is the sha256 of the bytes read,
 never the value the manifest records.
 
+Task decoders (DESIGN §11) live in the ``decoders/`` subfolder, the one exception to plain names: the optional
+``tasks`` section maps a task name (lower-case letters, digits, ``_`` and ``-``) to its decoder graph and
+adapter file names (plain names inside ``decoders/``), their sha256 and sizes, and the adapter's provenance.
+Manifests without it (every folder written before tasks existed) load as before; readers that predate it
+ignore it.
+
 Format versions: 1 is the only one written so far; a folder of an unknown version is refused with the
 command that writes a current one.
 """
@@ -20,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PureWindowsPath
 from typing import Any
@@ -37,9 +44,21 @@ GRAPHS = ("encoder", "decoder")
 #: each top-level section a manifest must have, and the JSON type it must be
 SECTIONS: dict[str, type | tuple[type, ...]] = {
     "model": dict, "graphs": dict, "files": dict, "validation": dict,
-    "base_checkpoint": dict, "adapter": (dict, type(None)), "engines": dict, "versions": dict,
+    "base_checkpoint": dict, "adapter": (dict, type(None)), "engines": dict, "versions": dict, "tasks": dict,
 }
-OPTIONAL_SECTIONS = ("base_checkpoint", "adapter", "engines", "versions")
+OPTIONAL_SECTIONS = ("base_checkpoint", "adapter", "engines", "versions", "tasks")
+TASKS_DIR = "decoders"  # the model folder's subfolder holding task decoders and their adapters
+TASK_FILES = ("decoder", "adapter")  # what each task entry lists under "files"
+_TASK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+
+
+def check_task_name(name: Any, where: Path | str = "task") -> str:
+    """``name`` if it is a valid task name (1-64 of a-z, 0-9, ``_``, ``-``, starting with a letter or digit:
+    it becomes a file name); otherwise a :class:`ManifestError` naming ``where``."""
+    if not isinstance(name, str) or not _TASK_NAME.fullmatch(name):
+        raise ManifestError(f"{where}: task name {name!r} must be 1-64 characters of a-z, 0-9, '_' or '-', "
+                            "starting with a letter or digit")
+    return name
 
 
 def graph_filename(graph: str, precision: str) -> str:
@@ -94,6 +113,13 @@ def _check_paths(data: dict[str, Any], path: Path) -> None:
     base = data.get("base_checkpoint") or {}
     if base.get("file") is not None:
         check_file_name(base["file"], "base_checkpoint.file", path)
+    for task, entry in (data.get("tasks") or {}).items():
+        check_task_name(task, f"{path}: manifest field 'tasks'")
+        files = entry.get("files") if isinstance(entry, dict) else None
+        if not isinstance(files, dict) or any(not isinstance(files.get(k), dict) for k in TASK_FILES):
+            raise ManifestError(f"{path}: manifest field 'tasks.{task}.files' must list {' and '.join(TASK_FILES)}")
+        for key in TASK_FILES:
+            check_file_name(files[key].get("file"), f"tasks.{task}.files.{key}.file", path)
 
 
 def _check_schema(data: Any, path: Path) -> dict[str, Any]:
@@ -202,6 +228,40 @@ class Manifest:
     def engines(self) -> dict[str, dict[str, Any]]:
         """Recorded TensorRT engines by file name (a copy)."""
         return dict(self.data.get("engines") or {})
+
+    # -- tasks (DESIGN §11) ------------------------------------------------------------------------------
+    def tasks(self) -> dict[str, dict[str, Any]]:
+        """Task name -> its entry (decoder and adapter files, adapter config and provenance, validation)."""
+        return dict(self.data.get("tasks") or {})
+
+    def task_entry(self, task: str) -> dict[str, Any]:
+        """The entry of ``task``; an error names the tasks present."""
+        entry = self.tasks().get(task)
+        if entry is None:
+            present = ", ".join(sorted(self.tasks())) or "none"
+            raise ManifestError(f"{self.folder}: no task {task!r} (tasks present: {present}); add one with "
+                                "`gmiseg-edge adapt` or `gmiseg-edge add-task`")
+        return entry
+
+    def task_file_path(self, task: str, kind: str = "decoder") -> Path:
+        """``folder/decoders/<file>`` of a task's ``decoder`` graph or ``adapter`` file (not verified)."""
+        entry = self.task_entry(task)["files"][kind]
+        return self.folder / TASKS_DIR / check_file_name(entry["file"], f"tasks.{task}.files.{kind}.file",
+                                                         self.folder / MANIFEST)
+
+    def verify_task_file(self, task: str, kind: str = "decoder") -> tuple[Path, str]:
+        """The path of a task's ``decoder`` or ``adapter`` file and the sha256 of its bytes, checked against the
+        manifest (an error names the file)."""
+        path = self.task_file_path(task, kind)
+        sha = verify_file(path, self.task_entry(task)["files"][kind], "the file was altered after it was added")
+        return path, sha
+
+    def record_task(self, task: str, entry: Mapping[str, Any]) -> None:
+        """Add a task entry (its files must already be in ``decoders/``); :meth:`save` writes it."""
+        check_task_name(task, self.folder)
+        if task in self.tasks():
+            raise ManifestError(f"{self.folder}: task {task!r} already exists")
+        self.data.setdefault("tasks", {})[task] = dict(entry)
 
     def verify_path(self, path: Path) -> str:
         """Check the file at ``path`` (a listed file of this folder: ``folder / name``) and its external data

@@ -94,8 +94,12 @@ class EvalConfig:
     window: str | tuple[float, float] = "percentile"
     cases: tuple[str, ...] | None = None  # keep only these scans (sample case names or dataset case names)
     nsd_tolerance_mm: float = 2.0
+    task: str | None = None  # decode with this task decoder of the folder (DESIGN §11)
 
     def __post_init__(self) -> None:
+        if self.task is not None and self.reference is not None:
+            raise ValueError("--reference torch checks the base decoder against PyTorch; a task decoder was "
+                             "validated when it was added: evaluate it without --reference")
         if self.prompt not in PROMPT_MODES:
             raise ValueError(f"prompt must be one of {', '.join(PROMPT_MODES)}, got {self.prompt!r}")
         if self.reference is not None and self.reference not in REFERENCES:
@@ -288,7 +292,8 @@ def _evaluate_volumes(config: EvalConfig, progress: Callable[[str], None] | None
         cases = [c for c in cases if c.name.split("/")[0] in config.cases]
     if not cases:
         raise ValueError(f"{config.data}: no volumes to propagate through")
-    predictor = load(config.model_dir, backend=config.backend, precision=config.precision, threads=config.threads)
+    predictor = load(config.model_dir, backend=config.backend, precision=config.precision, threads=config.threads,
+                     task=config.task)
     scored = evaluate_propagation(predictor, cases, config.seed, config.box_offset, config.nsd_tolerance_mm,
                                   progress=progress)
     results = [CaseResult(s.name, s.dataset, "propagate", f"seed slice {s.seed}, box {np.round(s.box, 1).tolist()}",
@@ -316,7 +321,8 @@ def _evaluate_challenge(config: EvalConfig, progress: Callable[[str], None] | No
         cases = [c for c in cases if c.name in config.cases]
     if not cases:
         raise ValueError(f"{config.data}: no challenge cases to evaluate")
-    predictor = load(config.model_dir, backend=config.backend, precision=config.precision, threads=config.threads)
+    predictor = load(config.model_dir, backend=config.backend, precision=config.precision, threads=config.threads,
+                     task=config.task)
     results = []
     for case in cases:
         if case.gts is None:
@@ -366,7 +372,8 @@ def evaluate(config: EvalConfig, progress: Callable[[str], None] | None = None) 
         cases = [c for c in cases if c.scan in config.cases]
     if not cases:
         raise ValueError(f"{config.data}: no cases to evaluate")
-    predictor = load(config.model_dir, backend=config.backend, precision=config.precision, threads=config.threads)
+    predictor = load(config.model_dir, backend=config.backend, precision=config.precision, threads=config.threads,
+                     task=config.task)
     reference = None
     if config.reference == "torch":
         reference = load(config.model_dir, backend="torch", precision="fp32", threads=config.threads)

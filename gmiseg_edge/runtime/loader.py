@@ -23,6 +23,7 @@ from gmiseg_edge.runtime.backends.trt.device import tensorrt_status
 from gmiseg_edge.runtime.backends.trt.runner import engine_problem
 from gmiseg_edge.runtime.cache import EmbeddingCache
 from gmiseg_edge.runtime.predictor import Predictor
+from gmiseg_edge.runtime.tasks import TaskDecoders
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ def load(
     cache: EmbeddingCache | str | Path | None = None,
     providers: Sequence[str] | None = None,
     cache_max_gb: float | None = None,
+    task: str | None = None,
 ) -> Predictor:
     """Open a model folder written by ``gmiseg-edge export`` and return a thread-safe :class:`Predictor`.
 
@@ -84,7 +86,8 @@ def load(
     ``threads``: CPU threads per run (None: the backend's default); ``cache``: an :class:`EmbeddingCache`, a
     folder for a disk cache (plus the default in-memory LRU), or None for the in-memory LRU only;
     ``providers``: ONNX Runtime providers to try in order (default: TensorRT, CUDA, CPU); ``cache_max_gb``:
-    the bound of a disk cache folder given as ``cache`` (default: the cache's own).
+    the bound of a disk cache folder given as ``cache`` (default: the cache's own); ``task``: decode with that
+    task decoder of the folder by default (DESIGN §11; checked and opened here, so a wrong name fails now).
     """
     if backend not in BACKEND_CHOICES:
         raise ValueError(f"backend must be one of {', '.join(BACKEND_CHOICES)}, got {backend!r}")
@@ -101,4 +104,12 @@ def load(
             raise BackendError(f"the {backend} backend ({spec.description}) runs {', '.join(spec.precisions)} only, "
                                f"not {precision}")
         opened, note = spec.open(manifest, precision, options), ""
-    return Predictor(opened, manifest.preprocess, _as_cache(cache, cache_max_gb), manifest.model_name, note)
+    tasks = TaskDecoders(manifest, opened, threads)
+    if task is not None:
+        try:
+            tasks.get(task)
+        except Exception:
+            opened.close()
+            raise
+    return Predictor(opened, manifest.preprocess, _as_cache(cache, cache_max_gb), manifest.model_name, note,
+                     tasks=tasks, task=task)

@@ -32,10 +32,11 @@ from gmiseg_edge.core.prediction import (
 )
 from gmiseg_edge.core.prompts import Prompt, make_prompt
 from gmiseg_edge.core.transforms import ImageGeometry, PreprocessConfig, preprocess
-from gmiseg_edge.runtime.backends.base import Backend
+from gmiseg_edge.runtime.backends.base import Backend, TaskDecoder
 from gmiseg_edge.runtime.cache import CacheStats, EmbeddingCache, image_key
 from gmiseg_edge.runtime.images import Normalisation, check_image
 from gmiseg_edge.runtime.propagate import propagate
+from gmiseg_edge.runtime.tasks import TaskDecoders
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,11 @@ class Predictor:
     """Segment images with prompts on any backend; embeddings go through an :class:`EmbeddingCache`."""
 
     def __init__(self, backend: Backend, preprocess_config: PreprocessConfig, cache: EmbeddingCache,
-                 model_name: str = "", backend_note: str = "") -> None:
+                 model_name: str = "", backend_note: str = "", tasks: TaskDecoders | None = None,
+                 task: str | None = None) -> None:
         self.backend = backend
+        self.tasks = tasks  # the folder's task decoders (DESIGN §11); None: only the base decoder
+        self.task = task  # the task decoded when a call names none (None: the base decoder)
         self.preprocess_config = preprocess_config
         self.cache = cache
         self.model_name = model_name
@@ -165,24 +169,36 @@ class Predictor:
             results.append(EncodedImage(prepared=geometry, embedding=embedding, key=key))
         return results
 
-    def _check_points(self, prompt: Prompt, name: str = "") -> None:
-        limit = self.backend.max_points
+    def _decoder(self, task: str | None):
+        """The backend's decoder, or a task's (None: the predictor's ``task``; ``""``: the base decoder), with
+        its prompt-point limit (task decoders run in ONNX Runtime: no limit)."""
+        task = self.task if task is None else task
+        if task:
+            return self.task_decoder(task), None
+        return self.backend, self.backend.max_points
+
+    def _check_points(self, prompt: Prompt, limit: int | None, name: str = "") -> None:
         if limit is not None and prompt.n_decoder_points > limit:
             raise InputError(f"{name}{prompt.n_points} points: the {self.backend.name} decoder takes at most {limit} "
                              "prompt points (box corners and padding included)")
 
-    def decode(self, encoded: EncodedImage, prompt: Prompt) -> tuple[np.ndarray, np.ndarray]:
-        """All four decoder outputs for a checked prompt: low-res logits (4, 256, 256) and IoU (4,)."""
-        self._check_points(prompt)
+    def decode(self, encoded: EncodedImage, prompt: Prompt, task: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """All four decoder outputs for a checked prompt: low-res logits (4, 256, 256) and IoU (4,).
+
+        ``task``: decode with that task's decoder (None: the predictor's ``task``; ``""``: the base decoder)."""
+        decoder, limit = self._decoder(task)
+        self._check_points(prompt, limit)
         inputs = prompt.decoder_inputs(encoded.embedding, encoded.size, self.input_size)
-        low_res, iou = self.backend.decode(inputs)
+        low_res, iou = decoder.decode(inputs)
         return low_res[0], iou[0]
 
-    def decode_objects(self, encoded: EncodedImage, prompts: Sequence[Prompt]) -> tuple[np.ndarray, np.ndarray]:
+    def decode_objects(self, encoded: EncodedImage, prompts: Sequence[Prompt],
+                       task: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """All four decoder outputs for K checked prompts on one image, in as few decoder runs as the module
         docstring allows: low-res logits (K, 4, 256, 256) and IoU (K, 4), in the order of ``prompts``."""
+        decoder, limit = self._decoder(task)
         for k, prompt in enumerate(prompts):
-            self._check_points(prompt, f"object {k}: ")
+            self._check_points(prompt, limit, f"object {k}: ")
         low_res = np.empty((len(prompts), 4, LOW_RES, LOW_RES), np.float32)
         iou = np.empty((len(prompts), 4), np.float32)
         groups: dict[int, list[int]] = {}
@@ -194,17 +210,25 @@ class Predictor:
                 chunk = members[start:start + step]
                 inputs = DecoderInputs.stack([prompts[k].decoder_inputs(encoded.embedding, encoded.size,
                                                                         self.input_size) for k in chunk])
-                low_res[chunk], iou[chunk] = self.backend.decode(inputs)
+                low_res[chunk], iou[chunk] = decoder.decode(inputs)
         return low_res, iou
+
+    def task_decoder(self, task: str) -> TaskDecoder:
+        """The decoder of ``task`` (opened on first use); an error names the tasks the folder holds."""
+        if self.tasks is None:
+            raise InputError(f"task {task!r}: this predictor has no task decoders (open the folder with "
+                             "gmiseg_edge.runtime.load)")
+        return self.tasks.get(task)
 
     @overload
     def predict(self, image: np.ndarray | EncodedImage, points=None, labels=None, box=None, mask_input=None,
-                multimask: bool | None = None, normalise: Normalisation = None, boxes: None = None) -> Prediction: ...
+                multimask: bool | None = None, normalise: Normalisation = None, boxes: None = None,
+                task: str | None = None) -> Prediction: ...
 
     @overload
     def predict(self, image: np.ndarray | EncodedImage, points=None, labels=None, box=None, mask_input=None,
                 multimask: bool | None = None, normalise: Normalisation = None, *,
-                boxes: Any) -> ObjectPredictions: ...
+                boxes: Any, task: str | None = None) -> ObjectPredictions: ...
 
     def predict(
         self,
@@ -216,12 +240,15 @@ class Predictor:
         multimask: bool | None = None,
         normalise: Normalisation = None,
         boxes=None,
+        task: str | None = None,
     ) -> Prediction | ObjectPredictions:
         """Segment ``image`` (uint8 (H, W) or (H, W, 3), or an :class:`EncodedImage`) from a prompt.
 
         ``points`` (N, 2) as (x, y) pixels with ``labels`` (N,) 1/0; ``box`` [x0, y0, x1, y1]; ``mask_input``
         a previous prediction's low-res logits (``Prediction.mask_input``). ``multimask`` overrides the choice
-        rule of this module's docstring.
+        rule of this module's docstring. ``task``: a task decoder of the folder (None: the predictor's
+        ``task``, ``""``: the base decoder); the embedding, and so the encoder run and the cache entry, are
+        shared by every task.
 
         ``boxes`` (K, 4), alone: K objects, one box each, decoded together; returns
         :class:`~gmiseg_edge.core.prediction.ObjectPredictions` (see :meth:`predict_objects`).
@@ -230,7 +257,7 @@ class Predictor:
             if any(v is not None for v in (points, labels, box, mask_input)):
                 raise InputError("boxes= (one box per object) goes alone; for points or previous masks per object "
                                  "use predict_objects(image, boxes=..., points=[...], labels=[...])")
-            return self.predict_objects(image, boxes=boxes, multimask=multimask, normalise=normalise)
+            return self.predict_objects(image, boxes=boxes, multimask=multimask, normalise=normalise, task=task)
         if isinstance(image, EncodedImage):
             encoded: EncodedImage | None = image
             size = image.size
@@ -240,7 +267,7 @@ class Predictor:
         prompt = make_prompt(points, labels, box, mask_input, image_size=size)
         if encoded is None:
             encoded = self._encode_pixels(pixels)
-        low_res, iou = self.decode(encoded, prompt)
+        low_res, iou = self.decode(encoded, prompt, task)
         outputs = output_choice(prompt.ambiguous, multimask)
         return make_prediction(encoded.prepared, low_res, iou, outputs, self.input_size)
 
@@ -253,6 +280,7 @@ class Predictor:
         mask_inputs=None,
         multimask: bool | None = None,
         normalise: Normalisation = None,
+        task: str | None = None,
     ) -> ObjectPredictions:
         """Segment K objects of ``image`` in batched decoder runs (module docstring): one prompt per object.
 
@@ -262,7 +290,7 @@ class Predictor:
         each object is checked as :meth:`predict` checks one prompt (errors name the object). Returns an
         :class:`~gmiseg_edge.core.prediction.ObjectPredictions`: object k is ``result[k]`` (a
         :class:`Prediction`, exactly what ``predict`` gives for that prompt alone), ``result.label_map()`` the
-        objects as labels 1..K.
+        objects as labels 1..K. ``task`` as for :meth:`predict`.
         """
         if isinstance(image, EncodedImage):
             encoded: EncodedImage | None = image
@@ -273,7 +301,7 @@ class Predictor:
         prompts = object_prompts(size, boxes, points, labels, mask_inputs)
         if encoded is None:
             encoded = self._encode_pixels(pixels)
-        low_res, iou = self.decode_objects(encoded, prompts)
+        low_res, iou = self.decode_objects(encoded, prompts, task)
         outputs = [output_choice(p.ambiguous, multimask) for p in prompts]
         return make_object_predictions(encoded.prepared, low_res, iou, outputs, self.input_size)
 

@@ -35,6 +35,7 @@ from gmiseg_edge.core.prompts import box_from_mask, make_prompt
 from gmiseg_edge.core.transforms import preprocess
 from gmiseg_edge.data.samples import load_sample_cases
 from gmiseg_edge.jobs.bench.environment import environment
+from gmiseg_edge.jobs.bench.tasks import TaskBench, bench_tasks
 from gmiseg_edge.runtime import load
 from gmiseg_edge.runtime.backends import BACKEND_CHOICES
 from gmiseg_edge.runtime.cache import EmbeddingCache
@@ -63,6 +64,7 @@ class BenchConfig:
     threads: int | None = None
     torch_reference: bool = True
     case: str = "lung2"
+    tasks: tuple[str, ...] | None = None  # task decoders to time (None: all of the folder's; (): none)
 
     def __post_init__(self) -> None:
         if self.runs < 1 or self.warmup < 0:
@@ -133,6 +135,7 @@ class BenchResult:
     rows: list[VariantResult]
     peak_rss_mib: float
     input_shape: tuple[int, ...]
+    tasks: list[TaskBench] = field(default_factory=list)  # task decoders (DESIGN §11), base decoder first
 
     def ratios(self) -> list[dict[str, Any]]:
         """Per timed variant, ratios of p50s measured side by side in this run: encoder speed-up over PyTorch
@@ -171,6 +174,7 @@ class BenchResult:
             "peak_rss_measures": "resource.getrusage(RUSAGE_SELF).ru_maxrss: the whole process's resident-set "
                                  "high-water mark over the run (all variants loaded together)",
             "rows": [row.to_dict() for row in self.rows],
+            "tasks": [row.to_dict() for row in self.tasks],
         }
 
 
@@ -330,7 +334,10 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] | None = None
     shape = tuple(preprocess(check_image(image), manifest.preprocess).tensor.shape)
     for predictor in predictors.values():
         predictor.close()
+    if progress is not None and manifest.tasks() and config.tasks != ():
+        progress("task decoders")
+    tasks = bench_tasks(config.model_dir, image, box, config.tasks, config.runs, config.warmup, config.threads)
     settings = {key: (str(value) if isinstance(value, Path) else value) for key, value in asdict(config).items()}
     return BenchResult(model=manifest.model_name, model_dir=str(config.model_dir), config=settings,
                        environment=environment(config.threads), rows=rows, peak_rss_mib=peak_rss_mib(),
-                       input_shape=shape)
+                       input_shape=shape, tasks=tasks)

@@ -20,7 +20,7 @@ from gmiseg_edge.core.files import user_cache_dir
 from gmiseg_edge.core.graph_io import DECODER_OUTPUTS, ENCODER_INPUT, POINT_COORDS, DecoderInputs
 from gmiseg_edge.core.manifest import Manifest
 from gmiseg_edge.core.onnx_session import CPU, session_options
-from gmiseg_edge.runtime.backends.base import Backend
+from gmiseg_edge.runtime.backends.base import Backend, TaskDecoder
 from gmiseg_edge.runtime.backends.options import BackendOptions
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,12 @@ class OnnxRuntimeBackend(Backend):
     def decode(self, inputs: DecoderInputs) -> tuple[np.ndarray, np.ndarray]:
         low_res, iou = self._decoder.run(list(DECODER_OUTPUTS), inputs.feed())
         return np.asarray(low_res, dtype=np.float32), np.asarray(iou, dtype=np.float32)
+
+    def open_task_decoder(self, path: Path, threads: int | None = None) -> TaskDecoder:
+        """A task decoder on this backend's provider (the CPU if it does not start there)."""
+        session = open_session(path, self.providers[0], threads) or open_session(path, CPU, threads)
+        assert session is not None
+        return TaskDecoder(path.stem, session)
 
 
 def verify_graphs(manifest: Manifest, paths: Sequence[Path]) -> list[str]:
