@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from gmiseg_edge.cli import serve as serve_commands
 from gmiseg_edge.cli.parse import csv_list, parse_box, parse_points
 from gmiseg_edge.cli.progress import file_progress
 from gmiseg_edge.cli.render import bench_tables, eval_table, export_table, failures_table
@@ -309,7 +310,7 @@ def segment(
 
 @app.command()
 def bench(
-    model_dir: Annotated[Path, typer.Option(help="model folder written by `gmiseg-edge export`")],
+    model_dir: Annotated[Path | None, typer.Option(help="model folder written by `gmiseg-edge export`")] = None,
     backend: Annotated[str, typer.Option(help="comma-separated: auto, ort, trt, torch")] = "auto",
     precision: Annotated[str, typer.Option(help="comma-separated: fp32, fp16, int8")] = "fp32,fp16,int8",
     warmup: Annotated[int, typer.Option(help="untimed rounds first")] = 2,
@@ -318,8 +319,19 @@ def bench(
     no_torch: Annotated[bool, typer.Option("--no-torch", help="skip the PyTorch eager reference column")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the results and environment as JSON")] = None,
     plot: Annotated[Path | None, typer.Option(help="write a PNG bar chart (needs matplotlib)")] = None,
+    server: Annotated[str | None, typer.Option(help="time a `gmiseg-edge serve` server at grpc://HOST:PORT "
+                                               "instead (with --model-dir: the in-process runtime beside it)")] = None,
 ) -> None:
     """Latency per stage and end to end, throughput, memory and size of each backend/precision, interleaved."""
+    if server is not None:
+        with _user_errors():
+            served = serve_commands.bench_server(server, model_dir, runs, warmup, threads)
+        if json_out is not None:
+            say(f"wrote {write_json_atomic(json_out, served.to_dict())}")
+        return
+    if model_dir is None:
+        errors.print("[bold red]error:[/] give --model-dir (or --server URL)")
+        raise typer.Exit(2)
     with _user_errors():
         config = BenchConfig(model_dir=model_dir, backends=csv_list(backend), precisions=csv_list(precision),
                              warmup=warmup, runs=runs, threads=threads, torch_reference=not no_torch)
@@ -370,6 +382,9 @@ def eval_command(
         data = only.to_dict() if only else {kind: r.to_dict() for kind, r in results.items()}
         say(f"wrote {write_json_atomic(json_out, data)}")
 
+
+app.command("serve")(serve_commands.serve)
+app.command("export-triton")(serve_commands.export_triton)
 
 if __name__ == "__main__":
     app()
