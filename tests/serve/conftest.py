@@ -3,6 +3,7 @@ free loopback ports, and a `gmiseg-edge serve` process that the tests start and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -77,6 +78,7 @@ class ServerProcess:
         command = [str(python), "-m", "gmiseg_edge.cli", "serve", "--model-dir", str(model_dir),
                    "--http-port", str(self.http), "--grpc-port", str(self.grpc), "--metrics-port", str(self.metrics),
                    "--cache-dir", str(cache_dir), "--threads", "2", "--backend", "ort"]
+        self.shm_before = {p.name for p in Path("/dev/shm").glob("psm_*")}
         with open(log, "ab") as handle:
             self.proc = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO,
                                          env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
@@ -94,29 +96,48 @@ class ServerProcess:
             return getattr(exc, "code", 0) or 0, str(exc)
 
     def wait_ready(self, timeout: float = 90) -> float:
-        """Seconds until /v2/health/ready answers 200 (fails with the log when the process dies or times out)."""
+        """Seconds until the server and its three models are ready (PyTriton loads the models after Triton's
+        endpoints are up, when /v2/health/ready already answers 200); fails with the log on exit or timeout."""
         start = time.monotonic()
         while time.monotonic() - start < timeout:
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited ({self.proc.returncode}):\n{self.log.read_text()[-4000:]}")
-            if self.get("/v2/health/ready")[0] == 200:
+            paths = ["/v2/health/ready"] + [f"/v2/models/{m}/ready" for m in ("encode", "decode", "segment")]
+            if all(self.get(path)[0] == 200 for path in paths):
                 return time.monotonic() - start
             time.sleep(0.25)
         raise AssertionError(f"server not ready after {timeout} s:\n{self.log.read_text()[-4000:]}")
 
+    def remove_shared_memory(self) -> list[str]:
+        """Delete the /dev/shm segments a SIGKILLed server leaves: PyTriton's, named by the serve process id, and
+        Python's ``psm_*`` blocks made since this server started that no live process maps."""
+        shm = Path("/dev/shm")
+        if not shm.is_dir():
+            return []
+        mapped = set()
+        for maps in Path("/proc").glob("[0-9]*/maps"):
+            try:
+                mapped.update(line.split()[-1] for line in maps.read_text().splitlines() if "/dev/shm/" in line)
+            except OSError:  # a process that ended meanwhile, or not ours to read
+                continue
+        removed = []
+        for path in shm.iterdir():
+            ours = path.name.startswith(f"pytrtion{self.proc.pid}-") or (
+                path.name.startswith("psm_") and path.name not in self.shm_before and str(path) not in mapped)
+            if ours:
+                path.unlink(missing_ok=True)
+                removed.append(path.name)
+        return removed
+
     def signal_group(self, signum: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signum)
-        except ProcessLookupError:
-            pass
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL of the whole group if it lingers."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
         self.signal_group(signal.SIGKILL)
         self.proc.wait(timeout=10)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from gmiseg_edge.core.errors import InputError
+from gmiseg_edge.core.graph_io import DECODER_OUTPUTS, DecoderInputs
 from gmiseg_edge.core.manifest import Manifest
-from gmiseg_edge.core.onnx_session import cpu_session
 from gmiseg_edge.core.prompts import box_from_mask
 from gmiseg_edge.data.samples import load_sample_cases
 from gmiseg_edge.runtime import EmbeddingCache, load
@@ -70,14 +70,14 @@ def test_bad_images_name_the_input(served, inputs, words):
 def test_bad_keys_and_prompts_name_the_input(served, case):
     image, _ = case
     key = np.asarray([served.encode([image[:, :, None]])[0].encode()], dtype=object)
-    with pytest.raises(InputError, match="'key'.*not an embedding key"):
+    with pytest.raises(InputError, match=r"'key'.*not an embedding key"):
         served.decode({"key": np.asarray([b"abc"], dtype=object), "box": np.zeros(4, np.float32)})
-    with pytest.raises(UnknownKeyError, match="'key'.*not in the server's cache"):
+    with pytest.raises(UnknownKeyError, match=r"'key'.*not in the server's cache"):
         served.decode({"key": np.asarray([("f" * 64 + "-5x5").encode()], dtype=object),
                        "box": np.zeros(4, np.float32)})
-    with pytest.raises(InputError, match="'points'.*outside the image"):
+    with pytest.raises(InputError, match=r"'points'.*outside the image"):
         served.decode({"key": key, "points": np.asarray([[500, 3]], np.float32), "labels": np.ones(1, np.float32)})
-    with pytest.raises(InputError, match="'box'.*FP32"):
+    with pytest.raises(InputError, match=r"'box'.*FP32"):
         served.decode({"key": key, "box": np.zeros(4, np.float64)})
     with pytest.raises(InputError, match="empty prompt"):
         served.decode({"key": key})
@@ -86,16 +86,15 @@ def test_bad_keys_and_prompts_name_the_input(served, case):
 def test_bls_pipeline_equals_predict(model_dir, served, case):
     image, box = case
     manifest = Manifest.load(model_dir)
-    encoder = cpu_session(manifest.graph_path("encoder"), threads=2)
-    decoder = cpu_session(manifest.graph_path("decoder"), threads=2)
+    backend = served.predictor.backend  # ONNX Runtime sessions on the folder's graphs, as Triton would run them
 
     def decode(feed):
-        return dict(zip(("low_res_masks", "iou_predictions"), decoder.run(None, feed), strict=True))
+        return dict(zip(DECODER_OUTPUTS, backend.decode(DecoderInputs(**feed)), strict=True))
 
     point = np.asarray([[60, 50]], np.float32)
     for prompt in ({"box": box}, {"points": point, "labels": np.ones(1, np.float32)}):
         out = segment_pipeline({"image": image[:, :, None], **prompt}, manifest.preprocess,
-                               lambda tensor: encoder.run(None, {"image": tensor})[0], decode)
+                               backend.encode, decode)
         expected = served.predictor.predict(image, **prompt)
         assert np.array_equal(out["mask"].astype(bool), expected.mask)
         assert np.allclose(out["low_res_logits"], expected.low_res_logits[expected.index], atol=1e-5)

@@ -124,16 +124,29 @@ def test_health_and_prometheus_metrics(server, checks):
     assert counts[("nv_inference_request_failure", "decode")] >= 4
 
 
+def test_bench_server_prints_the_latency_table(server, serve_env, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"}
+    proc = subprocess.run([str(serve_env), "-m", "gmiseg_edge.cli", "bench", "--server", f"grpc://{server.url}",
+                           "--runs", "1", "--warmup", "0", "--json", str(tmp_path / "b.json")],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for stage in ("encode", "decode", "segment cold", "segment cached"):
+        assert stage in proc.stdout
+    stats = json.loads((tmp_path / "b.json").read_text())["stats_ms"]["server"]
+    assert all(len(stats[s]) == 5 and stats[s]["min"] > 0 for s in stats)
+
+
 def test_sigkill_mid_load_gives_errors_never_a_wrong_mask_and_a_restart_keeps_the_disk_cache(
         server, reference, serve_env, checks, model_dir):
     cases = write_cases(server.root / "load_cases.npz", reference)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     load_proc = subprocess.Popen([str(serve_env), str(SCRIPTS / "serve_client.py"), "load", server.url, str(cases),
-                                  "6"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+                                  "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
     started = json.loads(load_proc.stdout.readline())
-    time.sleep(2.0)  # requests in flight
+    time.sleep(1.5)  # requests in flight
     server.signal_group(signal.SIGKILL)  # the serve process, tritonserver and its stubs, at once
     server.proc.wait(timeout=10)
+    server.remove_shared_memory()  # what a killed server cannot clean up itself
     out, err = load_proc.communicate(timeout=60)
     assert load_proc.returncode == 0, err[-3000:]
     counts = json.loads(out.strip().splitlines()[-1])["counts"]

@@ -63,7 +63,7 @@ def checks(url: str, cases_path: str, out: str) -> dict:
         report["errors"] = {
             "float image": refused(lambda: raw("encode", {"image": image[None, :, :, None].astype(np.float32)})),
             "2 channels": refused(lambda: raw("encode", {"image": np.zeros((1, 8, 8, 2), np.uint8)})),
-            "no batch dim": refused(lambda: raw("encode", {"image": image})),
+            "no batch dim": refused(lambda: raw("encode", {"image": image[:4, :5]})),
             "malformed key": refused(lambda: client.decode("not-a-key", box=[1, 1, 5, 5])),
             "unknown key": refused(lambda: client.decode("0" * 64 + "-10x10", box=[1, 1, 5, 5])),
             "point outside": refused(lambda: client.decode(key, points=[[1e5, 3]], labels=[1])),
