@@ -40,6 +40,7 @@ from gmiseg_edge.serve.protocol import (
     SEGMENT,
 )
 
+LOAD_ATTEMPTS = 3  # PyTriton's stub gives its handshake with this process 1 s: a loaded CPU can miss it
 SERVE_ENV_HINT = ('python3 -m venv .venv-serve && .venv-serve/bin/pip install -e ".[cpu,serve]" '
                   "(PyTriton pins numpy<2: keep it out of the main environment)")
 
@@ -168,20 +169,34 @@ def run_server(config: ServeConfig, log: Callable[[str], None] = print) -> None:
     def stop(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)  # Triton.serve stops gracefully on it
 
+    def bind_all(triton: Any) -> None:
+        triton.bind(ENCODE, _encode_callable(models), tensors["encode_in"], tensors["encode_out"],
+                    config=encode_config, strict=True)
+        triton.bind(DECODE, [_single_callable(DECODE, models.decode)] * config.instances, tensors["decode_in"],
+                    tensors["decode_out"], config=single, strict=True)
+        triton.bind(SEGMENT, [_single_callable(SEGMENT, models.segment)] * config.instances,
+                    tensors["segment_in"], tensors["segment_out"], config=single, strict=True)
+
     previous = signal.signal(signal.SIGTERM, stop)
     try:
-        with Triton(config=triton_config) as triton:
-            triton.bind(ENCODE, _encode_callable(models), tensors["encode_in"], tensors["encode_out"],
-                        config=encode_config, strict=True)
-            triton.bind(DECODE, [_single_callable(DECODE, models.decode)] * config.instances, tensors["decode_in"],
-                        tensors["decode_out"], config=single, strict=True)
-            triton.bind(SEGMENT, [_single_callable(SEGMENT, models.segment)] * config.instances,
-                        tensors["segment_in"], tensors["segment_out"], config=single, strict=True)
-            log(f"serving {predictor.model_name} ({predictor.backend.name} {config.precision}) from "
-                f"{config.model_dir}: http://{config.address}:{config.http_port}, grpc {config.address}:"
-                f"{config.grpc_port}, metrics http://{config.address}:{config.metrics_port}/metrics; "
-                f"embedding cache {config.cache_dir or 'in memory only'}; libpython from {libdir}")
-            triton.serve()
+        for attempt in range(1, LOAD_ATTEMPTS + 1):
+            with Triton(config=triton_config) as triton:
+                try:
+                    bind_all(triton)
+                except Exception as exc:  # tritonclient's InferenceServerException: a model failed to load
+                    first = str(exc).strip().splitlines()[0][:300]
+                    if attempt == LOAD_ATTEMPTS:
+                        raise BackendError(f"Triton could not load the models ({LOAD_ATTEMPTS} attempts): {first}; "
+                                           "see the server log above") from None
+                    log(f"warning: Triton could not load a model ({first}); starting again "
+                        f"({attempt + 1}/{LOAD_ATTEMPTS})")
+                    continue
+                log(f"serving {predictor.model_name} ({predictor.backend.name} {config.precision}) from "
+                    f"{config.model_dir}: http://{config.address}:{config.http_port}, grpc {config.address}:"
+                    f"{config.grpc_port}, metrics http://{config.address}:{config.metrics_port}/metrics; "
+                    f"embedding cache {config.cache_dir or 'in memory only'}; libpython from {libdir}")
+                triton.serve()
+                break
     finally:
         signal.signal(signal.SIGTERM, previous)
         predictor.close()
