@@ -31,15 +31,23 @@ def serve(
     max_batch: Annotated[int, typer.Option(help="encode: largest dynamic batch (1: no batching)")] = 8,
     queue_delay_us: Annotated[int, typer.Option(help="encode: longest wait for a batch, microseconds")] = 5000,
     instances: Annotated[int, typer.Option(help="decode/segment: requests run at once")] = 2,
+    task: Annotated[list[str] | None, typer.Option(help="NAME=DIR: serve a support set (a dataset folder of "
+                                                   "examples) as task NAME of model segment_task; repeatable")] = None,
 ) -> None:
     """Serve a model folder through a real Triton Inference Server (PyTriton): models encode, decode, segment."""
     from gmiseg_edge.cli import _user_errors, say
 
     with _user_errors():
+        tasks = []
+        for item in task or []:
+            name, sep, folder = item.partition("=")
+            if not sep or not name or not folder:
+                raise ValueError(f"--task must be NAME=DIR, got {item!r}")
+            tasks.append((name, Path(folder)))
         config = ServeConfig(model_dir=model_dir, http_port=http_port, grpc_port=grpc_port,
                              metrics_port=metrics_port, address=address, backend=backend, precision=precision,
                              threads=threads, cache_dir=cache_dir, cache_max_gb=cache_max_gb, max_batch=max_batch,
-                             queue_delay_us=queue_delay_us, instances=instances)
+                             queue_delay_us=queue_delay_us, instances=instances, tasks=tuple(tasks))
         run_server(config, log=say)
 
 

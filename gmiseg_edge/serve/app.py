@@ -38,6 +38,9 @@ from gmiseg_edge.serve.protocol import (
     POINTS,
     SCORE,
     SEGMENT,
+    SEGMENT_TASK,
+    TASK,
+    UNCERTAINTY,
 )
 
 LOAD_ATTEMPTS = 3  # PyTriton's stub gives its handshake with this process 1 s: a loaded CPU can miss it
@@ -68,6 +71,7 @@ class ServeConfig:
     instances: int = 2  # decode and segment: requests run at once (each its own Triton model instance)
     exit_timeout_s: int = 10
     log_verbose: int = 0
+    tasks: tuple[tuple[str, Path], ...] = ()  # (name, support-set folder): served by segment_task
 
     def __post_init__(self) -> None:
         ports = (self.http_port, self.grpc_port, self.metrics_port)
@@ -136,8 +140,24 @@ def _tensors(triton_types: Any) -> dict[str, Sequence[Any]]:
     key = tensor(name=KEY, dtype=bytes, shape=(1,))
     answer = [tensor(name=MASK, dtype=np.uint8, shape=(-1, -1)), tensor(name=SCORE, dtype=np.float32, shape=(1,)),
               tensor(name=LOW_RES_LOGITS, dtype=np.float32, shape=(256, 256))]
+    task = [tensor(name=MASK, dtype=np.uint8, shape=(-1, -1)), tensor(name=SCORE, dtype=np.float32, shape=(1,)),
+            tensor(name=UNCERTAINTY, dtype=np.float32, shape=(-1, -1))]
     return {"encode_in": [image], "encode_out": [key], "decode_in": [key, *prompt], "decode_out": answer,
-            "segment_in": [image, *prompt], "segment_out": [*answer, key]}
+            "segment_in": [image, *prompt], "segment_out": [*answer, key],
+            "task_in": [image, tensor(name=TASK, dtype=bytes, shape=(1,))], "task_out": task}
+
+
+def load_tasks(predictor: Any, tasks: Sequence[tuple[str, Path]], log: Callable[[str], None]) -> dict[str, Any]:
+    """Each task's support set (a dataset folder of example images and masks), encoded through the cache."""
+    from gmiseg_edge.jobs.segment_files import SegmentOptions, load_supports
+
+    loaded = {}
+    for name, folder in tasks:
+        if name in loaded:
+            raise ValueError(f"task {name!r} given twice")
+        loaded[name] = load_supports(predictor, SegmentOptions(support=Path(folder)))
+        log(f"task {name}: {len(loaded[name].supports)} support(s) from {folder}")
+    return loaded
 
 
 def run_server(config: ServeConfig, log: Callable[[str], None] = print) -> None:
@@ -152,7 +172,7 @@ def run_server(config: ServeConfig, log: Callable[[str], None] = print) -> None:
                            f"environment: {SERVE_ENV_HINT}") from None
     predictor = load(config.model_dir, backend=config.backend, precision=config.precision, threads=config.threads,
                      cache=config.cache_dir, cache_max_gb=config.cache_max_gb)
-    models = ServingModels(predictor)
+    models = ServingModels(predictor, tasks=load_tasks(predictor, config.tasks, log))
     tensors = _tensors(triton_types)
     triton_config = TritonConfig(
         http_address=config.address, grpc_address=config.address, metrics_address=config.address,
@@ -176,6 +196,9 @@ def run_server(config: ServeConfig, log: Callable[[str], None] = print) -> None:
                     tensors["decode_out"], config=single, strict=True)
         triton.bind(SEGMENT, [_single_callable(SEGMENT, models.segment)] * config.instances,
                     tensors["segment_in"], tensors["segment_out"], config=single, strict=True)
+        if models.tasks:
+            triton.bind(SEGMENT_TASK, [_single_callable(SEGMENT_TASK, models.segment_task)] * config.instances,
+                        tensors["task_in"], tensors["task_out"], config=single, strict=True)
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:

@@ -34,6 +34,9 @@ from gmiseg_edge.serve.protocol import (
     POINTS,
     SCORE,
     SEGMENT,
+    SEGMENT_TASK,
+    TASK,
+    UNCERTAINTY,
 )
 
 _REFUSAL = re.compile(r"ServeRequestError: (.*?)(?:\\n|\n|$)")
@@ -58,8 +61,9 @@ class ServedPrediction:
 
     mask: np.ndarray
     score: float
-    low_res_logits: np.ndarray
+    low_res_logits: np.ndarray | None
     key: str | None = None
+    uncertainty: np.ndarray | None = None
 
 
 def grpc_target(url: str) -> str:
@@ -120,6 +124,12 @@ class SegmentClient:
         inputs = {IMAGE: as_hwc(image)}
         inputs.update(_prompt_arrays(points, labels, box, mask_input))
         return _prediction(self._infer(SEGMENT, inputs), with_key=True)
+
+    def segment_task(self, image: np.ndarray, task: str) -> ServedPrediction:
+        """Segment ``image`` with the server's support set ``task`` (``uncertainty``: the supports' disagreement)."""
+        result = self._infer(SEGMENT_TASK, {IMAGE: as_hwc(image), TASK: np.asarray([task.encode()], dtype=object)})
+        return ServedPrediction(mask=result.as_numpy(MASK).astype(bool), score=float(result.as_numpy(SCORE)[0]),
+                                low_res_logits=None, uncertainty=result.as_numpy(UNCERTAINTY))
 
     def infer_raw(self, model: str, inputs: dict[str, np.ndarray]) -> Any:
         """Send ``inputs`` exactly as given (any dtype and shape): for tests of the server's checks."""

@@ -8,6 +8,7 @@ an :class:`~gmiseg_edge.core.errors.InputError` that names the input ('image', '
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -28,9 +29,14 @@ from gmiseg_edge.serve.protocol import (
     MAX_SIDE,
     POINTS,
     SCORE,
+    TASK,
+    UNCERTAINTY,
     EmbeddingKey,
     UnknownKeyError,
 )
+
+if TYPE_CHECKING:
+    from gmiseg_edge.runtime.support_set import SupportSetSegmenter
 
 
 def check_served_image(image: np.ndarray, name: str = f"input '{IMAGE}'", max_side: int = MAX_SIDE) -> np.ndarray:
@@ -68,9 +74,11 @@ class ServingModels:
     only the decoder, and a disk cache survives a restart (keys stay valid).
     """
 
-    def __init__(self, predictor: Predictor, max_side: int = MAX_SIDE) -> None:
+    def __init__(self, predictor: Predictor, max_side: int = MAX_SIDE,
+                 tasks: Mapping[str, SupportSetSegmenter] | None = None) -> None:
         self.predictor = predictor
         self.max_side = max_side
+        self.tasks = dict(tasks or {})  # task name -> its support set (on this predictor)
 
     def encode(self, images: Sequence[np.ndarray]) -> list[str]:
         """Embedding keys of ``images`` ((H, W, C) uint8 each); the cache misses run as one encoder batch."""
@@ -93,6 +101,21 @@ class ServingModels:
         prediction = self.predictor.predict(pixels, **_prompt(inputs, (pixels.shape[0], pixels.shape[1])))
         encoded = self.predictor.encode(pixels)  # a cache hit: the embedding was stored by predict
         return {**prediction_outputs(prediction), KEY: np.asarray([self._key(encoded).encode()], dtype=object)}
+
+    def segment_task(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Segment the image with the support set of the task named by input 'task' (no prompt)."""
+        if TASK not in inputs or IMAGE not in inputs:
+            raise InputError(f"inputs '{IMAGE}' and '{TASK}' are required")
+        names = np.asarray(inputs[TASK]).reshape(-1)
+        name = names[0].decode("utf-8", errors="replace") if names.size == 1 and isinstance(names[0], bytes) else None
+        if name not in self.tasks:
+            raise InputError(f"input '{TASK}': unknown task {name!r}; this server has "
+                             f"{', '.join(sorted(self.tasks)) or 'no tasks'}")
+        image = np.asarray(inputs[IMAGE])
+        pixels = check_served_image(image, max_side=self.max_side)
+        result = self.tasks[name].segment(pixels)
+        return {MASK: result.mask.astype(np.uint8), SCORE: np.asarray([result.score], dtype=np.float32),
+                UNCERTAINTY: result.uncertainty.astype(np.float32)}
 
     def encoded(self, key: EmbeddingKey) -> EncodedImage:
         """The cached embedding of ``key``; :class:`UnknownKeyError` when the cache does not hold it."""

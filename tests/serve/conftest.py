@@ -78,12 +78,13 @@ def free_ports(count: int) -> list[int]:
 class ServerProcess:
     """`gmiseg-edge serve` in a process group of its own (tritonserver and its stubs are its children)."""
 
-    def __init__(self, python: Path, model_dir: Path, cache_dir: Path, log: Path, ports: list[int]) -> None:
+    def __init__(self, python: Path, model_dir: Path, cache_dir: Path, log: Path, ports: list[int],
+                 extra: tuple[str, ...] = ()) -> None:
         self.http, self.grpc, self.metrics = ports
         self.log = log
         command = [str(python), "-m", "gmiseg_edge.cli", "serve", "--model-dir", str(model_dir),
                    "--http-port", str(self.http), "--grpc-port", str(self.grpc), "--metrics-port", str(self.metrics),
-                   "--cache-dir", str(cache_dir), "--threads", "2", "--backend", "ort"]
+                   "--cache-dir", str(cache_dir), "--threads", "2", "--backend", "ort", *extra]
         self.shm_before = {p.name for p in Path("/dev/shm").glob("psm_*")}
         with open(log, "ab") as handle:
             self.proc = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO,
@@ -108,7 +109,8 @@ class ServerProcess:
         while time.monotonic() - start < timeout:
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited ({self.proc.returncode}):\n{self.log.read_text()[-4000:]}")
-            paths = ["/v2/health/ready"] + [f"/v2/models/{m}/ready" for m in ("encode", "decode", "segment")]
+            models = ("encode", "decode", "segment") + (("segment_task",) if "--task" in self.proc.args else ())
+            paths = ["/v2/health/ready"] + [f"/v2/models/{m}/ready" for m in models]
             if all(self.get(path)[0] == 200 for path in paths):
                 return time.monotonic() - start
             time.sleep(0.25)
