@@ -95,9 +95,7 @@ class ServingModels:
         """Encode (cached) and decode in one call; the image's key comes back too."""
         if IMAGE not in inputs:
             raise InputError(f"input '{IMAGE}' is missing")
-        image = np.asarray(inputs[IMAGE])
-        pixels = check_served_image(image[0] if image.ndim == 4 and len(image) == 1 else image,
-                                    max_side=self.max_side)
+        pixels = check_served_image(inputs[IMAGE], max_side=self.max_side)
         prediction = self.predictor.predict(pixels, **_prompt(inputs, (pixels.shape[0], pixels.shape[1])))
         encoded = self.predictor.encode(pixels)  # a cache hit: the embedding was stored by predict
         return {**prediction_outputs(prediction), KEY: np.asarray([self._key(encoded).encode()], dtype=object)}
