@@ -332,8 +332,8 @@ def kill_mid_load(args, root: Path, lists, reference) -> dict:
     try:
         with SegmentClient(restarted.url) as api:
             for (c, k), key in keys:
-                request = next(r for r in lists[c] if r["k"] == k and r["op"] == "decode")
-                index = (c, lists[c].index(request))
+                i = next(i for i, r in enumerate(lists[c]) if r["k"] == k and r["op"] == "decode")
+                request, index = lists[c][i], (c, i)
                 mask = api.decode(key, **request["prompt"]).mask
                 answered += 1
                 agree.append(dice(mask, reference[index]))
@@ -369,15 +369,15 @@ def main() -> None:
                     "loadavg_at_start": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="serve-load-") as tmp:
         root = Path(tmp)
-        if "mixed" in phases:
-            print("served: mixed load ...", flush=True)
-            report["mixed"] = mixed_load(args, root, lists, reference, in_process)
-        if "batching" in phases:
-            print("served: encode throughput, max batch 1 vs 8 ...", flush=True)
-            report["batching"] = batching_effect(args, root)
-        if "kill" in phases:
-            print("served: SIGKILL in mid-load, then restart ...", flush=True)
-            report["kill"] = kill_mid_load(args, root, lists, reference)
+        steps = (("mixed", "mixed load", lambda: mixed_load(args, root, lists, reference, in_process)),
+                 ("batching", "encode throughput, max batch 1 vs 8", lambda: batching_effect(args, root)),
+                 ("kill", "SIGKILL in mid-load, then restart", lambda: kill_mid_load(args, root, lists, reference)))
+        for name, title, run in steps:
+            if name in phases:
+                print(f"served: {title} ...", flush=True)
+                report[name] = run()
+                if args.json is not None:  # each phase's figures are kept even if a later phase fails
+                    args.json.write_text(json.dumps(report, indent=2, default=float) + "\n")
     report["loadavg_at_end"] = os.getloadavg()
     text = json.dumps(report, indent=2, default=float)
     print(text)
