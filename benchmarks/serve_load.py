@@ -175,8 +175,16 @@ class Server:
     def kill(self) -> None:
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
-        for path in Path("/dev/shm").glob(f"pytrtion{self.proc.pid}-*"):  # what a killed server cannot remove
-            path.unlink(missing_ok=True)
+        mapped = set()  # what a killed server cannot remove: PyTriton's blocks and Python's psm_* made meanwhile
+        for maps in Path("/proc").glob("[0-9]*/maps"):
+            try:
+                mapped.update(line.split()[-1] for line in maps.read_text().splitlines() if "/dev/shm/" in line)
+            except OSError:
+                continue
+        for path in Path("/dev/shm").glob("*"):
+            if path.name.startswith(f"pytrtion{self.proc.pid}-") or (
+                    path.name.startswith("psm_") and path.name not in self.shm_before and str(path) not in mapped):
+                path.unlink(missing_ok=True)
 
     def stop(self) -> int:
         if self.proc.poll() is None:
