@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from gmiseg_edge.cli import serve as serve_commands
 from gmiseg_edge.cli.parse import csv_list, parse_boxes, parse_points
 from gmiseg_edge.cli.progress import file_progress
 from gmiseg_edge.cli.render import bench_tables, eval_table, export_table, failures_table
@@ -328,7 +329,7 @@ def segment(
 
 @app.command()
 def bench(
-    model_dir: Annotated[Path, typer.Option(help="model folder written by `gmiseg-edge export`")],
+    model_dir: Annotated[Path | None, typer.Option(help="model folder written by `gmiseg-edge export`")] = None,
     backend: Annotated[str, typer.Option(help="comma-separated: auto, ort, trt, torch")] = "auto",
     precision: Annotated[str, typer.Option(help="comma-separated: fp32, fp16, int8")] = "fp32,fp16,int8",
     warmup: Annotated[int, typer.Option(help="untimed rounds first")] = 2,
@@ -338,9 +339,20 @@ def bench(
     json_out: Annotated[Path | None, typer.Option("--json", help="write the results and environment as JSON")] = None,
     plot: Annotated[Path | None, typer.Option(help="write a PNG bar chart (needs matplotlib)")] = None,
     task: Annotated[str | None, typer.Option(help="comma-separated task decoders to time (default: all)")] = None,
+    server: Annotated[str | None, typer.Option(help="time a `gmiseg-edge serve` server at grpc://HOST:PORT "
+                                               "instead (with --model-dir: the in-process runtime beside it)")] = None,
 ) -> None:
     """Latency per stage and end to end, throughput, memory and size of each backend/precision, interleaved;
-    each task decoder's size and latency."""
+    each task decoder's size and latency. With ``--server``: the same over the network."""
+    if server is not None:
+        with _user_errors():
+            served = serve_commands.bench_server(server, model_dir, runs, warmup, threads)
+        if json_out is not None:
+            say(f"wrote {write_json_atomic(json_out, served.to_dict())}")
+        return
+    if model_dir is None:
+        errors.print("[bold red]error:[/] give --model-dir (or --server URL)")
+        raise typer.Exit(2)
     with _user_errors():
         config = BenchConfig(model_dir=model_dir, backends=csv_list(backend), precisions=csv_list(precision),
                              warmup=warmup, runs=runs, threads=threads, torch_reference=not no_torch,
@@ -397,6 +409,8 @@ def eval_command(
         say(f"wrote {write_json_atomic(json_out, data)}")
 
 
+app.command("serve")(serve_commands.serve)
+app.command("export-triton")(serve_commands.export_triton)
 from gmiseg_edge.cli import adapt as _adapt  # noqa: E402, F401  (registers `adapt` and `add-task` on app)
 
 if __name__ == "__main__":

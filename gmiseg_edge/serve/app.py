@@ -1,0 +1,226 @@
+"""``gmiseg-edge serve``: the runtime behind a real Triton Inference Server, started through PyTriton.
+
+Triton does the serving (HTTP and gRPC endpoints, health and readiness, Prometheus metrics, dynamic batching of
+``encode`` requests of one image shape across clients); this module binds :class:`ServingModels` to it. A bad
+request gets an error naming the input at fault and the server keeps serving. SIGTERM and SIGINT stop it
+gracefully: Triton stops taking requests, lets in-flight ones finish (``exit_timeout_s``) and unloads.
+
+PyTriton (``nvidia-pytriton``) pins numpy<2, so it lives in an environment of its own (README "Serving"). Its
+Python-backend stub links ``libpython3.x.so`` through the dynamic loader: the running interpreter's own library
+folder is put first on ``LD_LIBRARY_PATH`` so a stub never loads another build of Python.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sysconfig
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gmiseg_edge.core.errors import BackendError, GmisegError
+from gmiseg_edge.runtime import load
+from gmiseg_edge.serve.handlers import ServingModels
+from gmiseg_edge.serve.protocol import (
+    BOX,
+    DECODE,
+    ENCODE,
+    IMAGE,
+    KEY,
+    LABELS,
+    LOW_RES_LOGITS,
+    MASK,
+    MASK_INPUT,
+    POINTS,
+    SCORE,
+    SEGMENT,
+    SEGMENT_TASK,
+    TASK,
+    UNCERTAINTY,
+)
+
+LOAD_ATTEMPTS = 3  # PyTriton's stub gives its handshake with this process 1 s: a loaded CPU can miss it
+SERVE_ENV_HINT = ('python3 -m venv .venv-serve && .venv-serve/bin/pip install -e ".[cpu,serve]" '
+                  "(PyTriton pins numpy<2: keep it out of the main environment)")
+
+
+class ServeRequestError(GmisegError):
+    """A request the served model refused; the message starts with the model and names the input at fault."""
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Settings of ``gmiseg-edge serve``. ``address`` 127.0.0.1 serves this machine only; 0.0.0.0 the network."""
+
+    model_dir: Path
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    address: str = "127.0.0.1"
+    backend: str = "auto"
+    precision: str = "fp32"
+    threads: int | None = None
+    cache_dir: Path | None = None
+    cache_max_gb: float | None = None
+    max_batch: int = 8  # encode: largest batch Triton's dynamic batcher forms (1: no batching)
+    queue_delay_us: int = 5000  # encode: how long a request may wait for others to batch with
+    instances: int = 2  # decode and segment: requests run at once (each its own Triton model instance)
+    exit_timeout_s: int = 10
+    log_verbose: int = 0
+    tasks: tuple[tuple[str, Path], ...] = ()  # (name, support-set folder): served by segment_task
+
+    def __post_init__(self) -> None:
+        ports = (self.http_port, self.grpc_port, self.metrics_port)
+        if len(set(ports)) != 3 or not all(0 < p < 65536 for p in ports):
+            raise ValueError(f"need three different ports in 1..65535, got http {self.http_port}, "
+                             f"grpc {self.grpc_port}, metrics {self.metrics_port}")
+        if self.max_batch < 1 or self.instances < 1 or self.queue_delay_us < 0:
+            raise ValueError(f"need max_batch >= 1, instances >= 1, queue_delay_us >= 0; got {self.max_batch}, "
+                             f"{self.instances}, {self.queue_delay_us}")
+
+
+def use_own_libpython() -> str:
+    """Put the running interpreter's ``LIBDIR`` first on ``LD_LIBRARY_PATH`` (inherited by tritonserver and its
+    Python-backend stubs); returns the folder."""
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    current = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p and p != libdir]
+    os.environ["LD_LIBRARY_PATH"] = os.pathsep.join([libdir, *current]) if libdir else os.pathsep.join(current)
+    return libdir
+
+
+def _guarded(model: str, handler: Callable[[list[Any]], list[dict[str, np.ndarray]]]):
+    """An inference callable whose library errors become one :class:`ServeRequestError` naming the model."""
+
+    def infer(requests: list[Any]) -> list[dict[str, np.ndarray]]:
+        try:
+            return handler(requests)
+        except GmisegError as exc:
+            raise ServeRequestError(f"{model}: {exc}") from None
+
+    return infer
+
+
+def _encode_callable(models: ServingModels):
+    def handle(requests: list[Any]) -> list[dict[str, np.ndarray]]:
+        images: list[np.ndarray] = []
+        counts = []
+        for request in requests:  # Triton put requests of one image shape together; each may hold several
+            batch = request[IMAGE]
+            counts.append(len(batch))
+            images.extend(batch)
+        keys = models.encode(images)
+        out, start = [], 0
+        for count in counts:
+            out.append({KEY: np.asarray([[k.encode()] for k in keys[start:start + count]], dtype=object)})
+            start += count
+        return out
+
+    return _guarded(ENCODE, handle)
+
+
+def _single_callable(model: str, method: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]):
+    def handle(requests: list[Any]) -> list[dict[str, np.ndarray]]:
+        return [method(dict(request.items())) for request in requests]
+
+    return _guarded(model, handle)
+
+
+def _tensors(triton_types: Any) -> dict[str, Sequence[Any]]:
+    """The served models' inputs and outputs as PyTriton tensors (``protocol`` describes them)."""
+    tensor = triton_types.Tensor
+    prompt = [tensor(name=POINTS, dtype=np.float32, shape=(-1, 2), optional=True),
+              tensor(name=LABELS, dtype=np.float32, shape=(-1,), optional=True),
+              tensor(name=BOX, dtype=np.float32, shape=(4,), optional=True),
+              tensor(name=MASK_INPUT, dtype=np.float32, shape=(256, 256), optional=True)]
+    image = tensor(name=IMAGE, dtype=np.uint8, shape=(-1, -1, -1))
+    key = tensor(name=KEY, dtype=bytes, shape=(1,))
+    answer = [tensor(name=MASK, dtype=np.uint8, shape=(-1, -1)), tensor(name=SCORE, dtype=np.float32, shape=(1,)),
+              tensor(name=LOW_RES_LOGITS, dtype=np.float32, shape=(256, 256))]
+    task = [tensor(name=MASK, dtype=np.uint8, shape=(-1, -1)), tensor(name=SCORE, dtype=np.float32, shape=(1,)),
+            tensor(name=UNCERTAINTY, dtype=np.float32, shape=(-1, -1))]
+    return {"encode_in": [image], "encode_out": [key], "decode_in": [key, *prompt], "decode_out": answer,
+            "segment_in": [image, *prompt], "segment_out": [*answer, key],
+            "task_in": [image, tensor(name=TASK, dtype=bytes, shape=(1,))], "task_out": task}
+
+
+def load_tasks(predictor: Any, tasks: Sequence[tuple[str, Path]], log: Callable[[str], None]) -> dict[str, Any]:
+    """Each task's support set (a dataset folder of example images and masks), encoded through the cache."""
+    from gmiseg_edge.jobs.segment_files import SegmentOptions, load_supports
+
+    loaded = {}
+    for name, folder in tasks:
+        if name in loaded:
+            raise ValueError(f"task {name!r} given twice")
+        loaded[name] = load_supports(predictor, SegmentOptions(support=Path(folder)))
+        log(f"task {name}: {len(loaded[name].supports)} support(s) from {folder}")
+    return loaded
+
+
+def run_server(config: ServeConfig, log: Callable[[str], None] = print) -> None:
+    """Load the model folder, start Triton with ``encode``, ``decode`` and ``segment``, and serve until SIGTERM or
+    SIGINT (then stop gracefully)."""
+    libdir = use_own_libpython()
+    try:  # pytriton: pins numpy<2, installed only in the serving environment
+        from pytriton import model_config as triton_types
+        from pytriton.triton import Triton, TritonConfig
+    except ImportError as exc:
+        raise BackendError(f"PyTriton is not installed in this environment ({exc}); create the serving "
+                           f"environment: {SERVE_ENV_HINT}") from None
+    predictor = load(config.model_dir, backend=config.backend, precision=config.precision, threads=config.threads,
+                     cache=config.cache_dir, cache_max_gb=config.cache_max_gb)
+    models = ServingModels(predictor, tasks=load_tasks(predictor, config.tasks, log))
+    tensors = _tensors(triton_types)
+    triton_config = TritonConfig(
+        http_address=config.address, grpc_address=config.address, metrics_address=config.address,
+        http_port=config.http_port, grpc_port=config.grpc_port, metrics_port=config.metrics_port,
+        allow_metrics=True, allow_cpu_metrics=True, allow_gpu_metrics=False,
+        exit_timeout_secs=config.exit_timeout_s, log_verbose=config.log_verbose,
+    )
+    batching = config.max_batch > 1
+    encode_config = triton_types.ModelConfig(
+        batching=True, max_batch_size=config.max_batch,
+        batcher=triton_types.DynamicBatcher(max_queue_delay_microseconds=config.queue_delay_us if batching else 0))
+    single = triton_types.ModelConfig(batching=False)
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)  # Triton.serve stops gracefully on it
+
+    def bind_all(triton: Any) -> None:
+        triton.bind(ENCODE, _encode_callable(models), tensors["encode_in"], tensors["encode_out"],
+                    config=encode_config, strict=True)
+        triton.bind(DECODE, [_single_callable(DECODE, models.decode)] * config.instances, tensors["decode_in"],
+                    tensors["decode_out"], config=single, strict=True)
+        triton.bind(SEGMENT, [_single_callable(SEGMENT, models.segment)] * config.instances,
+                    tensors["segment_in"], tensors["segment_out"], config=single, strict=True)
+        if models.tasks:
+            triton.bind(SEGMENT_TASK, [_single_callable(SEGMENT_TASK, models.segment_task)] * config.instances,
+                        tensors["task_in"], tensors["task_out"], config=single, strict=True)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        for attempt in range(1, LOAD_ATTEMPTS + 1):
+            with Triton(config=triton_config) as triton:
+                try:
+                    bind_all(triton)
+                except Exception as exc:  # tritonclient's InferenceServerException: a model failed to load
+                    first = str(exc).strip().splitlines()[0][:300]
+                    if attempt == LOAD_ATTEMPTS:
+                        raise BackendError(f"Triton could not load the models ({LOAD_ATTEMPTS} attempts): {first}; "
+                                           "see the server log above") from None
+                    log(f"warning: Triton could not load a model ({first}); starting again "
+                        f"({attempt + 1}/{LOAD_ATTEMPTS})")
+                    continue
+                log(f"serving {predictor.model_name} ({predictor.backend.name} {config.precision}) from "
+                    f"{config.model_dir}: http://{config.address}:{config.http_port}, grpc {config.address}:"
+                    f"{config.grpc_port}, metrics http://{config.address}:{config.metrics_port}/metrics; "
+                    f"embedding cache {config.cache_dir or 'in memory only'}; libpython from {libdir}")
+                triton.serve()
+                break
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        predictor.close()
+    log("server stopped")

@@ -1,0 +1,58 @@
+"""What the served models take and give (server, client and tests share these names).
+
+``encode``  image UINT8 [H, W, C] (C 1 or 3; batched by Triton: requests of one shape run as one encoder batch)
+            -> key BYTES [1]
+``decode``  key BYTES [1], points FP32 [N, 2] + labels FP32 [N] and/or box FP32 [4], optional mask_input
+            FP32 [256, 256] -> mask UINT8 [H, W], score FP32 [1], low_res_logits FP32 [256, 256]
+``segment`` image + the prompt inputs of ``decode`` -> the outputs of ``decode`` and the image's key
+``segment_task`` (served when tasks are given) image + task BYTES [1] (a support set's name) -> mask, score
+            (the supports' weighted predicted IoU, 0 when the structure is absent), uncertainty FP32 [H, W]
+
+An embedding key is ``<sha256 of the embedding cache key>-<H>x<W>``: the runtime's cache key (encoder file,
+preprocessing, pixels) and the image size the mask is returned at, so a server restarted on the same disk cache
+answers keys it gave out before.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from gmiseg_edge.core.errors import InputError
+
+ENCODE, DECODE, SEGMENT, SEGMENT_TASK = "encode", "decode", "segment", "segment_task"
+MODELS = (ENCODE, DECODE, SEGMENT)
+IMAGE, KEY, TASK, UNCERTAINTY = "image", "key", "task", "uncertainty"
+POINTS, LABELS, BOX, MASK_INPUT = "points", "labels", "box", "mask_input"
+PROMPT_INPUTS = (POINTS, LABELS, BOX, MASK_INPUT)
+MASK, SCORE, LOW_RES_LOGITS = "mask", "score", "low_res_logits"
+MAX_SIDE = 16384  # larger images are refused by the server (a 16384² RGB image is 768 MiB)
+
+_KEY = re.compile(r"^([0-9a-f]{64})-([1-9][0-9]{0,5})x([1-9][0-9]{0,5})$")
+
+
+class UnknownKeyError(InputError):
+    """A well-formed embedding key that the server's cache does not hold (evicted, or never encoded here)."""
+
+
+@dataclass(frozen=True)
+class EmbeddingKey:
+    """A parsed embedding key: the cache key and the original image size (H, W)."""
+
+    cache_key: str
+    height: int
+    width: int
+
+    def __str__(self) -> str:
+        return f"{self.cache_key}-{self.height}x{self.width}"
+
+    @classmethod
+    def parse(cls, value: str | bytes) -> EmbeddingKey:
+        """Parse a key as ``encode`` returned it; :class:`InputError` naming the input when malformed."""
+        text = value.decode("ascii", errors="replace") if isinstance(value, bytes) else str(value)
+        match = _KEY.match(text)
+        if match is None:
+            shown = text if len(text) <= 80 else text[:77] + "..."
+            raise InputError(f"input '{KEY}': {shown!r} is not an embedding key (expected '<64 hex>-<H>x<W>' as "
+                             f"returned by the '{ENCODE}' or '{SEGMENT}' model)")
+        return cls(match.group(1), int(match.group(2)), int(match.group(3)))

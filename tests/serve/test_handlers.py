@@ -1,0 +1,119 @@
+"""The served models' logic without Triton (ServingModels on the real ONNX Runtime predictor), and the BLS
+pipeline of the exported repository with ONNX Runtime sessions standing in for Triton's encoder and decoder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gmiseg_edge.core.errors import InputError
+from gmiseg_edge.core.graph_io import DECODER_OUTPUTS, DecoderInputs
+from gmiseg_edge.core.manifest import Manifest
+from gmiseg_edge.core.prompts import box_from_mask
+from gmiseg_edge.data.samples import load_sample_cases
+from gmiseg_edge.runtime import EmbeddingCache, load
+from gmiseg_edge.serve.handlers import ServingModels
+from gmiseg_edge.serve.pipeline import segment_pipeline
+from gmiseg_edge.serve.protocol import EmbeddingKey, UnknownKeyError
+
+pytestmark = pytest.mark.weights
+
+
+@pytest.fixture(scope="module")
+def case():
+    sample = next(c for c in load_sample_cases() if c.name == "totalseg_abdomen/liver")
+    return sample.image, box_from_mask(sample.mask)
+
+
+@pytest.fixture(scope="module")
+def served(model_dir, tmp_path_factory):
+    predictor = load(model_dir, backend="ort", threads=2, cache=EmbeddingCache(folder=tmp_path_factory.mktemp("c")))
+    return ServingModels(predictor)
+
+
+def test_encode_decode_segment_equal_predict(served, case):
+    image, box = case
+    expected = served.predictor.predict(image, box=box)
+    keys = served.encode([image[:, :, None], np.repeat(image[:, :, None], 3, axis=2)])  # one encoder batch
+    parsed = EmbeddingKey.parse(keys[0])
+    assert (parsed.height, parsed.width) == image.shape and keys[0] != keys[1]
+    out = served.decode({"key": np.asarray([keys[0].encode()], dtype=object), "box": box})
+    assert np.array_equal(out["mask"].astype(bool), expected.mask)
+    assert out["score"][0] == pytest.approx(expected.score, abs=1e-6)
+    segmented = served.segment({"image": image[:, :, None], "box": box})
+    assert np.array_equal(segmented["mask"], out["mask"])
+    assert segmented["key"][0].decode() == keys[0]
+
+
+def test_a_disk_cached_key_survives_a_new_server(served, case, model_dir):
+    image, box = case
+    key = served.encode([image[:, :, None]])[0]
+    fresh = ServingModels(load(model_dir, backend="ort", threads=2,
+                               cache=EmbeddingCache(folder=served.predictor.cache.folder)))
+    out = fresh.decode({"key": np.asarray([key.encode()], dtype=object), "box": box})
+    assert fresh.predictor.stats.disk_hits == 1 and fresh.predictor.stats.encoder_runs == 0
+    assert np.array_equal(out["mask"], served.decode({"key": np.asarray([key.encode()], dtype=object),
+                                                      "box": box})["mask"])
+
+
+@pytest.mark.parametrize("inputs, words", [
+    ({"image": np.zeros((8, 8), np.uint8)}, ("'image'", "[H, W, C]")),
+    ({"image": np.zeros((8, 8, 2), np.uint8)}, ("'image'", "1 or 3 channels")),
+    ({"image": np.zeros((8, 8, 1), np.float32)}, ("'image'", "uint8")),
+])
+def test_bad_images_name_the_input(served, inputs, words):
+    with pytest.raises(InputError) as error:
+        served.segment({**inputs, "box": np.asarray([0, 0, 4, 4], np.float32)})
+    assert all(word in str(error.value) for word in words), str(error.value)
+
+
+def test_bad_keys_and_prompts_name_the_input(served, case):
+    image, _ = case
+    key = np.asarray([served.encode([image[:, :, None]])[0].encode()], dtype=object)
+    with pytest.raises(InputError, match=r"'key'.*not an embedding key"):
+        served.decode({"key": np.asarray([b"abc"], dtype=object), "box": np.zeros(4, np.float32)})
+    with pytest.raises(UnknownKeyError, match=r"'key'.*not in the server's cache"):
+        served.decode({"key": np.asarray([("f" * 64 + "-5x5").encode()], dtype=object),
+                       "box": np.zeros(4, np.float32)})
+    with pytest.raises(InputError, match=r"'points'.*outside the image"):
+        served.decode({"key": key, "points": np.asarray([[500, 3]], np.float32), "labels": np.ones(1, np.float32)})
+    with pytest.raises(InputError, match=r"'box'.*FP32"):
+        served.decode({"key": key, "box": np.zeros(4, np.float64)})
+    with pytest.raises(InputError, match="empty prompt"):
+        served.decode({"key": key})
+
+
+def test_bls_pipeline_equals_predict(model_dir, served, case):
+    image, box = case
+    manifest = Manifest.load(model_dir)
+    backend = served.predictor.backend  # ONNX Runtime sessions on the folder's graphs, as Triton would run them
+
+    def decode(feed):
+        return dict(zip(DECODER_OUTPUTS, backend.decode(DecoderInputs(**feed)), strict=True))
+
+    point = np.asarray([[60, 50]], np.float32)
+    for prompt in ({"box": box}, {"points": point, "labels": np.ones(1, np.float32)}):
+        out = segment_pipeline({"image": image[:, :, None], **prompt}, manifest.preprocess,
+                               backend.encode, decode)
+        expected = served.predictor.predict(image, **prompt)
+        assert np.array_equal(out["mask"].astype(bool), expected.mask)
+        assert np.allclose(out["low_res_logits"], expected.low_res_logits[expected.index], atol=1e-5)
+
+
+def test_segment_task_uses_the_named_support_set(served, tmp_path):
+    from PIL import Image
+
+    from gmiseg_edge.serve.app import load_tasks
+
+    liver = next(c for c in load_sample_cases() if c.name == "totalseg_abdomen/liver")
+    for folder in ("images", "masks"):
+        (tmp_path / "liver" / folder).mkdir(parents=True)
+    Image.fromarray(liver.image).save(tmp_path / "liver" / "images" / "a.png")
+    Image.fromarray(liver.mask.astype(np.uint8)).save(tmp_path / "liver" / "masks" / "a.png")
+    tasks = load_tasks(served.predictor, [("liver", tmp_path / "liver")], log=lambda _: None)
+    models = ServingModels(served.predictor, tasks=tasks)
+    out = models.segment_task({"image": liver.image[:, :, None], "task": np.asarray([b"liver"], dtype=object)})
+    expected = tasks["liver"].segment(liver.image)
+    assert np.array_equal(out["mask"].astype(bool), expected.mask) and out["uncertainty"].shape == liver.image.shape
+    with pytest.raises(InputError, match=r"'task': unknown task 'spleen'; this server has liver"):
+        models.segment_task({"image": liver.image[:, :, None], "task": np.asarray([b"spleen"], dtype=object)})
