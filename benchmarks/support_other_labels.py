@@ -17,9 +17,9 @@ import argparse
 import numpy as np
 
 from gmiseg_edge.core.prompts import box_from_mask
+from gmiseg_edge.core.selection import spread
 from gmiseg_edge.data import load_sample_pair, normalise
 from gmiseg_edge.data.slicing import slice_2d
-from gmiseg_edge.jobs.segment_files import spread
 from gmiseg_edge.metrics import dice
 from gmiseg_edge.runtime import SupportSetSegmenter, load
 

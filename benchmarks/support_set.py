@@ -31,9 +31,9 @@ from collections import defaultdict
 import numpy as np
 
 from gmiseg_edge.core.prompts import box_from_mask
+from gmiseg_edge.core.selection import spread
 from gmiseg_edge.data import load_sample_cases
 from gmiseg_edge.data.samples import load_sample_pair, load_sample_slice
-from gmiseg_edge.jobs.segment_files import spread
 from gmiseg_edge.metrics import dice
 from gmiseg_edge.runtime import SupportSetSegmenter, load
 

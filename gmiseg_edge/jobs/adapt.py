@@ -21,6 +21,7 @@ from gmiseg_edge.adapters import AdapterConfig, save_adapter
 from gmiseg_edge.core.errors import InputError, ManifestError
 from gmiseg_edge.core.files import user_cache_dir
 from gmiseg_edge.core.manifest import Manifest, check_task_name
+from gmiseg_edge.core.selection import spread
 from gmiseg_edge.core.transforms import ImageGeometry
 from gmiseg_edge.data.intensity import Normalisation
 from gmiseg_edge.export.task_decoder import (
@@ -44,13 +45,6 @@ from gmiseg_edge.train.samples import load_samples
 
 Log = Callable[[str], None]
 VALIDATION_CASES = 5  # supports the task decoder is validated on against PyTorch (their embeddings are at hand)
-
-
-def spread(items: list, count: int) -> list:
-    """At most ``count`` of ``items``, evenly spread (all of them when there are fewer)."""
-    if len(items) <= count:
-        return list(items)
-    return [items[round(i * (len(items) - 1) / (count - 1))] for i in range(count)]
 
 
 def default_cache_dir() -> Path:

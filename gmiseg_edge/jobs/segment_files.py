@@ -59,6 +59,7 @@ from gmiseg_edge import __version__
 from gmiseg_edge.core.errors import GmisegError, InputError, MissingFileError
 from gmiseg_edge.core.files import folder_problem, write_json_atomic
 from gmiseg_edge.core.prompts import box_from_mask, boxes_from_labels, instance_labels
+from gmiseg_edge.core.selection import spread
 from gmiseg_edge.data import (
     Image2D,
     Volume,
@@ -209,13 +210,6 @@ def collect_inputs(image: Path | None = None, folder: Path | None = None, mask: 
 def inputs_bring_prompts(inputs: Sequence[InputFile]) -> bool:
     """True when every input is a challenge case (``.npz``), which holds its own boxes."""
     return bool(inputs) and all(file_suffix(i.image) == CHALLENGE_SUFFIX for i in inputs)
-
-
-def spread(items: list, count: int) -> list:
-    """Up to ``count`` items evenly spaced over ``items``."""
-    if len(items) <= count:
-        return items
-    return [items[i] for i in np.linspace(0, len(items) - 1, count).round().astype(int)]
 
 
 def load_supports(predictor: Predictor, options: SegmentOptions) -> SupportSetSegmenter:

@@ -70,6 +70,7 @@ import numpy as np
 from gmiseg_edge.core.errors import InputError
 from gmiseg_edge.core.graph_io import LOW_RES
 from gmiseg_edge.core.prompts import make_prompt
+from gmiseg_edge.core.selection import spread
 from gmiseg_edge.core.transforms import ImageGeometry, postprocess_logits
 from gmiseg_edge.runtime.images import Normalisation, check_image
 from gmiseg_edge.runtime.predictor import EncodedImage, Predictor
@@ -306,8 +307,7 @@ class SupportSetSegmenter:
             if not labelled:
                 raise InputError(f"{name} mask is empty: a support needs at least one foreground voxel")
             self._claim_dims(3, name)
-            if len(labelled) > max_slices:
-                labelled = [labelled[i] for i in np.linspace(0, len(labelled) - 1, max_slices).round().astype(int)]
+            labelled = spread(labelled, max_slices)
             return [self._add_2d(np.take(image, i, axis=axis), np.take(mask, i, axis=axis), f"{name} slice {i}")
                     for i in labelled]
         if mask.ndim != 2:

@@ -176,8 +176,8 @@ def test_a_lesion_from_another_patient_is_found_by_appearance_and_an_organ_keeps
     """Cross-patient lung lesions: registration puts the support's lesion where the query has none; the
     appearance candidate is taken because the anatomy one does not look like a lesion and it does. The right
     kidney, with the look-alike left kidney in the same slice, keeps its (right) anatomy candidate."""
+    from gmiseg_edge.core.selection import spread
     from gmiseg_edge.data import load_sample_cases
-    from gmiseg_edge.jobs.segment_files import spread
 
     predictor = load(model_dir, backend="ort")
     query = load_sample_cases(["lung2"])[0]
