@@ -41,7 +41,7 @@ from gmiseg_edge.export.onnx_export import DEFAULT_OPSET, export_decoder
 from gmiseg_edge.export.positional import compute_dense_pe_in_graph
 from gmiseg_edge.export.validate import TOLERANCES, CaseAgreement, ValidationReport
 from gmiseg_edge.metrics import dice
-from gmiseg_edge.models.build import build_model, checkpoint_sha256
+from gmiseg_edge.models.build import build_model, folder_checkpoint
 from gmiseg_edge.models.reference import TorchReference
 
 Log = Callable[[str], None]
@@ -81,13 +81,7 @@ def encoder_identity(manifest: Manifest) -> dict[str, str]:
 def folder_model(manifest: Manifest) -> tuple[Sam, str]:
     """The folder's model in PyTorch, as it was exported (base checkpoint verified against the manifest, its
     encoder-side adapter merged): a plain SAM without adapter modules. Returns it and the base sha256."""
-    base = manifest.base_checkpoint
-    local = manifest.file_path(base["file"], "base_checkpoint.file") if base.get("file") else None
-    checkpoint = local if local is not None and local.is_file() else None
-    sha = checkpoint_sha256(manifest.model_name, checkpoint)
-    if sha != base.get("sha256"):
-        raise ManifestError(f"{checkpoint or manifest.model_name + ' released weights'}: sha256 {sha} is not the "
-                            f"base checkpoint {base.get('sha256')} the folder {manifest.folder} was exported from")
+    checkpoint, sha = folder_checkpoint(manifest)
     model = build_model(manifest.model_name, checkpoint=checkpoint)
     if manifest.adapter:
         path = manifest.file_path(manifest.adapter["file"], "adapter.file")

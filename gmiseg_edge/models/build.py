@@ -10,8 +10,9 @@ from segment_anything.build_sam import sam_model_registry
 from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 from torch import nn
 
-from gmiseg_edge.core.errors import WeightsError
+from gmiseg_edge.core.errors import ManifestError, WeightsError
 from gmiseg_edge.core.files import sha256_of
+from gmiseg_edge.core.manifest import Manifest
 from gmiseg_edge.core.transforms import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 from gmiseg_edge.models.tiny_vit import TinyViT, TinyViTConfig
 from gmiseg_edge.models.weights import resolve_weights
@@ -119,3 +120,21 @@ def load_checkpoint(model: nn.Module, path: Path, spec: ModelSpec) -> None:
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters (buffers such as batch-norm statistics excluded)."""
     return sum(p.numel() for p in model.parameters())
+
+
+def folder_checkpoint(manifest: Manifest) -> tuple[Path | None, str]:
+    """The base checkpoint a model folder was exported from (its own copy when it holds one, else None: the zoo's
+    released weights), checked against the manifest's sha256; returns it and the sha256 as computed. A missing
+    or different checkpoint is a ManifestError naming it."""
+    base = manifest.base_checkpoint
+    local = manifest.file_path(base["file"], "base_checkpoint.file") if base.get("file") else None
+    checkpoint = local if local is not None and local.is_file() else None
+    try:
+        sha = checkpoint_sha256(manifest.model_name, checkpoint)
+    except Exception as exc:
+        raise ManifestError(f"{manifest.folder}: the base checkpoint {base.get('file')} is needed in the model "
+                            f"folder ({exc})") from exc
+    if sha != base.get("sha256"):
+        raise ManifestError(f"{checkpoint or manifest.model_name + ' released weights'}: sha256 {sha} is not the "
+                            f"base checkpoint {base.get('sha256')} the folder {manifest.folder} was exported from")
+    return checkpoint, sha

@@ -10,7 +10,6 @@ folder. A merged adapter is re-applied from the adapter file, which export copie
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,27 +18,10 @@ from gmiseg_edge.adapters import apply_adapter, merge_adapters
 from gmiseg_edge.core.files import sha256_of
 from gmiseg_edge.core.graph_io import DecoderInputs
 from gmiseg_edge.core.manifest import Manifest, ManifestError
-from gmiseg_edge.models.build import build_model, checkpoint_sha256
+from gmiseg_edge.models.build import build_model, folder_checkpoint
 from gmiseg_edge.models.reference import TorchReference
 from gmiseg_edge.runtime.backends.base import Backend
 from gmiseg_edge.runtime.backends.options import BackendOptions
-
-
-def _checkpoint(manifest: Manifest) -> tuple[Path | None, str]:
-    """The base checkpoint to build with (None: the zoo's released weights), checked against the manifest, and
-    its sha256 as computed."""
-    base = manifest.base_checkpoint
-    local = manifest.file_path(base["file"], "base_checkpoint.file") if base.get("file") else None
-    checkpoint = local if local is not None and local.is_file() else None
-    try:
-        sha = checkpoint_sha256(manifest.model_name, checkpoint)
-    except Exception as exc:
-        raise ManifestError(f"{manifest.folder}: the torch backend needs the base checkpoint {base.get('file')} "
-                            f"in the model folder ({exc})") from exc
-    if sha != base.get("sha256"):
-        raise ManifestError(f"{checkpoint or manifest.model_name + ' released weights'}: sha256 {sha} is not the "
-                            f"base checkpoint {base.get('sha256')} the manifest was exported from")
-    return checkpoint, sha
 
 
 def _merge_adapter(model: torch.nn.Module, manifest: Manifest, base_sha: str) -> str:
@@ -77,7 +59,7 @@ class TorchBackend(Backend):
 def open_torch(manifest: Manifest, precision: str, options: BackendOptions) -> TorchBackend:
     """Rebuild the exported model in PyTorch (base checkpoint and adapter verified against the manifest)."""
 
-    checkpoint, base_sha = _checkpoint(manifest)
+    checkpoint, base_sha = folder_checkpoint(manifest)
     model = build_model(manifest.model_name, checkpoint=checkpoint)
     parts = ["torch", manifest.model_name, base_sha]
     if manifest.adapter:
