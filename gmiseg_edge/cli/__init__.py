@@ -312,7 +312,7 @@ def segment(
         score = "" if r.dice is None else f", Dice {r.dice:.4f}"
         say(f"{r.output} ({r.slices} slice(s), {r.seconds:.1f} s{score})")
         if r.note:
-            say(f"  propagation: {r.note}")
+            say(f"  {r.note}")
     stats = predictor.stats
     console.print(f"encoder runs {stats.encoder_runs}, cache hits {stats.hits} ({stats.disk_hits} from disk)")
     failed = [r for r in results if not r.ok]

@@ -25,7 +25,8 @@ Exactly one prompt source:
 - ``support`` (a dataset folder of examples): every 2D support, and up to ``support_slices`` labelled slices
   per support volume spread over the label's extent, form one :class:`SupportSetSegmenter`; every slice of a
   volume is segmented with ``require_presence=True`` (a slice where no support finds the structure stays
-  empty), a 2D image without it.
+  empty), then only the run of slices connected to the most confident one is kept
+  (:mod:`gmiseg_edge.runtime.support_volume`); a 2D image is segmented without the presence decision.
 - ``label`` alone (evaluation): a box from the extent of label ``label`` in the input's label map, on each
   slice where it is present (2D: the whole image).
 
@@ -83,6 +84,7 @@ from gmiseg_edge.jobs.overlays import write_label_overlay, write_overlay
 from gmiseg_edge.metrics import dice
 from gmiseg_edge.runtime.predictor import Predictor
 from gmiseg_edge.runtime.support_set import SupportSetSegmenter
+from gmiseg_edge.runtime.support_volume import connected_slices, slice_confidence
 
 AXIS = 2
 REPORT_NAME = "segment_report.json"
@@ -142,7 +144,9 @@ class SegmentOptions:
             raise InputError("--uncertainty is the disagreement of a support set's examples: it needs --support")
         if self.propagate and self.support is not None:
             raise InputError("--propagate starts from --box/--point with --slice K, or from --label (its largest "
-                             "labelled slice); not from --support")
+                             "labelled slice); not from --support: a volume with --support is segmented slice by "
+                             "slice and kept where connected (propagating from the supports' best slice scored "
+                             "lower, BENCHMARKS.md)")
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,7 @@ class InputFile:
 @dataclass
 class FileResult:
     """What was written for one input, or why it failed (``error``: one line naming the file; nothing written
-    for it but, for a volume, overlays of slices done before the failure)."""
+    for it: a volume's overlays are written once all its slices are done)."""
 
     image: Path
     output: Path
@@ -165,7 +169,7 @@ class FileResult:
     dice: float | None = None
     overlays: list[Path] = field(default_factory=list)
     seconds: float = 0.0
-    note: str = ""  # propagation: the slices visited and why it stopped at each end
+    note: str = ""  # propagation: the slices visited and why it stopped; support set: the slices kept
     error: str = ""
 
     @property
@@ -238,11 +242,13 @@ class _FileSegmenter:
         self.supports = supports
 
         self.uncertainty: np.ndarray | None = None  # the last support-set query's, as uint8 (0..255 for 0..0.5)
+        self.confidence = 0.0  # the last support-set query's slice confidence (runtime.support_volume)
 
     def __call__(self, pixels: np.ndarray, truth: np.ndarray | None, volume: bool) -> np.ndarray:
         if self.supports is not None:
             prediction = self.supports.segment(pixels, require_presence=volume)
             self.uncertainty = np.round(np.clip(prediction.uncertainty, 0, 0.5) * 510).astype(np.uint8)
+            self.confidence = slice_confidence(prediction)
             return prediction.mask
         if self.options.boxes:
             return self.predictor.predict(pixels, boxes=self.options.boxes).label_map()
@@ -329,8 +335,9 @@ def _structure(options: SegmentOptions) -> str:
 
 
 def write_mask(image: Image2D | Volume, mask: np.ndarray, output: Path, run: _FileSegmenter) -> Path:
-    """Write ``mask`` for ``image``: a DICOM-SEG for ``.dcm`` outputs (one segment, the structure's name; the
-    algorithm is the model, AUTOMATIC for support sets, else SEMIAUTOMATIC), else :func:`save_like`."""
+    """Write ``mask`` for ``image``: a DICOM-SEG for ``.dcm`` outputs (one segment named after the structure, or
+    for a label map of several objects one segment per object, ``"<structure> <k>"``; the algorithm is the
+    model, AUTOMATIC for support sets, else SEMIAUTOMATIC), else :func:`save_like`."""
     if output.suffix != ".dcm":
         return save_like(image, mask, output)
     assert isinstance(image, Volume)
@@ -338,7 +345,13 @@ def write_mask(image: Image2D | Volume, mask: np.ndarray, output: Path, run: _Fi
 
     algorithm = SegAlgorithm(f"gmiseg-edge {run.predictor.model_name}", __version__,
                              "AUTOMATIC" if run.options.support is not None else "SEMIAUTOMATIC")
-    return write_dicom_seg(image, np.asarray(mask).astype(np.uint8), output, {1: _structure(run.options)}, algorithm)
+    structure = _structure(run.options)
+    mask = np.asarray(mask)
+    if mask.dtype == bool:
+        segments = {1: structure}
+    else:  # objects 1..K (--box x N, --instances)
+        segments = {k: f"{structure} {k}" for k in range(1, max(1, int(mask.max())) + 1)}
+    return write_dicom_seg(image, mask, output, segments, algorithm)
 
 
 def _truth(item: InputFile, options: SegmentOptions, shape: tuple[int, ...],
@@ -418,26 +431,36 @@ def segment_file(item: InputFile, out: Path, run: _FileSegmenter, progress: Prog
     labelled = options.boxes or options.instances
     mask3d = np.zeros(image.array.shape, np.uint16 if labelled else bool)  # labels: up to 65535 objects a slice
     spread3d = np.zeros(image.array.shape, np.uint8) if options.uncertainty else None
-    overlays = []
-    if options.overlay:
-        (out / f"{name}_overlay").mkdir(exist_ok=True)
+    confidence = np.zeros(depth)
     for done, k in enumerate(indices):
         report(item.image.name, done, len(indices))
         pixels = to_uint8(slice_2d(image.array, AXIS, k), options.window)
         slice_truth = slice_2d(truth, AXIS, k) if truth is not None else None
-        mask = run(pixels, slice_truth, volume=True)
-        mask3d[:, :, k] = mask.T
+        mask3d[:, :, k] = run(pixels, slice_truth, volume=True).T
+        confidence[k] = run.confidence
         if spread3d is not None:
             spread3d[:, :, k] = run.uncertainty.T
-        if options.overlay and mask.any():
-            path = out / f"{name}_overlay" / f"slice_{k:04d}.png"
-            overlays.append(_write_overlay(path, pixels, mask))
     report(item.image.name, len(indices), len(indices))
+    note = ""
+    if options.support is not None:  # keep the run of slices connected to the most confident one
+        marked = mask3d.any(axis=(0, 1))
+        keep = connected_slices([mask3d[:, :, k] for k in range(depth)], confidence)
+        mask3d[:, :, ~keep] = 0
+        note = (f"support set: {int(marked.sum())} slice(s) marked, {int(keep.sum())} kept connected to slice "
+                f"{int(np.argmax(confidence))}" if keep.any() else "support set: structure not found in any slice")
+    overlays = []
+    if options.overlay:
+        (out / f"{name}_overlay").mkdir(exist_ok=True)
+    for k in indices if options.overlay else ():
+        mask = slice_2d(mask3d, AXIS, k)
+        if mask.any():
+            pixels = to_uint8(slice_2d(image.array, AXIS, k), options.window)
+            overlays.append(_write_overlay(out / f"{name}_overlay" / f"slice_{k:04d}.png", pixels, mask))
     write_mask(image, mask3d, output, run)
     if spread3d is not None:
         save_like(image, spread3d, _uncertainty_path(output))
     return FileResult(item.image, output, len(indices), dice(mask3d != 0, truth) if truth is not None else None,
-                      overlays, time.perf_counter() - start)
+                      overlays, time.perf_counter() - start, note=note)
 
 
 def _propagate_file(item: InputFile, image: Volume, truth: np.ndarray | None, output: Path, predictor: Predictor,
@@ -469,7 +492,7 @@ def _propagate_file(item: InputFile, image: Volume, truth: np.ndarray | None, ou
             overlays.append(write_overlay(path, pixels, slice_2d(result.mask, AXIS, int(k))))
     return FileResult(item.image, output, result.slices_visited,
                       dice(result.mask, truth) if truth is not None else None, overlays,
-                      time.perf_counter() - start, note=result.summary())
+                      time.perf_counter() - start, note=f"propagation: {result.summary()}")
 
 
 def prepare_output_folder(out: str | Path) -> Path:

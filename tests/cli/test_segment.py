@@ -85,6 +85,8 @@ def test_segment_an_nrrd_volume_from_a_support_set(model_dir, tmp_path):
     assert result.exit_code == 0, result.output
     # 3 support slices of brain1 + the 3 slices of brain2, each encoded once
     assert "3 slice(s)" in result.output and "encoder runs 6" in result.output and "Dice" in result.output
+    assert re.search(r"support set: (\d slice\(s\) marked, \d kept connected to slice \d|structure not found)",
+                     result.output), result.output
     written, header = nrrd.read(str(tmp_path / "out" / "brain2_image_mask.nrrd"))
     _, original = nrrd.read(str(source))
     assert written.shape == (256, 256, 3)

@@ -57,6 +57,19 @@ def test_dicom_series_to_dicom_seg_matches_the_nifti_route(model_dir, tmp_path):
     assert segment.SegmentLabel == "liver" and segment.SegmentAlgorithmType == "SEMIAUTOMATIC"
     assert segment.SegmentAlgorithmName == "gmiseg-edge lite_medsam"
 
+    # several objects (every label id of the map, one box each on each slice): one segment per object
+    result = runner.invoke(app, ["segment", "--model-dir", str(model_dir), "--mask", str(tmp_path / "labels.nii.gz"),
+                                 "--window", "abdomen", "--backend", "ort", "--image", str(tmp_path / "series"),
+                                 "--series", "abdomen", "--instances", "--structure", "organ",
+                                 "--out", str(tmp_path / "objects")])
+    assert result.exit_code == 0, result.output
+    objects_path = tmp_path / "objects" / "series_mask.dcm"
+    objects = read_dicom_seg(objects_path, volume)
+    names = [s.SegmentLabel for s in pydicom.dcmread(objects_path).SegmentSequence]
+    assert len(names) >= 2 and names == [f"organ {k}" for k in range(1, len(names) + 1)], names
+    assert objects.max() == len(names)
+    assert dice(objects > 0, labels > 0) > 0.8  # 0.877 when written
+
     result = runner.invoke(app, ["segment", *common, "--image", str(tmp_path / "ct.nii.gz"),
                                  "--format", "dicom-seg", "--out", str(tmp_path / "refused")])
     assert result.exit_code == 1 and "dicom-seg needs a DICOM source series" in result.output
