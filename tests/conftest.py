@@ -69,3 +69,10 @@ class _ExportCache:
 def exported_models(tmp_path_factory) -> _ExportCache:
     """``exported_models("lite_medsam").folder`` is a model folder written by the real export."""
     return _ExportCache(tmp_path_factory.mktemp("exported"))
+
+
+@pytest.fixture(scope="session")
+def abdomen_embedding_cache(tmp_path_factory) -> Path:
+    """A disk embedding cache shared by the tests that propagate through the sample CT with lite_medsam's shared
+    export (the CLI's and the runtime's): the slices are encoded once per test session (CI time)."""
+    return tmp_path_factory.mktemp("abdomen-embeddings")

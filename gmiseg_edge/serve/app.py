@@ -28,6 +28,7 @@ from gmiseg_edge.serve.handlers import ServingModels
 from gmiseg_edge.serve.protocol import (
     BOX,
     DECODE,
+    DECODER,
     ENCODE,
     IMAGE,
     KEY,
@@ -135,7 +136,8 @@ def _tensors(triton_types: Any) -> dict[str, Sequence[Any]]:
     prompt = [tensor(name=POINTS, dtype=np.float32, shape=(-1, 2), optional=True),
               tensor(name=LABELS, dtype=np.float32, shape=(-1,), optional=True),
               tensor(name=BOX, dtype=np.float32, shape=(4,), optional=True),
-              tensor(name=MASK_INPUT, dtype=np.float32, shape=(256, 256), optional=True)]
+              tensor(name=MASK_INPUT, dtype=np.float32, shape=(256, 256), optional=True),
+              tensor(name=DECODER, dtype=bytes, shape=(1,), optional=True)]
     image = tensor(name=IMAGE, dtype=np.uint8, shape=(-1, -1, -1))
     key = tensor(name=KEY, dtype=bytes, shape=(1,))
     answer = [tensor(name=MASK, dtype=np.uint8, shape=(-1, -1)), tensor(name=SCORE, dtype=np.float32, shape=(1,)),
@@ -173,6 +175,9 @@ def run_server(config: ServeConfig, log: Callable[[str], None] = print) -> None:
     predictor = load(config.model_dir, backend=config.backend, precision=config.precision, threads=config.threads,
                      cache=config.cache_dir, cache_max_gb=config.cache_max_gb)
     models = ServingModels(predictor, tasks=load_tasks(predictor, config.tasks, log))
+    decoders = predictor.tasks.names() if predictor.tasks is not None else []
+    if decoders:
+        log(f"task decoders (input 'decoder' of decode and segment): {', '.join(decoders)}")
     tensors = _tensors(triton_types)
     triton_config = TritonConfig(
         http_address=config.address, grpc_address=config.address, metrics_address=config.address,

@@ -24,6 +24,7 @@ from gmiseg_edge.core.errors import GmisegError
 from gmiseg_edge.serve.protocol import (
     BOX,
     DECODE,
+    DECODER,
     ENCODE,
     IMAGE,
     KEY,
@@ -112,17 +113,20 @@ class SegmentClient:
         result = self._infer(ENCODE, {IMAGE: as_hwc(image)[None]})
         return _text(result.as_numpy(KEY).reshape(-1)[0])
 
-    def decode(self, key: str, points=None, labels=None, box=None, mask_input=None) -> ServedPrediction:
+    def decode(self, key: str, points=None, labels=None, box=None, mask_input=None,
+               decoder: str = "") -> ServedPrediction:
         """The mask of a prompt on an image encoded before; ``points`` (N, 2) as (x, y), ``labels`` (N,) 1/0,
-        ``box`` [x0, y0, x1, y1], ``mask_input`` (256, 256) low-res logits."""
+        ``box`` [x0, y0, x1, y1], ``mask_input`` (256, 256) low-res logits; ``decoder``: a task decoder of the
+        server's model folder (empty: the base decoder)."""
         inputs: dict[str, np.ndarray] = {KEY: np.asarray([key.encode()], dtype=object)}
-        inputs.update(_prompt_arrays(points, labels, box, mask_input))
+        inputs.update(_prompt_arrays(points, labels, box, mask_input, decoder))
         return _prediction(self._infer(DECODE, inputs))
 
-    def segment(self, image: np.ndarray, points=None, labels=None, box=None, mask_input=None) -> ServedPrediction:
-        """Encode (cached by the server) and decode in one call."""
+    def segment(self, image: np.ndarray, points=None, labels=None, box=None, mask_input=None,
+                decoder: str = "") -> ServedPrediction:
+        """Encode (cached by the server) and decode in one call (``decoder`` as for :meth:`decode`)."""
         inputs = {IMAGE: as_hwc(image)}
-        inputs.update(_prompt_arrays(points, labels, box, mask_input))
+        inputs.update(_prompt_arrays(points, labels, box, mask_input, decoder))
         return _prediction(self._infer(SEGMENT, inputs), with_key=True)
 
     def segment_task(self, image: np.ndarray, task: str) -> ServedPrediction:
@@ -168,10 +172,10 @@ def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def _prompt_arrays(points, labels, box, mask_input) -> dict[str, np.ndarray]:
+def _prompt_arrays(points, labels, box, mask_input, decoder: str = "") -> dict[str, np.ndarray]:
     """The prompt as float32 arrays in the server's shapes (what cannot be reshaped is sent as given, and the
-    server says what is wrong with it)."""
-    arrays = {}
+    server says what is wrong with it), and the task decoder's name when one is given."""
+    arrays: dict[str, np.ndarray] = {DECODER: np.asarray([decoder.encode()], dtype=object)} if decoder else {}
     for name, value in ((POINTS, points), (LABELS, labels), (BOX, box), (MASK_INPUT, mask_input)):
         if value is None:
             continue

@@ -20,6 +20,7 @@ from gmiseg_edge.runtime.images import check_image
 from gmiseg_edge.runtime.predictor import EncodedImage, Predictor
 from gmiseg_edge.serve.protocol import (
     BOX,
+    DECODER,
     IMAGE,
     KEY,
     LABELS,
@@ -89,14 +90,16 @@ class ServingModels:
     def decode(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The mask of a prompt on an image encoded before (input 'key')."""
         encoded = self.encoded(_single_key(inputs))
-        return prediction_outputs(self._predict(encoded, inputs))
+        return prediction_outputs(self.predictor.predict(encoded, **_prompt(inputs, encoded.size),
+                                                         task=self._task_decoder(inputs)))
 
     def segment(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Encode (cached) and decode in one call; the image's key comes back too."""
         if IMAGE not in inputs:
             raise InputError(f"input '{IMAGE}' is missing")
         pixels = check_served_image(inputs[IMAGE], max_side=self.max_side)
-        prediction = self.predictor.predict(pixels, **_prompt(inputs, (pixels.shape[0], pixels.shape[1])))
+        task = self._task_decoder(inputs)
+        prediction = self.predictor.predict(pixels, **_prompt(inputs, (pixels.shape[0], pixels.shape[1])), task=task)
         encoded = self.predictor.encode(pixels)  # a cache hit: the embedding was stored by predict
         return {**prediction_outputs(prediction), KEY: np.asarray([self._key(encoded).encode()], dtype=object)}
 
@@ -129,8 +132,21 @@ class ServingModels:
         geometry = ImageGeometry.of(key.height, key.width, self.predictor.input_size)
         return EncodedImage(prepared=geometry, embedding=embedding, key=key.cache_key)
 
-    def _predict(self, encoded: EncodedImage, inputs: Mapping[str, np.ndarray]) -> Prediction:
-        return self.predictor.predict(encoded, **_prompt(inputs, encoded.size))
+    def _task_decoder(self, inputs: Mapping[str, np.ndarray]) -> str:
+        """The task decoder named by the optional input 'decoder' (``""``, the base decoder, when absent or
+        empty); an unknown name is an InputError listing the folder's task decoders."""
+        value = _optional(inputs, DECODER)
+        if value is None:
+            return ""
+        values = value.reshape(-1)
+        if values.size != 1 or not isinstance(values[0], bytes | str):
+            raise InputError(f"input '{DECODER}': expected one task decoder name (BYTES [1])")
+        name = values[0].decode("utf-8", errors="replace") if isinstance(values[0], bytes) else values[0]
+        tasks = self.predictor.tasks.names() if self.predictor.tasks is not None else []
+        if name and name not in tasks:
+            raise InputError(f"input '{DECODER}': unknown task decoder {name!r}; this model folder has "
+                             f"{', '.join(tasks) or 'none'} (gmiseg-edge adapt adds one)")
+        return name
 
     @staticmethod
     def _key(encoded: EncodedImage) -> str:

@@ -4,7 +4,10 @@
             -> key BYTES [1]
 ``decode``  key BYTES [1], points FP32 [N, 2] + labels FP32 [N] and/or box FP32 [4], optional mask_input
             FP32 [256, 256] -> mask UINT8 [H, W], score FP32 [1], low_res_logits FP32 [256, 256]
-``segment`` image + the prompt inputs of ``decode`` -> the outputs of ``decode`` and the image's key
+            optional decoder BYTES [1]: a task decoder of the model folder (``gmiseg-edge adapt``; absent or
+            empty: the base decoder)
+``segment`` image + the prompt inputs of ``decode`` (``decoder`` too) -> the outputs of ``decode`` and the
+            image's key
 ``segment_task`` (served when tasks are given) image + task BYTES [1] (a support set's name) -> mask, score
             (the supports' weighted predicted IoU, 0 when the structure is absent), uncertainty FP32 [H, W]
 
@@ -22,7 +25,7 @@ from gmiseg_edge.core.errors import InputError
 
 ENCODE, DECODE, SEGMENT, SEGMENT_TASK = "encode", "decode", "segment", "segment_task"
 MODELS = (ENCODE, DECODE, SEGMENT)
-IMAGE, KEY, TASK, UNCERTAINTY = "image", "key", "task", "uncertainty"
+IMAGE, KEY, TASK, UNCERTAINTY, DECODER = "image", "key", "task", "uncertainty", "decoder"
 POINTS, LABELS, BOX, MASK_INPUT = "points", "labels", "box", "mask_input"
 PROMPT_INPUTS = (POINTS, LABELS, BOX, MASK_INPUT)
 MASK, SCORE, LOW_RES_LOGITS = "mask", "score", "low_res_logits"

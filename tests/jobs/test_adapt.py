@@ -114,6 +114,26 @@ def test_task_decoder_matches_pytorch_with_the_adapter(adapted):
     predictor.close()
 
 
+def test_served_decode_and_segment_take_a_task_decoder(adapted):
+    from gmiseg_edge.runtime import load
+    from gmiseg_edge.serve.handlers import ServingModels
+
+    case = load_sample_cases(["lung1"])[0]
+    predictor = load(adapted["folder"], backend="ort")
+    served = ServingModels(predictor)
+    box = box_from_mask(case.mask).astype(np.float32)
+    lung = np.asarray([b"lung"], dtype=object)
+    segmented = served.segment({"image": case.image[:, :, None], "box": box, "decoder": lung})
+    assert np.array_equal(segmented["mask"], predictor.predict(case.image, box=box, task="lung").mask)
+    decoded = served.decode({"key": segmented["key"], "box": box, "decoder": lung})
+    assert np.array_equal(decoded["low_res_logits"], segmented["low_res_logits"])
+    base = served.decode({"key": segmented["key"], "box": box})  # no 'decoder': the base decoder
+    assert np.abs(base["low_res_logits"] - decoded["low_res_logits"]).max() > 1e-4
+    with pytest.raises(InputError, match="input 'decoder': unknown task decoder 'spleen'; this model folder has lung"):
+        served.decode({"key": segmented["key"], "box": box, "decoder": np.asarray([b"spleen"], dtype=object)})
+    predictor.close()
+
+
 def test_second_adapt_run_is_warm_and_tasks_load_without_torch(adapted):
     from gmiseg_edge.jobs.adapt import AdaptOptions, adapt
 

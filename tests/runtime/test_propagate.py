@@ -26,11 +26,20 @@ def abdomen():
 
 
 @pytest.fixture(scope="module")
-def kidney(predictor, abdomen):
+def cached(model_dir, abdomen_embedding_cache):
+    """A predictor on the disk cache that the CLI's propagation test shares: the CT's slices are encoded once per
+    session."""
+    predictor = load(model_dir, backend="ort", threads=2, cache=abdomen_embedding_cache)
+    yield predictor
+    predictor.close()
+
+
+@pytest.fixture(scope="module")
+def kidney(cached, abdomen):
     volume, truth = abdomen
     seed = largest_index(truth, 2)
     box = box_from_mask(slice_2d(truth, 2, seed))
-    return predictor.propagate(volume, seed, box=box, normalise="abdomen"), truth
+    return cached.propagate(volume, seed, box=box, normalise="abdomen"), truth
 
 
 def test_propagation_follows_the_kidney_and_stops_where_it_ends(kidney):
@@ -48,20 +57,20 @@ def test_propagation_follows_the_kidney_and_stops_where_it_ends(kidney):
     assert result.slices_visited <= result.encoded <= result.slices_visited + 4 * result.settings.batch_size
 
 
-def test_a_labelled_slice_seeds_the_same_propagation(predictor, abdomen, kidney):
+def test_a_labelled_slice_seeds_the_same_propagation(cached, abdomen, kidney):
     volume, truth = abdomen
     seed = largest_index(truth, 2)
-    result = predictor.propagate(volume, seed, mask=truth, normalise="abdomen")  # the volume's label: its slice
+    result = cached.propagate(volume, seed, mask=truth, normalise="abdomen")  # the volume's label: its slice
     assert np.array_equal(slice_2d(result.mask, 2, seed), slice_2d(truth, 2, seed))  # the label is kept
     assert np.isnan(result.iou[seed])
     assert dice(result.mask, truth) > 0.75
 
 
-def test_without_prefetch_or_batching_the_result_is_the_same(predictor, abdomen, kidney):
+def test_without_prefetch_or_batching_the_result_is_the_same(cached, abdomen, kidney):
     volume, truth = abdomen
     seed = largest_index(truth, 2)
     box = box_from_mask(slice_2d(truth, 2, seed))
-    plain = predictor.propagate(volume, seed, box=box, normalise="abdomen",
+    plain = cached.propagate(volume, seed, box=box, normalise="abdomen",
                                 settings=PropagationSettings(batch_size=1, prefetch=False))
     assert dice(plain.mask, kidney[0].mask) > 0.99  # batched embeddings may differ from single ones by ~1e-6
     assert plain.encoded == plain.slices_visited  # nothing encoded ahead
@@ -85,6 +94,7 @@ def test_batched_encoder_equals_single_image_encodes(model_dir, abdomen):
 
 def test_the_embedding_cache_stays_bounded_through_a_volume(model_dir, abdomen):
     volume, truth = abdomen
+    volume, truth = volume[:, :, :14], truth[:, :, :14]  # 14 slices of the kidney (CI time): all encoded here
     bound = 3 * 256 * 64 * 64 * 4  # three embeddings
     predictor = load(model_dir, backend="ort", threads=2, cache=EmbeddingCache(max_bytes=bound))
     seed = largest_index(truth, 2)
@@ -96,11 +106,11 @@ def test_the_embedding_cache_stays_bounded_through_a_volume(model_dir, abdomen):
     assert stats.encoder_runs == result.encoded
 
 
-def test_a_single_slice_volume_gives_that_slice(predictor, abdomen):
+def test_a_single_slice_volume_gives_that_slice(cached, abdomen):
     volume, truth = abdomen
     seed = largest_index(truth, 2)
     one = volume[:, :, seed:seed + 1]
-    result = predictor.propagate(one, 0, box=box_from_mask(slice_2d(truth, 2, seed)), normalise="abdomen")
+    result = cached.propagate(one, 0, box=box_from_mask(slice_2d(truth, 2, seed)), normalise="abdomen")
     assert result.mask.shape == one.shape and result.visited == (0, 0)
     assert result.stops["down"].reason == result.stops["up"].reason == "volume_end"
     assert dice(result.mask[:, :, 0], truth[:, :, seed]) > 0.8
@@ -123,7 +133,8 @@ def test_a_single_slice_volume_gives_that_slice(predictor, abdomen):
         ("empty_seed_prediction", "empty mask on slice"),
     ],
 )
-def test_bad_input_is_a_clear_input_error(predictor, abdomen, case, message):
+def test_bad_input_is_a_clear_input_error(cached, abdomen, case, message):
+    predictor = cached
     volume, truth = abdomen
     seed = largest_index(truth, 2)
     box = box_from_mask(slice_2d(truth, 2, seed))

@@ -126,6 +126,7 @@ def test_bad_requests_are_refused_naming_the_input_and_the_server_keeps_serving(
         "labels mismatch": ("decode:", "label"),
         "empty prompt": ("decode:", "empty prompt"),
         "box float64": ("'box'", "FP64"),
+        "unknown decoder": ("decode:", "'decoder'", "unknown task decoder 'nope'; this model folder has none"),
     }
     for case, parts in expected.items():
         message = errors[case]

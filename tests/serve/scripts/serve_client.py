@@ -70,6 +70,7 @@ def checks(url: str, cases_path: str, out: str) -> dict:
             "labels mismatch": refused(lambda: client.decode(key, points=[[3, 3], [4, 4]], labels=[1])),
             "empty prompt": refused(lambda: client.decode(key)),
             "unknown task": refused(lambda: client.segment_task(items[1]["image"], "spleen")),
+            "unknown decoder": refused(lambda: client.decode(key, box=[1, 1, 5, 5], decoder="nope")),
             "box float64": refused(lambda: raw("decode", {"key": np.asarray([key.encode()], dtype=object),
                                                           "box": np.asarray([1, 1, 5, 5], np.float64)})),
         }
