@@ -51,16 +51,20 @@ def merged(tmp_path_factory, exported_models):
     base = exported_models(ADAPTED)
     root = tmp_path_factory.mktemp(f"export-{ADAPTED}")
     adapter = _random_adapter(ADAPTED, root / "loose.safetensors")
-    return base, export_model(ExportOptions(model=ADAPTED, out=root / "merged", adapter=adapter))
+    return base, export_model(ExportOptions(model=ADAPTED, out=root / "merged", adapter=adapter,
+                                            validation_cases=MERGED_SCANS))
 
 
-def _fp32_agrees(name: str, result) -> None:
+MERGED_SCANS = ["brain1", "breast1", "lung2", "dsb_nuclei"]  # one scan per modality (the base export: every case)
+
+
+def _fp32_agrees(name: str, result, scans: list[str] | None = None) -> None:
     report = result.reports["fp32"]
     print(f"{name} {result.folder.name}: embedding max abs {report.embedding_max_abs:.2e}, "
           f"min mask Dice {report.mask_dice_min:.4f} over {len(report.cases)} cases")
     assert report.embedding_max_abs <= 1e-3
     assert all(c.mask_dice >= 0.999 for c in report.cases)
-    scans = VALIDATION_SCANS.get(name)
+    scans = scans or VALIDATION_SCANS.get(name)
     if scans is None:
         assert len(report.cases) >= 10
     else:
@@ -82,7 +86,7 @@ def test_fp16_graphs_agree_and_stay_finite(exported):
 
 def test_merged_graph_agrees_and_has_the_base_graphs_nodes_and_size(merged):
     base, merged = merged
-    _fp32_agrees(ADAPTED, merged)
+    _fp32_agrees(ADAPTED, merged, MERGED_SCANS)
     for graph in ("encoder.onnx", "decoder.onnx"):
         b, m = base.manifest["files"][graph], merged.manifest["files"][graph]
         assert m["nodes"] == b["nodes"]
@@ -299,9 +303,10 @@ def test_tensorrt_engines_build_and_are_recorded(exported):
 
 @pytest.mark.parametrize("name", ["lite_medsam", pytest.param("mobile_sam", marks=pytest.mark.extended)])
 def test_int8_encoder_keeps_masks_on_held_out_cases(tmp_path, name):
-    """INT8 calibrated on three sample cases, checked on the four others (mask Dice >= 0.97 vs FP32)."""
+    """INT8 calibrated on three sample cases, checked on two others, an MR and the RGB microscopy image (mask Dice
+    >= 0.97 vs FP32; two rather than all four held-out scans: CI time)."""
     require_weights(name)
-    held_out = ["brain2", "breast1", "lung1", "dsb_nuclei"]
+    held_out = ["breast1", "dsb_nuclei"]
     result = export_model(ExportOptions(model=name, out=tmp_path / "m", int8=True, calib="samples",
                                         validation_cases=held_out))
     report = result.reports["int8"]
