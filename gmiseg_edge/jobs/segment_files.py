@@ -160,8 +160,8 @@ class InputFile:
 
 @dataclass
 class FileResult:
-    """What was written for one input, or why it failed (``error``: one line naming the file; nothing written
-    for it: a volume's overlays are written once all its slices are done)."""
+    """What was written for one input, or why it failed (``error``: one line naming the file; a failure before
+    its mask is written leaves nothing for it: a volume's overlays are written after its mask)."""
 
     image: Path
     output: Path
@@ -448,17 +448,17 @@ def segment_file(item: InputFile, out: Path, run: _FileSegmenter, progress: Prog
         mask3d[:, :, ~keep] = 0
         note = (f"support set: {int(marked.sum())} slice(s) marked, {int(keep.sum())} kept connected to slice "
                 f"{int(np.argmax(confidence))}" if keep.any() else "support set: structure not found in any slice")
-    overlays = []
-    if options.overlay:
-        (out / f"{name}_overlay").mkdir(exist_ok=True)
-    for k in indices if options.overlay else ():
-        mask = slice_2d(mask3d, AXIS, k)
-        if mask.any():
-            pixels = to_uint8(slice_2d(image.array, AXIS, k), options.window)
-            overlays.append(_write_overlay(out / f"{name}_overlay" / f"slice_{k:04d}.png", pixels, mask))
     write_mask(image, mask3d, output, run)
     if spread3d is not None:
         save_like(image, spread3d, _uncertainty_path(output))
+    overlays = []
+    if options.overlay:  # after the mask, as for propagation: a volume whose mask fails leaves no overlays
+        (out / f"{name}_overlay").mkdir(exist_ok=True)
+        for k in indices:
+            mask = slice_2d(mask3d, AXIS, k)
+            if mask.any():
+                pixels = to_uint8(slice_2d(image.array, AXIS, k), options.window)
+                overlays.append(_write_overlay(out / f"{name}_overlay" / f"slice_{k:04d}.png", pixels, mask))
     return FileResult(item.image, output, len(indices), dice(mask3d != 0, truth) if truth is not None else None,
                       overlays, time.perf_counter() - start, note=note)
 

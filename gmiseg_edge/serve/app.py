@@ -175,7 +175,7 @@ def run_server(config: ServeConfig, log: Callable[[str], None] = print) -> None:
     predictor = load(config.model_dir, backend=config.backend, precision=config.precision, threads=config.threads,
                      cache=config.cache_dir, cache_max_gb=config.cache_max_gb)
     models = ServingModels(predictor, tasks=load_tasks(predictor, config.tasks, log))
-    decoders = predictor.tasks.names() if predictor.tasks is not None else []
+    decoders = models.task_decoders()
     if decoders:
         log(f"task decoders (input 'decoder' of decode and segment): {', '.join(decoders)}")
     tensors = _tensors(triton_types)

@@ -132,6 +132,10 @@ class ServingModels:
         geometry = ImageGeometry.of(key.height, key.width, self.predictor.input_size)
         return EncodedImage(prepared=geometry, embedding=embedding, key=key.cache_key)
 
+    def task_decoders(self) -> list[str]:
+        """The task decoders of the served model folder (the names input 'decoder' takes), sorted."""
+        return self.predictor.tasks.names() if self.predictor.tasks is not None else []
+
     def _task_decoder(self, inputs: Mapping[str, np.ndarray]) -> str:
         """The task decoder named by the optional input 'decoder' (``""``, the base decoder, when absent or
         empty); an unknown name is an InputError listing the folder's task decoders."""
@@ -142,7 +146,7 @@ class ServingModels:
         if values.size != 1 or not isinstance(values[0], bytes | str):
             raise InputError(f"input '{DECODER}': expected one task decoder name (BYTES [1])")
         name = values[0].decode("utf-8", errors="replace") if isinstance(values[0], bytes) else values[0]
-        tasks = self.predictor.tasks.names() if self.predictor.tasks is not None else []
+        tasks = self.task_decoders()
         if name and name not in tasks:
             raise InputError(f"input '{DECODER}': unknown task decoder {name!r}; this model folder has "
                              f"{', '.join(tasks) or 'none'} (gmiseg-edge adapt adds one)")
