@@ -34,6 +34,8 @@ def main() -> None:
     parser.add_argument("--supports", type=int, default=3)
     parser.add_argument("--min-slices", type=int, default=5)
     parser.add_argument("--min-area", type=int, default=150, help="pixels of the query slice's label")
+    parser.add_argument("--appearance", default="probe", choices=("probe", "prototype"),
+                        help="appearance direction: the support set's linear probe, or per-support prototypes")
     args = parser.parse_args()
     predictor = load(args.model_dir, backend="ort", cache=args.cache_dir)
     image, labels = load_sample_pair("totalseg_abdomen")
@@ -54,7 +56,7 @@ def main() -> None:
         box = dice(predictor.predict(pixels[query_k], box=box_from_mask(masks[query_k])).mask, masks[query_k])
         scores, switched = {}, 0
         for choice in ("auto", "anatomy"):
-            segmenter = SupportSetSegmenter(predictor, choice=choice)
+            segmenter = SupportSetSegmenter(predictor, choice=choice, appearance=args.appearance)
             for k in support_ks:
                 segmenter.add_support(pixels[k], masks[k], name=f"label {value} slice {k}")
             result = segmenter.segment(pixels[query_k])

@@ -8,13 +8,20 @@ evidence computed on the query says it is wrong and the other is right. The algo
 embedding grid; maps are at the query's size):
 
 1. **Support** (``add_support``): the image is encoded through the predictor's embedding cache. Its mask is
-   mapped to the g x g grid of the padded S x S frame (area weights); the foreground prototype is the weighted
-   mean of the unit embedding vectors, the background prototype the mean over a *ring* (valid cells with
-   weight 0 within 4 cells of the mask). ``score = cos(v, fg) - cos(v, bg)`` per cell, 3 x 3 mean; the
-   support's ``threshold`` is the midpoint of its mean score on its foreground cells and on its ring, its
-   ``contrast`` the difference of the two. Grey levels (:class:`IntensityModel`): 32-bin histograms (one
-   count added per bin) of the mask and of its pixel ring (the mask dilated by 4 cells' width, less the
-   mask); per bin ``log(p_mask / p_ring)``; its ``middle`` and ``contrast`` as for the score.
+   mapped to the g x g grid of the padded S x S frame (area weights): its *structure* cells (weight >= 0.5, or
+   the heaviest when none reaches it), its *ring* (valid cells with weight 0 within 4 cells of the mask) and its
+   *background* (every valid cell with weight 0). Grey levels (:class:`IntensityModel`): 32-bin histograms (one
+   count added per bin) of the mask and of its pixel ring (the mask dilated by 4 cells' width, less the mask);
+   per bin ``log(p_mask / p_ring)``; its ``middle`` and ``contrast`` the midpoint and difference of the mean
+   ratio over the mask and over the ring.
+   **Appearance direction** (``appearance="probe"``, the default; refitted when a support is added): one
+   L2-regularised logistic regression over the unit embedding vectors of *all* supports' cells, structure cells
+   against background cells (:func:`.embedding_probe.fit_direction`); ``appearance="prototype"`` (the method
+   before it): per support ``fg - bg``, the weighted mean unit vectors of its structure cells and of its ring.
+   ``score = direction . v`` per cell, 3 x 3 mean; the support's ``threshold`` is the midpoint of its mean
+   score on its structure cells and on its ring, its ``contrast`` the difference of the two. The probe puts its
+   weight on the features that tell the structure from its surroundings; a prototype weighs every feature the
+   same, and the few a lesion shares with another patient's drown among the rest.
 2. **Anatomy**: the support image is registered to the query (:mod:`.registration`: similarity, affine,
    B-spline, Mattes mutual information) and its mask warped (linear): ``A`` in [0, 1]. A failed registration
    (or a query given only as an :class:`EncodedImage`) leaves this support with appearance only.
@@ -43,9 +50,11 @@ embedding grid; maps are at the query's size):
    tell the structure from its ring). The anatomy candidate is decoded first; only when it clearly does not
    look like the structure - its mean ``z`` *and* (when informative) its grey-level likeness are below
    ``UNLIKE`` (0: no more like the structure than like its surroundings) - is the appearance candidate
-   decoded, and it is taken when its likeness is at least ``LIKE`` (0.1) and exceeds the anatomy one's by
-   ``MARGIN`` (0.25). A look-alike organ does not displace an anatomy candidate that looks right (right vs
-   left kidney); a lesion registered onto healthy tissue does. The support's presence and weight stay the
+   decoded, and it is taken when its likeness exceeds the anatomy one's by ``MARGIN`` (0.25). There is no
+   absolute bar on the appearance candidate: another patient's lesion, found right, scores ``z`` near 0 (the
+   support's own contrast is measured on the cells the probe was fitted to, so it is inflated). A look-alike
+   organ does not displace an anatomy candidate that looks right (right vs left kidney); a lesion registered
+   onto healthy tissue does. The support's presence and weight stay the
    first candidate's: the appearance candidate is the best of all regions, so its own presence is biased
    high. ``choice="anatomy"`` / ``"appearance"`` always take that candidate (for measurement; ``"appearance"``
    with its own presence and weight).
@@ -72,6 +81,7 @@ from gmiseg_edge.core.graph_io import LOW_RES
 from gmiseg_edge.core.prompts import make_prompt
 from gmiseg_edge.core.selection import spread
 from gmiseg_edge.core.transforms import ImageGeometry, postprocess_logits
+from gmiseg_edge.runtime.embedding_probe import fit_direction
 from gmiseg_edge.runtime.images import Normalisation, check_image
 from gmiseg_edge.runtime.predictor import EncodedImage, Predictor
 from gmiseg_edge.runtime.registration import Registration, match_quality, register
@@ -86,8 +96,8 @@ INTENSITY_BINS = 32
 MIN_INTENSITY_CONTRAST = 1.0  # nats: grey levels below this tell the structure from its ring too weakly to vote
 CHOICES = ("auto", "anatomy", "appearance")
 UNLIKE = 0.0  # the anatomy candidate's mask looks no more like the structure than like its surroundings ...
-LIKE = 0.1  # ... and the appearance candidate's looks like the structure (z of the support's own: +0.5) ...
-MARGIN = 0.25  # ... by a clear margin over the anatomy candidate: take the appearance candidate
+MARGIN = 0.25  # ... and the appearance candidate's looks more like it by a clear margin: take the appearance one
+APPEARANCES = ("probe", "prototype")
 
 
 @dataclass(frozen=True)
@@ -124,17 +134,27 @@ class IntensityModel:
 
 @dataclass(frozen=True)
 class Support:
-    """One example: its pixels and mask, encoded image, unit prototypes (256,), score threshold and contrast."""
+    """One example: its pixels and mask, encoded image, unit prototypes (256,) and its cells on the grid."""
 
     name: str
     image: np.ndarray  # uint8 (H, W) or (H, W, 3)
     mask: np.ndarray  # bool (H, W)
     encoded: EncodedImage
-    foreground: np.ndarray
-    background: np.ndarray
+    foreground: np.ndarray  # unit mean embedding of the structure cells
+    background: np.ndarray  # ... and of the ring
+    structure: np.ndarray  # bool (g, g): the structure's cells
+    ring: np.ndarray  # bool (g, g): cells around it
+    background_cells: np.ndarray  # bool (g, g): every valid cell outside the structure
+    intensity: IntensityModel | None = None
+
+
+@dataclass(frozen=True)
+class AppearanceModel:
+    """How one support scores embedding cells (step 1): ``z = (direction . v - threshold) / contrast``."""
+
+    direction: np.ndarray  # (256,)
     threshold: float
     contrast: float
-    intensity: IntensityModel | None = None
 
 
 @dataclass(frozen=True)
@@ -215,11 +235,26 @@ def _prototype(embedding: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return _unit(np.einsum("chw,hw->c", embedding[0].astype(np.float64), weights) / total, 0).astype(np.float32)
 
 
-def score_map(embedding: np.ndarray, foreground: np.ndarray, background: np.ndarray) -> np.ndarray:
-    """cos(v, foreground) - cos(v, background) for each cell of a (1, 256, g, g) embedding, 3 x 3 mean."""
+def score_map(embedding: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """``direction . v`` for each unit cell vector v of a (1, 256, g, g) embedding, 3 x 3 mean (for the
+    prototype direction ``fg - bg`` this is cos(v, fg) - cos(v, bg))."""
     features = _unit(embedding[0].astype(np.float32), 0)
-    score = np.einsum("chw,c->hw", features, foreground - background)
+    score = np.einsum("chw,c->hw", features, direction)
     return cv2.blur(score.astype(np.float32), (3, 3), borderType=cv2.BORDER_REPLICATE)
+
+
+def _unit_cells(embedding: np.ndarray) -> np.ndarray:
+    """(g * g, 256) unit vectors of a (1, 256, g, g) embedding, row-major over the grid."""
+    return _unit(embedding[0].reshape(embedding.shape[1], -1).T.astype(np.float32), 1)
+
+
+def calibrate(support: Support, direction: np.ndarray) -> AppearanceModel:
+    """A support's threshold and contrast under ``direction`` (step 1): the midpoint and the difference of its
+    mean score on its structure cells and on its ring."""
+    score = score_map(support.encoded.embedding, direction)
+    high = float(score[support.structure].mean())
+    low = float(score[support.ring].mean())
+    return AppearanceModel(direction.astype(np.float32), (high + low) / 2, max(high - low, 1e-3))
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -257,12 +292,15 @@ class SupportSetSegmenter:
 
     def __init__(self, predictor: Predictor, normalise: Normalisation = None, *, fusion: str = "fused",
                  mask_prompt: bool = True, deformable: bool = True, register_supports: bool = True,
-                 refine: bool = False, choice: str = "auto") -> None:
+                 refine: bool = False, choice: str = "auto", appearance: str = "probe") -> None:
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         if choice not in CHOICES:
             raise ValueError(f"choice must be one of {CHOICES}, got {choice!r}")
+        if appearance not in APPEARANCES:
+            raise ValueError(f"appearance must be one of {APPEARANCES}, got {appearance!r}")
         self.choice = choice
+        self.appearance_method = appearance
         self.predictor = predictor
         self.normalise = normalise
         self.fusion = fusion
@@ -271,6 +309,7 @@ class SupportSetSegmenter:
         self.register_supports = register_supports
         self.refine = refine  # kept for callers of the earlier API; the prior already prompts the decoder
         self._supports: list[Support] = []
+        self._models: list[AppearanceModel] | None = None  # one per support, refitted when a support is added
         self._dims: int | None = None
         self._lock = threading.Lock()
 
@@ -317,6 +356,8 @@ class SupportSetSegmenter:
             raise InputError(f"{name} mask: shape {mask.shape} differs from its image's {pixels.shape[:2]}")
         if not mask.any():
             raise InputError(f"{name} mask is empty: a support needs at least one foreground pixel")
+        if np.all(mask):
+            raise InputError(f"{name} mask covers the whole image: a support needs background around its structure")
         self._claim_dims(2, name)
         return self._add_2d(pixels, mask, name)
 
@@ -326,30 +367,45 @@ class SupportSetSegmenter:
         grid = encoded.embedding.shape[-1]
         weights = grid_weights(mask != 0, encoded.prepared, self.predictor.input_size, grid)
         valid = self._valid(encoded.prepared, grid)
+        structure = weights >= min(0.5, float(weights.max()))
         outside = valid & (weights == 0)
+        if not outside.any():
+            raise InputError(f"{name} mask covers the whole image: a support needs background around its structure")
         near = cv2.dilate((weights > 0).astype(np.uint8), np.ones((2 * RING_CELLS + 1,) * 2, np.uint8)) > 0
         ring = outside & near if (outside & near).any() else outside
         foreground = _prototype(encoded.embedding, weights)
         background = _prototype(encoded.embedding, ring.astype(np.float32))
-        score = score_map(encoded.embedding, foreground, background)
-        inside = weights >= min(0.5, float(weights.max()))
-        high = float(score[inside].mean())
-        low = float(score[ring].mean()) if ring.any() else float(score[valid].min())
         cell = max(mask.shape) / grid
-        support = Support(name, pixels, mask != 0, encoded, foreground, background, (high + low) / 2,
-                          max(high - low, 1e-3), IntensityModel.of(pixels, mask != 0, RING_CELLS * cell))
+        support = Support(name, pixels, mask != 0, encoded, foreground, background, structure, ring, outside,
+                          IntensityModel.of(pixels, mask != 0, RING_CELLS * cell))
         with self._lock:
             self._supports.append(support)
+            self._models = None
         return support
+
+    def appearance_models(self) -> list[AppearanceModel]:
+        """One :class:`AppearanceModel` per support (step 1), fitted once per support set."""
+        with self._lock:
+            if self._models is None or len(self._models) != len(self._supports):
+                self._models = _fit_models(self._supports, self.appearance_method)
+            return list(self._models)
+
+    def _model(self, support: Support) -> AppearanceModel:
+        models = self.appearance_models()
+        for candidate, model in zip(self.supports, models, strict=True):
+            if candidate is support:
+                return model
+        return _fit_models([support], self.appearance_method)[0]  # not of this set: on its own
 
     # -- one support on the query -----------------------------------------------------------------------------
 
     def similarity(self, query: EncodedImage, support: Support) -> np.ndarray:
         """z = (score - threshold) / contrast at the query's size: +0.5 is the support's own structure on
         average, -0.5 its surroundings, 0 the threshold."""
-        score = score_map(query.embedding, support.foreground, support.background)
+        model = self._model(support)
+        score = score_map(query.embedding, model.direction)
         full = postprocess_logits(score[None], query.prepared, self.predictor.input_size)[0]
-        return ((full - support.threshold) / support.contrast).astype(np.float32)
+        return ((full - model.threshold) / model.contrast).astype(np.float32)
 
     def appearance(self, query: EncodedImage, support: Support) -> np.ndarray:
         """E (step 3) at the query's size."""
@@ -433,7 +489,7 @@ class SupportSetSegmenter:
                 and _looks_unlike(match, first)):
             other = self._decode_candidate(query, match, match.candidates[1])
             decoded.append(other)
-            if other.likeness >= LIKE and other.likeness - first.likeness >= MARGIN:
+            if other.likeness - first.likeness >= MARGIN:
                 chosen = other
         decoded += list(match.candidates[len(decoded):])
         # presence and weight stay the first candidate's: the appearance candidate is the best of all regions,
@@ -476,6 +532,16 @@ class SupportSetSegmenter:
         score = float(np.dot(weights, [m.iou for m in matches]))
         return SupportPrediction(probability > 0.5, probability, prior, spread, weights.astype(np.float32),
                                  presence, present, score, tuple(matches))
+
+
+def _fit_models(supports: list[Support], method: str) -> list[AppearanceModel]:
+    """Step 1's appearance direction and each support's calibration under it."""
+    if method == "prototype":
+        return [calibrate(s, s.foreground - s.background) for s in supports]
+    cells = [_unit_cells(s.encoded.embedding) for s in supports]
+    direction = fit_direction(cells, [s.structure.ravel() for s in supports],
+                              [s.background_cells.ravel() for s in supports])
+    return [calibrate(s, direction) for s in supports]
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
