@@ -386,15 +386,21 @@ class SupportSetSegmenter:
     def appearance_models(self) -> list[AppearanceModel]:
         """One :class:`AppearanceModel` per support (step 1), fitted once per support set."""
         with self._lock:
-            if self._models is None or len(self._models) != len(self._supports):
-                self._models = _fit_models(self._supports, self.appearance_method)
-            return list(self._models)
+            return list(self._fitted())
+
+    def _fitted(self) -> list[AppearanceModel]:
+        """The current supports' models, fitted after a support was added (the caller holds the lock)."""
+        if self._models is None:
+            self._models = _fit_models(self._supports, self.appearance_method)
+        return self._models
 
     def _model(self, support: Support) -> AppearanceModel:
-        models = self.appearance_models()
-        for candidate, model in zip(self.supports, models, strict=True):
-            if candidate is support:
-                return model
+        """``support``'s model; supports and models are read under one lock, so a support added meanwhile by
+        another thread cannot pair a support with another's model."""
+        with self._lock:
+            for candidate, model in zip(self._supports, self._fitted(), strict=True):
+                if candidate is support:
+                    return model
         return _fit_models([support], self.appearance_method)[0]  # not of this set: on its own
 
     # -- one support on the query -----------------------------------------------------------------------------
