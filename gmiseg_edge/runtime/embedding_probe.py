@@ -5,7 +5,8 @@ A mean-embedding prototype (``foreground - background``) weighs every feature th
 different in another patient (a lesion) shares only a few features with the support's, and those drown among the
 rest. An L2-regularised logistic regression on the supports' cells puts its weight on the features that separate
 the structure from its surroundings. Fitted by Newton's method (iteratively reweighted least squares): 256
-features, 4096 cells per support: 0.15 s for one support, 0.5 s for 3, 2.3 s for 16 on a 2-core CPU.
+features, 4096 cells per support: 0.09 s for one support, 0.88 s for 8, 1.77 s for 16 on a 2-core CPU
+(``benchmarks/probe_fit_time.py``).
 """
 
 from __future__ import annotations
