@@ -63,6 +63,9 @@ embedding grid; maps are at the query's size):
    disagreement, 0..0.5). ``score`` the weighted mean of SAM's predicted IoU. With ``require_presence=True``
    the mask is empty unless the weighted mean presence reaches 0.5 (``probability`` and ``uncertainty`` are
    still given).
+9. **Searched** (:meth:`SupportSetSegmenter.segment_with_search`, for volumes): the same decoding combined again
+   with each switched support taking its appearance candidate's presence and weight. A volume falls back to
+   these answers only when step 8's find the structure in no slice (:mod:`.support_volume`).
 
 Measured on the sample data (benchmarks/support_set.py, same-patient and cross-patient supports) against the
 prior alone and SAM alone, and against ``choice="anatomy"``.
@@ -509,6 +512,21 @@ class SupportSetSegmenter:
 
     def segment(self, query_image: np.ndarray | EncodedImage, require_presence: bool = False) -> SupportPrediction:
         """Segment the query with every support (the module's algorithm)."""
+        query, matches = self._answer(query_image)
+        return _combine(query, matches, require_presence)
+
+    def segment_with_search(self, query_image: np.ndarray | EncodedImage,
+                            ) -> tuple[SupportPrediction, SupportPrediction]:
+        """Two answers from one decoding, both with ``require_presence=True``: ``segment``'s, and the *searched*
+        one, where a support that took its appearance candidate also takes that candidate's presence and weight
+        (step 9). A volume uses the searched answers only when ``segment``'s find the structure in no slice
+        (:mod:`.support_volume`): one slice's look-alike must not outvote the anatomy, but a structure the
+        anatomy finds nowhere (a lesion that sits elsewhere in another patient) is then searched for."""
+        query, matches = self._answer(query_image)
+        return _combine(query, matches, True), _combine(query, [_searched(m) for m in matches], True)
+
+    def _answer(self, query_image: np.ndarray | EncodedImage) -> tuple[EncodedImage, list[SupportMatch]]:
+        """Steps 1-7 for every support: the encoded query and each support's decoded match, weighted."""
         supports = self.supports
         if not supports:
             raise InputError("no supports: call add_support(image, mask) first")
@@ -521,23 +539,36 @@ class SupportSetSegmenter:
         matches = [self.decode(query, self.match(query, pixels, support)) for support in supports]
         registered = [m.match for m in matches if m.anatomy is not None]
         fallback = 0.5 * min(registered) if registered else 1.0
-        matches = [m if m.anatomy is not None else
-                   replace(m, match=fallback, weight=fallback * max(m.presence, MIN_PRESENCE_WEIGHT))
-                   for m in matches]
-        weights = np.asarray([max(m.weight, 1e-6) for m in matches], np.float64)
-        weights /= weights.sum()
-        prior = np.tensordot(weights, np.stack([m.prior for m in matches]), axes=1).astype(np.float32)
-        presence = float(np.dot(weights, [m.presence for m in matches]))
-        present = presence >= 0.5
-        stack = np.stack([m.probability for m in matches])
-        probability = np.tensordot(weights, stack, axes=1).astype(np.float32)
-        spread = np.sqrt(np.tensordot(weights, (stack - probability) ** 2, axes=1)).astype(np.float32)
-        if require_presence and not present:  # an empty mask; the probability and disagreement stay to be seen
-            return SupportPrediction(np.zeros(query.size, bool), probability, prior, spread,
-                                     weights.astype(np.float32), presence, False, 0.0, tuple(matches))
-        score = float(np.dot(weights, [m.iou for m in matches]))
-        return SupportPrediction(probability > 0.5, probability, prior, spread, weights.astype(np.float32),
-                                 presence, present, score, tuple(matches))
+        return query, [m if m.anatomy is not None else
+                       replace(m, match=fallback, weight=fallback * max(m.presence, MIN_PRESENCE_WEIGHT))
+                       for m in matches]
+
+
+def _combine(query: EncodedImage, matches: list[SupportMatch], require_presence: bool) -> SupportPrediction:
+    """Step 8: the supports' answers combined by weight."""
+    weights = np.asarray([max(m.weight, 1e-6) for m in matches], np.float64)
+    weights /= weights.sum()
+    prior = np.tensordot(weights, np.stack([m.prior for m in matches]), axes=1).astype(np.float32)
+    presence = float(np.dot(weights, [m.presence for m in matches]))
+    present = presence >= 0.5
+    stack = np.stack([m.probability for m in matches])
+    probability = np.tensordot(weights, stack, axes=1).astype(np.float32)
+    spread = np.sqrt(np.tensordot(weights, (stack - probability) ** 2, axes=1)).astype(np.float32)
+    if require_presence and not present:  # an empty mask; the probability and disagreement stay to be seen
+        return SupportPrediction(np.zeros(query.size, bool), probability, prior, spread,
+                                 weights.astype(np.float32), presence, False, 0.0, tuple(matches))
+    score = float(np.dot(weights, [m.iou for m in matches]))
+    return SupportPrediction(probability > 0.5, probability, prior, spread, weights.astype(np.float32),
+                             presence, present, score, tuple(matches))
+
+
+def _searched(match: SupportMatch) -> SupportMatch:
+    """``match`` with the presence and weight of the candidate it took (step 9): a switched support's appearance
+    candidate; unchanged for every other support."""
+    if match.chosen != "appearance" or match.anatomy is None:
+        return match
+    taken = next(c for c in match.candidates if c.kind == "appearance")
+    return replace(match, presence=taken.presence, weight=match.match * max(taken.presence, MIN_PRESENCE_WEIGHT))
 
 
 def _fit_models(supports: list[Support], method: str) -> list[AppearanceModel]:

@@ -11,6 +11,13 @@ volume, so those masks can be told apart by where they sit:
 2. **Walk** from the anchor in both directions: the next slice is kept while its mask overlaps (shares at least
    one pixel with) the last kept slice's mask; the first slice that is empty or does not overlap ends that
    direction, and every slice beyond it is dropped.
+3. **Search when the anatomy finds nothing**: when no slice is kept (every slice's answer is absent), the same
+   two steps run on the slices' *searched* answers (:meth:`.SupportSetSegmenter.segment_with_search`: a support
+   that took its appearance candidate keeps that candidate's presence). Another patient's lesion sits elsewhere
+   than where registration carries the supports' lesion, so the anatomy-guided answer is absent on every
+   slice; the searched one finds it. The searched answers are not used when the anatomy-guided ones find the
+   structure somewhere: on a slice beyond an organ's end its look-alike (the other kidney) would switch in.
+   A scan without the structure can then get a mask on its best look-alike: callers say so (``searched``).
 
 Measured against keeping every slice the support set marks present (``benchmarks/support_volume.py``), and
 against finding a seed slice with the support set and propagating from it, which scored lower.
@@ -19,6 +26,7 @@ against finding a seed slice with the support set and propagating from it, which
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -49,3 +57,23 @@ def connected_slices(masks: Sequence[np.ndarray], confidences: Sequence[float]) 
         while 0 <= k < len(masks) and np.logical_and(masks[k], last).any():
             keep[k], last, k = True, masks[k], k + step
     return keep
+
+
+@dataclass(frozen=True)
+class VolumeChoice:
+    """Which slices to keep, and whether they come from the searched answers (step 3)."""
+
+    keep: np.ndarray  # bool, one per slice
+    searched: bool
+    anchor: int  # the anchor slice (-1 when nothing is kept)
+
+
+def choose_slices(masks: Sequence[np.ndarray], confidences: Sequence[float], searched_masks: Sequence[np.ndarray],
+                  searched_confidences: Sequence[float]) -> VolumeChoice:
+    """Steps 1-3: the connected run of the support set's answers; of its searched answers when the first keep
+    no slice."""
+    keep = connected_slices(masks, confidences)
+    if keep.any():
+        return VolumeChoice(keep, False, int(np.argmax(confidences)))
+    keep = connected_slices(searched_masks, searched_confidences)
+    return VolumeChoice(keep, bool(keep.any()), int(np.argmax(searched_confidences)) if keep.any() else -1)

@@ -187,9 +187,9 @@ def test_a_lesion_from_another_patient_is_found_by_appearance_and_an_organ_keeps
 
     predictor = load(model_dir, backend="ort")
     query = load_sample_cases(["lung1"])[0]
-    results = {}
+    results, segmenters = {}, {}
     for name, options in (("auto", {}), ("anatomy", {"choice": "anatomy"}), ("prototype", {"appearance": "prototype"})):
-        segmenter = SupportSetSegmenter(predictor, **options)
+        segmenter = segmenters[name] = SupportSetSegmenter(predictor, **options)
         for case in spread(load_sample_cases(["lung2"], slices="all"), 3):
             segmenter.add_support(case.image, case.mask, name=f"lung2 slice {case.slice_index}")
         results[name] = segmenter.segment(query.image)
@@ -204,6 +204,12 @@ def test_a_lesion_from_another_patient_is_found_by_appearance_and_an_organ_keeps
             assert first.kind == "anatomy" and first.likeness < 0 and second.likeness >= first.likeness + 0.25
     # presence and weights stay the anatomy candidates' (the appearance one is the best of all regions)
     assert np.allclose(auto.weights, anatomy.weights) and abs(auto.presence - anatomy.presence) < 1e-6
+    # so with the presence decision (a volume's slices) the lesion is absent; the searched answer, from the same
+    # decoding, takes each switched support's appearance presence and finds it
+    anchored, searched = segmenters["auto"].segment_with_search(query.image)
+    assert not anchored.present and not anchored.mask.any()
+    assert abs(anchored.presence - auto.presence) < 1e-6
+    assert searched.present and searched.presence > anchored.presence and dice(searched.mask, query.mask) > 0.6
 
     slices = load_sample_cases(["totalseg_abdomen"], slices="all", labels=["kidney_right"])
     kidney = max(slices, key=lambda c: c.mask.sum())

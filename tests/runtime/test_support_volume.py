@@ -1,4 +1,5 @@
-"""Keeping the run of slices connected to the most confident one (runtime.support_volume): the rule exactly."""
+"""Keeping the run of slices connected to the most confident one, and searching when none is found
+(runtime.support_volume): the rules exactly."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 
 from gmiseg_edge.runtime.support_set import SupportPrediction
-from gmiseg_edge.runtime.support_volume import connected_slices, slice_confidence
+from gmiseg_edge.runtime.support_volume import choose_slices, connected_slices, slice_confidence
 
 
 def _square(row: int, col: int, size: int = 4, shape=(20, 20)) -> np.ndarray:
@@ -53,3 +54,18 @@ def test_slice_confidence_is_presence_score_agreement_and_root_area():
     assert slice_confidence(_prediction(mask, False, 0.8, 0.5, 0.1)) == 0.0  # absent
     assert slice_confidence(_prediction(np.zeros((4, 4), bool), True, 0.8, 0.5, 0.1)) == 0.0  # empty
     assert slice_confidence(_prediction(mask, True, 0.8, 0.5, 0.5)) == 0.0  # the supports disagree completely
+
+
+def test_the_searched_answers_are_used_only_when_the_anatomy_found_the_structure_nowhere():
+    empty = np.zeros((20, 20), bool)
+    searched = [_square(2, 2), _square(3, 3), _square(14, 14)]
+    searched_confidence = [1.0, 2.0, 0.5]
+    # the anatomy-guided answers keep a slice: the searched ones (a look-alike elsewhere) are not looked at
+    found = choose_slices([empty, _square(14, 14), empty], [0.0, 1.0, 0.0], searched, searched_confidence)
+    assert found.keep.tolist() == [False, True, False] and not found.searched and found.anchor == 1
+    # absent on every slice: the searched answers' connected run, anchored on their most confident slice
+    lost = choose_slices([empty] * 3, [0.0] * 3, searched, searched_confidence)
+    assert lost.keep.tolist() == [True, True, False] and lost.searched and lost.anchor == 1
+    # nothing anywhere: nothing kept, and no search claimed
+    none = choose_slices([empty] * 3, [0.0] * 3, [empty] * 3, [0.0] * 3)
+    assert not none.keep.any() and not none.searched and none.anchor == -1
