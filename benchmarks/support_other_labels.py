@@ -34,8 +34,9 @@ def main() -> None:
     parser.add_argument("--supports", type=int, default=3)
     parser.add_argument("--min-slices", type=int, default=5)
     parser.add_argument("--min-area", type=int, default=150, help="pixels of the query slice's label")
-    parser.add_argument("--appearance", default="probe", choices=("probe", "prototype"),
-                        help="appearance direction: the support set's linear probe, or per-support prototypes")
+    parser.add_argument("--appearance", default="auto", choices=("auto", "probe", "prototype"),
+                        help="appearance direction: the linear probe from 2 supports on and prototypes for one (auto), "
+                             "or always the probe, or always per-support prototypes")
     args = parser.parse_args()
     predictor = load(args.model_dir, backend="ort", cache=args.cache_dir)
     image, labels = load_sample_pair("totalseg_abdomen")

@@ -108,8 +108,9 @@ def main() -> None:
     parser.add_argument("--rigid", action="store_true", help="no B-spline stage")
     parser.add_argument("--choice", default="auto", choices=("auto", "anatomy", "appearance"),
                         help="candidate per support: chosen by evidence, or always the anatomy / appearance one")
-    parser.add_argument("--appearance", default="probe", choices=("probe", "prototype"),
-                        help="appearance direction: the support set's linear probe, or per-support prototypes")
+    parser.add_argument("--appearance", default="auto", choices=("auto", "probe", "prototype"),
+                        help="appearance direction: the linear probe from 2 supports on and prototypes for one (auto), "
+                             "or always the probe, or always per-support prototypes")
     parser.add_argument("--no-presence", action="store_true", help="skip the presence table")
     parser.add_argument("--cache-dir", default=None, help="disk embedding cache (re-runs skip the encoder)")
     args = parser.parse_args()

@@ -14,10 +14,12 @@ embedding grid; maps are at the query's size):
    count added per bin) of the mask and of its pixel ring (the mask dilated by 4 cells' width, less the mask);
    per bin ``log(p_mask / p_ring)``; its ``middle`` and ``contrast`` the midpoint and difference of the mean
    ratio over the mask and over the ring.
-   **Appearance direction** (``appearance="probe"``, the default; refitted when a support is added): one
-   L2-regularised logistic regression over the unit embedding vectors of *all* supports' cells, structure cells
-   against background cells (:func:`.embedding_probe.fit_direction`); ``appearance="prototype"`` (the method
-   before it): per support ``fg - bg``, the weighted mean unit vectors of its structure cells and of its ring.
+   **Appearance direction** (refitted when a support is added): ``appearance="probe"``: one L2-regularised
+   logistic regression over the unit embedding vectors of *all* supports' cells, structure cells against
+   background cells (:func:`.embedding_probe.fit_direction`); ``appearance="prototype"`` (the method before it):
+   per support ``fg - bg``, the weighted mean unit vectors of its structure cells and of its ring.
+   ``appearance="auto"`` (the default): the probe for two or more supports, the prototype for a lone support
+   (a direction fitted to one image's cells follows that image's particulars; measured in BENCHMARKS.md).
    ``score = direction . v`` per cell, 3 x 3 mean; the support's ``threshold`` is the midpoint of its mean
    score on its structure cells and on its ring, its ``contrast`` the difference of the two. The probe puts its
    weight on the features that tell the structure from its surroundings; a prototype weighs every feature the
@@ -100,7 +102,8 @@ MIN_INTENSITY_CONTRAST = 1.0  # nats: grey levels below this tell the structure 
 CHOICES = ("auto", "anatomy", "appearance")
 UNLIKE = 0.0  # the anatomy candidate's mask looks no more like the structure than like its surroundings ...
 MARGIN = 0.25  # ... and the appearance candidate's looks more like it by a clear margin: take the appearance one
-APPEARANCES = ("probe", "prototype")
+APPEARANCES = ("auto", "probe", "prototype")
+MIN_PROBE_SUPPORTS = 2  # appearance="auto": fewer supports than this use the prototype
 
 
 @dataclass(frozen=True)
@@ -290,12 +293,13 @@ class SupportSetSegmenter:
     probabilities alone); ``mask_prompt`` gives the decoder the prior as ``mask_input``; ``deformable`` adds
     the B-spline stage; ``register_supports=False`` is appearance only (the method before anatomy);
     ``choice`` (step 7): ``"auto"``, or always the ``"anatomy"`` or the ``"appearance"`` candidate (with its
-    own presence and weight).
+    own presence and weight); ``appearance`` (step 1): ``"auto"`` (the probe from two supports on, the prototype
+    for one), ``"probe"`` or ``"prototype"``.
     """
 
     def __init__(self, predictor: Predictor, normalise: Normalisation = None, *, fusion: str = "fused",
                  mask_prompt: bool = True, deformable: bool = True, register_supports: bool = True,
-                 refine: bool = False, choice: str = "auto", appearance: str = "probe") -> None:
+                 refine: bool = False, choice: str = "auto", appearance: str = "auto") -> None:
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         if choice not in CHOICES:
@@ -573,7 +577,7 @@ def _searched(match: SupportMatch) -> SupportMatch:
 
 def _fit_models(supports: list[Support], method: str) -> list[AppearanceModel]:
     """Step 1's appearance direction and each support's calibration under it."""
-    if method == "prototype":
+    if method == "prototype" or (method == "auto" and len(supports) < MIN_PROBE_SUPPORTS):
         return [calibrate(s, s.foreground - s.background) for s in supports]
     cells = [_unit_cells(s.encoded.embedding) for s in supports]
     direction = fit_direction(cells, [s.structure.ravel() for s in supports],

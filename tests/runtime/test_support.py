@@ -97,6 +97,28 @@ def test_registrations_run_from_several_threads_give_the_sequential_answer():
     assert metrics == [alone.metric] * 48
 
 
+def test_a_lone_support_scores_by_its_prototype_and_two_by_the_probe(model_dir):
+    """appearance="auto": a probe fitted to one image's cells follows that image's particulars (BENCHMARKS.md:
+    with one support the prototype scored higher on every run), so a lone support uses ``fg - bg``; from two
+    supports on, the probe fitted to all of them."""
+    from gmiseg_edge.data import load_sample_cases
+    from gmiseg_edge.runtime.embedding_probe import fit_direction
+    from gmiseg_edge.runtime.support_set import _unit_cells
+
+    cases = load_sample_cases(["lung2"], slices="all")[::5][:2]
+    segmenter = SupportSetSegmenter(load(model_dir, backend="ort"))
+    first = segmenter.add_support(cases[0].image, cases[0].mask)
+    (model,) = segmenter.appearance_models()
+    assert np.allclose(model.direction, first.foreground - first.background, atol=1e-6)
+    second = segmenter.add_support(cases[1].image, cases[1].mask)
+    probe = fit_direction([_unit_cells(s.encoded.embedding) for s in (first, second)],
+                          [s.structure.ravel() for s in (first, second)],
+                          [s.background_cells.ravel() for s in (first, second)])
+    models = segmenter.appearance_models()
+    assert all(np.allclose(m.direction, probe, atol=1e-6) for m in models)
+    assert not np.allclose(probe, first.foreground - first.background, atol=1e-2)
+
+
 def test_a_failed_registration_is_a_stated_fallback_not_a_crash():
     constant = np.full((64, 64), 7, np.uint8)
     result = register(_phantom(64), constant)
