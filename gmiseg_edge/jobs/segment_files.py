@@ -84,8 +84,8 @@ from gmiseg_edge.data.readers import SUFFIXES_2D, SUFFIXES_3D
 from gmiseg_edge.jobs.overlays import write_label_overlay, write_overlay
 from gmiseg_edge.metrics import dice
 from gmiseg_edge.runtime.predictor import Predictor
-from gmiseg_edge.runtime.support_set import SupportPrediction, SupportSetSegmenter
-from gmiseg_edge.runtime.support_volume import choose_slices, slice_confidence
+from gmiseg_edge.runtime.support_set import SupportSetSegmenter
+from gmiseg_edge.runtime.support_volume import SupportVolume, segment_volume, uncertainty_uint8
 
 AXIS = 2
 REPORT_NAME = "segment_report.json"
@@ -234,24 +234,17 @@ def load_supports(predictor: Predictor, options: SegmentOptions) -> SupportSetSe
     return segmenter
 
 
-def _uncertainty_uint8(prediction: SupportPrediction) -> np.ndarray:
-    """The supports' disagreement (0..0.5) as uint8 0..255."""
-    return np.round(np.clip(prediction.uncertainty, 0, 0.5) * 510).astype(np.uint8)
-
-
-class _SearchedVolume:
-    """A volume's searched support-set answers, slice by slice (runtime.support_volume, step 3)."""
-
-    def __init__(self, shape: tuple[int, ...], uncertainty: bool) -> None:
-        self.mask = np.zeros(shape, bool)
-        self.confidence = np.zeros(shape[AXIS])
-        self.spread = np.zeros(shape, np.uint8) if uncertainty else None
-
-    def put(self, k: int, mask: np.ndarray, confidence: float, spread: np.ndarray) -> None:
-        self.mask[:, :, k] = mask.T
-        self.confidence[k] = confidence
-        if self.spread is not None:
-            self.spread[:, :, k] = spread.T
+def _support_note(found: SupportVolume) -> str:
+    """What ``segment`` says of a support set's volume: slices marked and kept, and whether it was searched."""
+    choice = found.choice
+    if not choice.keep.any():
+        return "support set: structure not found in any slice"
+    note = (f"support set: {int(found.marked.sum())} slice(s) marked, {int(choice.keep.sum())} kept connected to "
+            f"slice {choice.anchor}")
+    if choice.searched:
+        note += ("; found by appearance alone, away from where the supports' anatomy puts it (another patient's "
+                 "lesion, or a look-alike in a scan without it): check it")
+    return note
 
 
 class _FileSegmenter:
@@ -263,19 +256,11 @@ class _FileSegmenter:
         self.supports = supports
 
         self.uncertainty: np.ndarray | None = None  # the last support-set query's, as uint8 (0..255 for 0..0.5)
-        self.confidence = 0.0  # the last support-set query's slice confidence (runtime.support_volume)
-        # a volume slice's searched answer (runtime.support_volume, step 3): mask, confidence, uncertainty
-        self.searched: tuple[np.ndarray, float, np.ndarray] | None = None
 
-    def __call__(self, pixels: np.ndarray, truth: np.ndarray | None, volume: bool) -> np.ndarray:
-        if self.supports is not None:
-            if volume:
-                prediction, searched = self.supports.segment_with_search(pixels)
-                self.searched = (searched.mask, slice_confidence(searched), _uncertainty_uint8(searched))
-            else:
-                prediction = self.supports.segment(pixels)
-            self.uncertainty = _uncertainty_uint8(prediction)
-            self.confidence = slice_confidence(prediction)
+    def __call__(self, pixels: np.ndarray, truth: np.ndarray | None) -> np.ndarray:
+        if self.supports is not None:  # a 2D image (volumes go through runtime.support_volume.segment_volume)
+            prediction = self.supports.segment(pixels)
+            self.uncertainty = uncertainty_uint8(prediction)
             return prediction.mask
         if self.options.boxes:
             return self.predictor.predict(pixels, boxes=self.options.boxes).label_map()
@@ -432,7 +417,7 @@ def segment_file(item: InputFile, out: Path, run: _FileSegmenter, progress: Prog
             raise InputError(f"{item.image}: --slice and --propagate apply to volumes only")
         pixels = to_uint8(image.array, options.window)
         report(item.image.name, 0, 1)
-        mask = run(pixels, truth, volume=False)
+        mask = run(pixels, truth)
         report(item.image.name, 1, 1)
         save_like(image, mask, output)
         if options.uncertainty:
@@ -456,36 +441,22 @@ def segment_file(item: InputFile, out: Path, run: _FileSegmenter, progress: Prog
     else:
         indices = list(range(depth))
     labelled = options.boxes or options.instances
-    mask3d = np.zeros(image.array.shape, np.uint16 if labelled else bool)  # labels: up to 65535 objects a slice
-    spread3d = np.zeros(image.array.shape, np.uint8) if options.uncertainty else None
-    confidence = np.zeros(depth)
-    searched = _SearchedVolume(image.array.shape, options.uncertainty) if options.support is not None else None
-    for done, k in enumerate(indices):
-        report(item.image.name, done, len(indices))
-        pixels = to_uint8(slice_2d(image.array, AXIS, k), options.window)
-        slice_truth = slice_2d(truth, AXIS, k) if truth is not None else None
-        mask3d[:, :, k] = run(pixels, slice_truth, volume=True).T
-        confidence[k] = run.confidence
-        if spread3d is not None:
-            spread3d[:, :, k] = run.uncertainty.T
-        if searched is not None and run.searched is not None:
-            searched.put(k, *run.searched)
-    report(item.image.name, len(indices), len(indices))
     note = ""
-    if searched is not None:  # keep the run of slices connected to the most confident one (support_volume)
-        marked = mask3d.any(axis=(0, 1))
-        choice = choose_slices([mask3d[:, :, k] for k in range(depth)], confidence,
-                               [searched.mask[:, :, k] for k in range(depth)], searched.confidence)
-        if choice.searched:  # the anatomy found the structure nowhere: the appearance search's answers
-            mask3d, marked = searched.mask, searched.mask.any(axis=(0, 1))
-            spread3d = searched.spread if spread3d is not None else None
-        mask3d[:, :, ~choice.keep] = 0
-        note = ("support set: structure not found in any slice" if not choice.keep.any() else
-                f"support set: {int(marked.sum())} slice(s) marked, {int(choice.keep.sum())} kept connected to "
-                f"slice {choice.anchor}")
-        if choice.searched:
-            note += ("; found by appearance alone, away from where the supports' anatomy puts it (another "
-                     "patient's lesion, or a look-alike in a scan without it): check it")
+    if run.supports is not None:  # runtime.support_volume: every slice, then the connected run (or the search)
+        found = segment_volume(run.supports, lambda k: to_uint8(slice_2d(image.array, AXIS, k), options.window),
+                               depth, lambda done, total: report(item.image.name, done, total))
+        mask3d = found.mask.transpose(2, 1, 0)  # slice k's (rows j, columns i) back to the volume's (i, j, k)
+        spread3d = found.uncertainty.transpose(2, 1, 0) if options.uncertainty else None
+        note = _support_note(found)
+    else:
+        mask3d = np.zeros(image.array.shape, np.uint16 if labelled else bool)  # labels: up to 65535 objects a slice
+        spread3d = None
+        for done, k in enumerate(indices):
+            report(item.image.name, done, len(indices))
+            pixels = to_uint8(slice_2d(image.array, AXIS, k), options.window)
+            slice_truth = slice_2d(truth, AXIS, k) if truth is not None else None
+            mask3d[:, :, k] = run(pixels, slice_truth).T
+        report(item.image.name, len(indices), len(indices))
     write_mask(image, mask3d, output, run)
     if spread3d is not None:
         save_like(image, spread3d, _uncertainty_path(output))

@@ -19,18 +19,20 @@ volume, so those masks can be told apart by where they sit:
    structure somewhere: on a slice beyond an organ's end its look-alike (the other kidney) would switch in.
    A scan without the structure can then get a mask on its best look-alike: callers say so (``searched``).
 
+:func:`segment_volume` runs the whole of it on a volume given slice by slice.
+
 Measured against keeping every slice the support set marks present (``benchmarks/support_volume.py``), and
 against finding a seed slice with the support set and propagating from it, which scored lower.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from gmiseg_edge.runtime.support_set import SupportPrediction
+from gmiseg_edge.runtime.support_set import SupportPrediction, SupportSetSegmenter
 
 
 def slice_confidence(prediction: SupportPrediction) -> float:
@@ -77,3 +79,47 @@ def choose_slices(masks: Sequence[np.ndarray], confidences: Sequence[float], sea
         return VolumeChoice(keep, False, int(np.argmax(confidences)))
     keep = connected_slices(searched_masks, searched_confidences)
     return VolumeChoice(keep, bool(keep.any()), int(np.argmax(searched_confidences)) if keep.any() else -1)
+
+
+@dataclass(frozen=True)
+class SupportVolume:
+    """A support set's answer on a volume, slice by slice (slice k of the arrays is the volume's slice k)."""
+
+    mask: np.ndarray  # bool (depth, H, W): the kept slices' masks, empty elsewhere
+    uncertainty: np.ndarray  # uint8 (depth, H, W): the supports' disagreement, 0..255 for 0..0.5
+    marked: np.ndarray  # bool (depth,): slices the chosen answers found the structure on, before the walk
+    choice: VolumeChoice
+
+
+def uncertainty_uint8(prediction: SupportPrediction) -> np.ndarray:
+    """A prediction's disagreement (0..0.5) as uint8 0..255."""
+    return np.round(np.clip(prediction.uncertainty, 0, 0.5) * 510).astype(np.uint8)
+
+
+def segment_volume(segmenter: SupportSetSegmenter, pixels: Callable[[int], np.ndarray], depth: int,
+                   progress: Callable[[int, int], None] | None = None) -> SupportVolume:
+    """Steps 1-3 on a volume of ``depth`` slices: ``pixels(k)`` gives slice k as the supports' images are given
+    (uint8 (H, W) or (H, W, 3)); each slice is segmented once (:meth:`~.SupportSetSegmenter.segment_with_search`);
+    ``progress(done, depth)`` after each."""
+    if depth < 1:
+        raise ValueError(f"a volume needs at least one slice, got depth {depth}")
+    masks: list[np.ndarray] = []
+    spreads: list[np.ndarray] = []
+    confidence, searched_confidence = np.zeros(depth), np.zeros(depth)
+    searched_masks: list[np.ndarray] = []
+    searched_spreads: list[np.ndarray] = []
+    for k in range(depth):
+        anchored, searched = segmenter.segment_with_search(pixels(k))
+        masks.append(anchored.mask)
+        spreads.append(uncertainty_uint8(anchored))
+        confidence[k] = slice_confidence(anchored)
+        searched_masks.append(searched.mask)
+        searched_spreads.append(uncertainty_uint8(searched))
+        searched_confidence[k] = slice_confidence(searched)
+        if progress is not None:
+            progress(k + 1, depth)
+    choice = choose_slices(masks, confidence, searched_masks, searched_confidence)
+    mask = np.stack(searched_masks if choice.searched else masks)
+    marked = mask.any(axis=(1, 2))
+    mask[~choice.keep] = False
+    return SupportVolume(mask, np.stack(searched_spreads if choice.searched else spreads), marked, choice)

@@ -69,3 +69,10 @@ def test_the_searched_answers_are_used_only_when_the_anatomy_found_the_structure
     # nothing anywhere: nothing kept, and no search claimed
     none = choose_slices([empty] * 3, [0.0] * 3, [empty] * 3, [0.0] * 3)
     assert not none.keep.any() and not none.searched and none.anchor == -1
+
+
+def test_a_volume_needs_a_slice():
+    from gmiseg_edge.runtime.support_volume import segment_volume
+
+    with pytest.raises(ValueError, match="at least one slice"):
+        segment_volume(None, lambda k: np.zeros((4, 4), np.uint8), 0)  # type: ignore[arg-type]
