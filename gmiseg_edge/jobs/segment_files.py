@@ -445,8 +445,9 @@ def segment_file(item: InputFile, out: Path, run: _FileSegmenter, progress: Prog
     if run.supports is not None:  # runtime.support_volume: every slice, then the connected run (or the search)
         found = segment_volume(run.supports, lambda k: to_uint8(slice_2d(image.array, AXIS, k), options.window),
                                depth, lambda done, total: report(item.image.name, done, total))
-        mask3d = found.mask.transpose(2, 1, 0)  # slice k's (rows j, columns i) back to the volume's (i, j, k)
-        spread3d = found.uncertainty.transpose(2, 1, 0) if options.uncertainty else None
+        # slice k's (rows j, columns i) back to the volume's (i, j, k)
+        mask3d = np.ascontiguousarray(found.mask.transpose(2, 1, 0))
+        spread3d = np.ascontiguousarray(found.uncertainty.transpose(2, 1, 0)) if options.uncertainty else None
         note = _support_note(found)
     else:
         mask3d = np.zeros(image.array.shape, np.uint16 if labelled else bool)  # labels: up to 65535 objects a slice

@@ -38,7 +38,11 @@ embedding grid; maps are at the query's size):
 5. **Presence** of the support: the mean of ``E`` over the first candidate's best prior component.
    **Weight**: ``match * max(presence, 0.05)``, ``match`` the normalised mutual information of the query and
    the warped support image around the structure (:func:`.registration.match_quality`; half the smallest
-   registered support's for an appearance-only support).
+   registered support's for an appearance-only support). **Local agreement** of a registered support (locally
+   weighted voting, as in multi-atlas segmentation): with ``d`` the query's grey levels minus the warped
+   support image's, ``L = exp(-((d - median d) / s)^2 / 2)``, ``s = 1.4826 MAD(d) + 1`` (a robust spread of
+   ``d``, in grey levels), smoothed by a Gaussian of one embedding cell (``max(H, W) / 64`` px): near 1 where
+   the support's warped anatomy matches the query, near 0 where it does not.
 6. **Decode** a candidate: the connected component of ``P >= 0.5`` holding most prior mass (or of
    ``P >= max(P) / 2`` when nothing reaches 0.5) gives the box (its extent) and a positive point (its most
    interior pixel); for the anatomy candidate a negative point goes on the strongest look-alike outside the
@@ -60,9 +64,12 @@ embedding grid; maps are at the query's size):
    first candidate's: the appearance candidate is the best of all regions, so its own presence is biased
    high. ``choice="anatomy"`` / ``"appearance"`` always take that candidate (for measurement; ``"appearance"``
    with its own presence and weight).
-8. **Combine** supports: ``probability = sum(w p) / sum(w)``, mask ``probability > 0.5``; ``prior`` the same
-   mean of the chosen ``P``; ``uncertainty`` the weighted standard deviation of the supports' ``p`` (their
-   disagreement, 0..0.5). ``score`` the weighted mean of SAM's predicted IoU. With ``require_presence=True``
+8. **Combine** supports, pixel by pixel: a support's vote is ``w L`` (``L`` its local agreement when it took
+   its anatomy candidate, 1 otherwise: an appearance candidate is not where the registration put the support);
+   ``probability = sum(w L p) / sum(w L)``, mask ``probability > 0.5``; ``prior`` the same mean of the chosen
+   ``P``; ``uncertainty`` the same weighted standard deviation of the supports' ``p`` (their disagreement,
+   0..0.5). A support whose warped mask is too small or misplaced then gives way, where it disagrees, to the
+   supports that match there. ``score`` the weighted mean of SAM's predicted IoU. With ``require_presence=True``
    the mask is empty unless the weighted mean presence reaches 0.5 (``probability`` and ``uncertainty`` are
    still given).
 9. **Searched** (:meth:`SupportSetSegmenter.segment_with_search`, for volumes): the same decoding combined again
@@ -199,6 +206,7 @@ class SupportMatch:
     intensity: IntensityModel | None = field(default=None, repr=False)  # the support's grey levels
     query_gray: np.ndarray | None = field(default=None, repr=False)  # None: query given as an EncodedImage
     candidates: tuple[Candidate, ...] = field(default=(), repr=False)
+    agreement: np.ndarray | None = field(default=None, repr=False)  # L (step 5); None when not registered
 
 
 @dataclass(frozen=True)
@@ -438,6 +446,7 @@ class SupportSetSegmenter:
                     anatomy = None
         look_alike = _appearance_prior(appearance, similarity)
         candidates = []
+        agreement = None
         if anatomy is None:
             match = 0.0
         else:
@@ -448,7 +457,9 @@ class SupportSetSegmenter:
             candidates.append(Candidate("anatomy", prior, float(appearance[_best_component(prior)].mean())))
             around = distance <= 2 * radius + 4
             assert registration is not None
-            match = match_quality(pixels, registration.warp(_gray(support.image)), around)
+            warped = registration.warp(_gray(support.image))
+            match = match_quality(pixels, warped, around)
+            agreement = local_agreement(_gray(pixels), warped)
         if self.choice != "anatomy" or anatomy is None:
             candidates.append(Candidate("appearance", look_alike,
                                         float(appearance[_best_component(look_alike)].mean())))
@@ -458,7 +469,7 @@ class SupportSetSegmenter:
         return SupportMatch(support.name, registration, anatomy, appearance, first.prior, first.presence,
                             match, match * max(first.presence, MIN_PRESENCE_WEIGHT), similarity=similarity,
                             chosen=first.kind, candidates=tuple(candidates), intensity=support.intensity,
-                            query_gray=None if pixels is None else _gray(pixels))
+                            query_gray=None if pixels is None else _gray(pixels), agreement=agreement)
 
     def _decode_candidate(self, query: EncodedImage, match: SupportMatch, candidate: Candidate) -> Candidate:
         """Step 6-7 for one candidate: prompts from its prior, SAM's output, fused with the prior."""
@@ -517,7 +528,7 @@ class SupportSetSegmenter:
     def segment(self, query_image: np.ndarray | EncodedImage, require_presence: bool = False) -> SupportPrediction:
         """Segment the query with every support (the module's algorithm)."""
         query, matches = self._answer(query_image)
-        return _combine(query, matches, require_presence)
+        return _combine(query.size, matches, require_presence)
 
     def segment_with_search(self, query_image: np.ndarray | EncodedImage,
                             ) -> tuple[SupportPrediction, SupportPrediction]:
@@ -527,7 +538,7 @@ class SupportSetSegmenter:
         (:mod:`.support_volume`): one slice's look-alike must not outvote the anatomy, but a structure the
         anatomy finds nowhere (a lesion that sits elsewhere in another patient) is then searched for."""
         query, matches = self._answer(query_image)
-        return _combine(query, matches, True), _combine(query, [_searched(m) for m in matches], True)
+        return _combine(query.size, matches, True), _combine(query.size, [_searched(m) for m in matches], True)
 
     def _answer(self, query_image: np.ndarray | EncodedImage) -> tuple[EncodedImage, list[SupportMatch]]:
         """Steps 1-7 for every support: the encoded query and each support's decoded match, weighted."""
@@ -548,18 +559,36 @@ class SupportSetSegmenter:
                        for m in matches]
 
 
-def _combine(query: EncodedImage, matches: list[SupportMatch], require_presence: bool) -> SupportPrediction:
-    """Step 8: the supports' answers combined by weight."""
+def local_agreement(query_gray: np.ndarray, warped_gray: np.ndarray) -> np.ndarray:
+    """L (step 5): how well a warped support image matches the query around each pixel, in (0, 1]."""
+    difference = query_gray.astype(np.float32) - warped_gray.astype(np.float32)
+    centre = float(np.median(difference))
+    scale = 1.4826 * float(np.median(np.abs(difference - centre))) + 1.0
+    agreement = np.exp(-0.5 * ((difference - centre) / scale) ** 2).astype(np.float32)
+    cell = max(1.0, max(query_gray.shape[:2]) / 64)
+    return np.maximum(cv2.GaussianBlur(agreement, (0, 0), cell), 1e-6)
+
+
+def _votes(weights: np.ndarray, matches: list[SupportMatch], size: tuple[int, int]) -> np.ndarray:
+    """Each support's per-pixel vote ``w L`` (step 8), normalised over the supports at every pixel."""
+    votes = np.stack([w * (m.agreement if m.chosen == "anatomy" and m.agreement is not None
+                           else np.ones(size, np.float32)) for w, m in zip(weights, matches, strict=True)])
+    return (votes / votes.sum(axis=0)).astype(np.float32)
+
+
+def _combine(size: tuple[int, int], matches: list[SupportMatch], require_presence: bool) -> SupportPrediction:
+    """Step 8: the supports' answers on a query of ``size`` (H, W) combined by weight and local agreement."""
     weights = np.asarray([max(m.weight, 1e-6) for m in matches], np.float64)
     weights /= weights.sum()
-    prior = np.tensordot(weights, np.stack([m.prior for m in matches]), axes=1).astype(np.float32)
+    votes = _votes(weights, matches, size)
+    prior = (votes * np.stack([m.prior for m in matches])).sum(axis=0).astype(np.float32)
     presence = float(np.dot(weights, [m.presence for m in matches]))
     present = presence >= 0.5
     stack = np.stack([m.probability for m in matches])
-    probability = np.tensordot(weights, stack, axes=1).astype(np.float32)
-    spread = np.sqrt(np.tensordot(weights, (stack - probability) ** 2, axes=1)).astype(np.float32)
+    probability = (votes * stack).sum(axis=0).astype(np.float32)
+    spread = np.sqrt((votes * (stack - probability) ** 2).sum(axis=0)).astype(np.float32)
     if require_presence and not present:  # an empty mask; the probability and disagreement stay to be seen
-        return SupportPrediction(np.zeros(query.size, bool), probability, prior, spread,
+        return SupportPrediction(np.zeros(size, bool), probability, prior, spread,
                                  weights.astype(np.float32), presence, False, 0.0, tuple(matches))
     score = float(np.dot(weights, [m.iou for m in matches]))
     return SupportPrediction(probability > 0.5, probability, prior, spread, weights.astype(np.float32),

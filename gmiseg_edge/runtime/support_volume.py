@@ -100,7 +100,7 @@ def segment_volume(segmenter: SupportSetSegmenter, pixels: Callable[[int], np.nd
                    progress: Callable[[int, int], None] | None = None) -> SupportVolume:
     """Steps 1-3 on a volume of ``depth`` slices: ``pixels(k)`` gives slice k as the supports' images are given
     (uint8 (H, W) or (H, W, 3)); each slice is segmented once (:meth:`~.SupportSetSegmenter.segment_with_search`);
-    ``progress(done, depth)`` after each."""
+    ``progress(done, depth)`` before the first and after each."""
     if depth < 1:
         raise ValueError(f"a volume needs at least one slice, got depth {depth}")
     masks: list[np.ndarray] = []
@@ -108,6 +108,8 @@ def segment_volume(segmenter: SupportSetSegmenter, pixels: Callable[[int], np.nd
     confidence, searched_confidence = np.zeros(depth), np.zeros(depth)
     searched_masks: list[np.ndarray] = []
     searched_spreads: list[np.ndarray] = []
+    if progress is not None:
+        progress(0, depth)
     for k in range(depth):
         anchored, searched = segmenter.segment_with_search(pixels(k))
         masks.append(anchored.mask)
