@@ -447,6 +447,7 @@ class SupportSetSegmenter:
         look_alike = _appearance_prior(appearance, similarity)
         candidates = []
         agreement = None
+        query_gray = None if pixels is None else _gray(pixels)
         if anatomy is None:
             match = 0.0
         else:
@@ -459,7 +460,7 @@ class SupportSetSegmenter:
             assert registration is not None
             warped = registration.warp(_gray(support.image))
             match = match_quality(pixels, warped, around)
-            agreement = local_agreement(_gray(pixels), warped)
+            agreement = local_agreement(query_gray, warped)
         if self.choice != "anatomy" or anatomy is None:
             candidates.append(Candidate("appearance", look_alike,
                                         float(appearance[_best_component(look_alike)].mean())))
@@ -469,7 +470,7 @@ class SupportSetSegmenter:
         return SupportMatch(support.name, registration, anatomy, appearance, first.prior, first.presence,
                             match, match * max(first.presence, MIN_PRESENCE_WEIGHT), similarity=similarity,
                             chosen=first.kind, candidates=tuple(candidates), intensity=support.intensity,
-                            query_gray=None if pixels is None else _gray(pixels), agreement=agreement)
+                            query_gray=query_gray, agreement=agreement)
 
     def _decode_candidate(self, query: EncodedImage, match: SupportMatch, candidate: Candidate) -> Candidate:
         """Step 6-7 for one candidate: prompts from its prior, SAM's output, fused with the prior."""
@@ -536,9 +537,14 @@ class SupportSetSegmenter:
         one, where a support that took its appearance candidate also takes that candidate's presence and weight
         (step 9). A volume uses the searched answers only when ``segment``'s find the structure in no slice
         (:mod:`.support_volume`): one slice's look-alike must not outvote the anatomy, but a structure the
-        anatomy finds nowhere (a lesion that sits elsewhere in another patient) is then searched for."""
+        anatomy finds nowhere (a lesion that sits elsewhere in another patient) is then searched for. When no
+        support switched, both are the same object."""
         query, matches = self._answer(query_image)
-        return _combine(query.size, matches, True), _combine(query.size, [_searched(m) for m in matches], True)
+        anchored = _combine(query.size, matches, True)
+        searched = [_searched(m) for m in matches]
+        if all(a is b for a, b in zip(matches, searched, strict=True)):  # no support switched: the same answer
+            return anchored, anchored
+        return anchored, _combine(query.size, searched, True)
 
     def _answer(self, query_image: np.ndarray | EncodedImage) -> tuple[EncodedImage, list[SupportMatch]]:
         """Steps 1-7 for every support: the encoded query and each support's decoded match, weighted."""

@@ -116,8 +116,9 @@ def segment_volume(segmenter: SupportSetSegmenter, pixels: Callable[[int], np.nd
         spreads.append(uncertainty_uint8(anchored))
         confidence[k] = slice_confidence(anchored)
         searched_masks.append(searched.mask)
-        searched_spreads.append(uncertainty_uint8(searched))
-        searched_confidence[k] = slice_confidence(searched)
+        # no support switched (the usual slice): the searched answer is the same object, so is its map
+        searched_spreads.append(spreads[-1] if searched is anchored else uncertainty_uint8(searched))
+        searched_confidence[k] = confidence[k] if searched is anchored else slice_confidence(searched)
         if progress is not None:
             progress(k + 1, depth)
     choice = choose_slices(masks, confidence, searched_masks, searched_confidence)
