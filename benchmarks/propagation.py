@@ -64,7 +64,7 @@ def accuracy(predictor, settings: PropagationSettings) -> list[dict]:
         source = SliceSource(image.array, 2, window)
         seed = largest_index(truth, 2)
         result = predictor.propagate(image.array, seed, box=box_from_mask(slice_2d(truth, 2, seed)),
-                                     normalise=window, settings=settings)
+                                     window=window, settings=settings)
         bound = upper_bound(predictor, source, truth)
         present = truth.any(axis=(0, 1))
         rows.append({
@@ -174,7 +174,7 @@ def organ_times(model_dir: Path, threads: int, batch: int) -> None:
         truth = labels.array == value
         seed = largest_index(truth, 2)
         result = predictor.propagate(image.array, seed, box=box_from_mask(slice_2d(truth, 2, seed)),
-                                     normalise="abdomen", settings=PropagationSettings(batch_size=batch))
+                                     window="abdomen", settings=PropagationSettings(batch_size=batch))
         print(f"| {name} | {result.slices_visited} | {result.encoded} | {result.seconds:.1f} | "
               f"{result.slices_visited / result.seconds:.2f} |")
         predictor.close()

@@ -101,7 +101,7 @@ def run(predictor, name: str, query: str, support_scan: str, value: int, window:
         seed = int(np.argmax(confidence))
         seed_mask = _largest_component(slice_2d(every, AXIS, seed))
         propagated = predictor.propagate(image.array[:, :, lo:hi], seed, mask=seed_mask, axis=AXIS,
-                                         normalise=window).mask
+                                         window=window).mask
     scored = np.ones(depth, bool)
     if query == support_scan:
         scored[[k - lo for k in chosen if lo <= k < hi]] = False

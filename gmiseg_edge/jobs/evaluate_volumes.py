@@ -82,7 +82,7 @@ def evaluate_propagation(predictor, cases: list[VolumeCase], seed: int = 0, box_
     for index, case in enumerate(cases):
         k = largest_index(case.mask, AXIS)
         box = simulate_box(slice_2d(case.mask, AXIS, k), np.random.default_rng([seed, index]), box_offset)
-        result = predictor.propagate(case.volume, k, box=box, axis=AXIS, normalise=case.window)
+        result = predictor.propagate(case.volume, k, box=box, axis=AXIS, window=case.window)
         out.append(VolumeScore(case.name, case.dataset, k, box.tolist(), score(result.mask, case.mask, case.spacing),
                                normalized_surface_dice(result.mask, case.mask, case.spacing, nsd_tolerance_mm),
                                result.summary()))

@@ -490,7 +490,7 @@ def _propagate_file(item: InputFile, image: Volume, truth: np.ndarray | None, ou
         if not truth.any():
             raise InputError(f"{item.mask}: label {options.label} is absent: nothing to seed --propagate with")
         seed, prompt = largest_index(truth, AXIS), {"mask": truth}
-    result = predictor.propagate(image.array, seed, axis=AXIS, normalise=options.window,
+    result = predictor.propagate(image.array, seed, axis=AXIS, window=options.window,
                                  progress=lambda done, total: report(item.image.name, done, total), **prompt)
     write_mask(image, result.mask, output, _FileSegmenter(predictor, options, None))
     overlays = []

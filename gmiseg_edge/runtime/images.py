@@ -1,9 +1,9 @@
-"""Checks on the images given to a predictor, and optional intensity normalisation to uint8.
+"""Checks on the images given to a predictor, and an optional intensity window to uint8.
 
 Models take uint8 intensities. CT (HU), 16-bit MR/microscopy and float images are refused unless a
-``normalise`` method is given, which maps them with :func:`gmiseg_edge.data.intensity.normalise`:
-``"percentile"`` (0.5-99.5 %), ``"minmax"``, a CT window preset (``"abdomen"``, ``"lung"``, ...) or a
-``(low, high)`` window. uint8 images are used as they are, whatever ``normalise`` says.
+``window`` is given, which maps them with :func:`gmiseg_edge.data.intensity.normalise`: ``"percentile"``
+(0.5-99.5 %), ``"minmax"``, a CT window preset (``"abdomen"``, ``"lung"``, ...) or a ``(low, high)`` range.
+uint8 images are used as they are, whatever ``window`` says.
 """
 
 from __future__ import annotations
@@ -11,19 +11,17 @@ from __future__ import annotations
 import numpy as np
 
 from gmiseg_edge.core.errors import InputError
-from gmiseg_edge.data.intensity import Normalisation as Method
-from gmiseg_edge.data.intensity import normalise as to_uint8
-
-Normalisation = Method | None  # None: uint8 images only
+from gmiseg_edge.data.intensity import Normalisation, normalise
 
 _HOW = (
-    "pass normalise='percentile' (or 'minmax', a CT window such as 'abdomen' or 'lung', or (low, high)), "
+    "pass window='percentile' (or 'minmax', a CT window such as 'abdomen' or 'lung', or (low, high)), "
     "or map it to uint8 yourself with gmiseg_edge.data.normalise"
 )
 
 
-def check_image(image: np.ndarray, normalise: Normalisation = None, name: str = "image") -> np.ndarray:
-    """Return ``image`` as uint8 (H, W) or (H, W, 3) after checking shape, channels, values and dtype."""
+def check_image(image: np.ndarray, window: Normalisation | None = None, name: str = "image") -> np.ndarray:
+    """Return ``image`` as uint8 (H, W) or (H, W, 3) after checking shape, channels, values and dtype; a
+    non-uint8 image is mapped with ``window`` (None: refused)."""
     if not isinstance(image, np.ndarray):
         raise InputError(f"{name}: expected a numpy array, got {type(image).__name__}")
     if image.ndim == 3 and image.shape[2] == 1:
@@ -44,10 +42,10 @@ def check_image(image: np.ndarray, normalise: Normalisation = None, name: str = 
             raise InputError(f"{name}: {bad} NaN or infinite value(s); replace them before segmenting")
     if image.dtype == np.uint8:
         return image
-    if normalise is None:
+    if window is None:
         raise InputError(f"{name}: dtype {image.dtype} (values {image.min()}..{image.max()}) is not uint8; "
                          f"a silent cast would give a wrong mask: {_HOW}")
     try:
-        return to_uint8(image, normalise)
+        return normalise(image, window)
     except ValueError as exc:
-        raise InputError(f"{name}: cannot normalise with {normalise!r} ({exc})") from exc
+        raise InputError(f"{name}: cannot apply the window {window!r} ({exc})") from exc

@@ -15,7 +15,7 @@ The predictor keeps no per-image state (the cache holds embeddings), so one inst
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
 
@@ -32,10 +32,11 @@ from gmiseg_edge.core.prediction import (
 )
 from gmiseg_edge.core.prompts import Prompt, make_prompt
 from gmiseg_edge.core.transforms import ImageGeometry, PreprocessConfig, preprocess
+from gmiseg_edge.data.intensity import Normalisation
 from gmiseg_edge.runtime.backends.base import Backend, TaskDecoder
 from gmiseg_edge.runtime.cache import CacheStats, EmbeddingCache, image_key
-from gmiseg_edge.runtime.images import Normalisation, check_image
-from gmiseg_edge.runtime.propagate import propagate
+from gmiseg_edge.runtime.images import check_image
+from gmiseg_edge.runtime.propagate import PropagationResult, PropagationSettings, propagate
 from gmiseg_edge.runtime.tasks import TaskDecoders
 
 
@@ -120,12 +121,12 @@ class Predictor:
         """The cache's counters (hits, misses, encoder runs)."""
         return self.cache.stats
 
-    def encode(self, image: np.ndarray | EncodedImage, normalise: Normalisation = None) -> EncodedImage:
+    def encode(self, image: np.ndarray | EncodedImage, window: Normalisation | None = None) -> EncodedImage:
         """Check, preprocess and encode ``image`` (cached); see :func:`~gmiseg_edge.runtime.images.check_image`
-        for ``normalise``."""
+        for ``window`` (how a non-uint8 image maps to uint8)."""
         if isinstance(image, EncodedImage):
             return image
-        return self._encode_pixels(check_image(image, normalise))
+        return self._encode_pixels(check_image(image, window))
 
     def _encode_pixels(self, pixels: np.ndarray) -> EncodedImage:
         key = image_key(pixels, self._preprocessing, self.backend.encoder_id)
@@ -134,12 +135,12 @@ class Predictor:
             key, lambda: self.backend.encode(preprocess(pixels, self.preprocess_config).tensor))
         return EncodedImage(prepared=geometry, embedding=embedding, key=key)
 
-    def encode_many(self, images: Sequence[np.ndarray | EncodedImage], normalise: Normalisation = None,
+    def encode_many(self, images: Sequence[np.ndarray | EncodedImage], window: Normalisation | None = None,
                     ) -> list[EncodedImage]:
         """:meth:`encode` for several images, the cache misses in batched encoder runs (at most the backend's
         ``max_batch`` images a run). Each image still goes through the cache on its own key, so a batch costs
         what its misses cost, and the embeddings equal single-image encodes."""
-        checked = [image if isinstance(image, EncodedImage) else check_image(image, normalise, name=f"image {i}")
+        checked = [image if isinstance(image, EncodedImage) else check_image(image, window, name=f"image {i}")
                    for i, image in enumerate(images)]
         keys = [None if isinstance(p, EncodedImage) else image_key(p, self._preprocessing, self.backend.encoder_id)
                 for p in checked]
@@ -222,12 +223,12 @@ class Predictor:
 
     @overload
     def predict(self, image: np.ndarray | EncodedImage, points=None, labels=None, box=None, mask_input=None,
-                multimask: bool | None = None, normalise: Normalisation = None, boxes: None = None,
+                multimask: bool | None = None, window: Normalisation | None = None, boxes: None = None,
                 task: str | None = None) -> Prediction: ...
 
     @overload
     def predict(self, image: np.ndarray | EncodedImage, points=None, labels=None, box=None, mask_input=None,
-                multimask: bool | None = None, normalise: Normalisation = None, *,
+                multimask: bool | None = None, window: Normalisation | None = None, *,
                 boxes: Any, task: str | None = None) -> ObjectPredictions: ...
 
     def predict(
@@ -238,7 +239,7 @@ class Predictor:
         box=None,
         mask_input=None,
         multimask: bool | None = None,
-        normalise: Normalisation = None,
+        window: Normalisation | None = None,
         boxes=None,
         task: str | None = None,
     ) -> Prediction | ObjectPredictions:
@@ -246,9 +247,10 @@ class Predictor:
 
         ``points`` (N, 2) as (x, y) pixels with ``labels`` (N,) 1/0; ``box`` [x0, y0, x1, y1]; ``mask_input``
         a previous prediction's low-res logits (``Prediction.mask_input``). ``multimask`` overrides the choice
-        rule of this module's docstring. ``task``: a task decoder of the folder (None: the predictor's
-        ``task``, ``""``: the base decoder); the embedding, and so the encoder run and the cache entry, are
-        shared by every task.
+        rule of this module's docstring. ``window``: how a non-uint8 image maps to uint8 (a CT window preset
+        such as ``"abdomen"``, ``(low, high)``, ``"percentile"`` or ``"minmax"``; None: uint8 only). ``task``:
+        a task decoder of the folder (None: the predictor's ``task``, ``""``: the base decoder); the embedding,
+        and so the encoder run and the cache entry, are shared by every task.
 
         ``boxes`` (K, 4), alone: K objects, one box each, decoded together; returns
         :class:`~gmiseg_edge.core.prediction.ObjectPredictions` (see :meth:`predict_objects`).
@@ -257,12 +259,12 @@ class Predictor:
             if any(v is not None for v in (points, labels, box, mask_input)):
                 raise InputError("boxes= (one box per object) goes alone; for points or previous masks per object "
                                  "use predict_objects(image, boxes=..., points=[...], labels=[...])")
-            return self.predict_objects(image, boxes=boxes, multimask=multimask, normalise=normalise, task=task)
+            return self.predict_objects(image, boxes=boxes, multimask=multimask, window=window, task=task)
         if isinstance(image, EncodedImage):
             encoded: EncodedImage | None = image
             size = image.size
         else:
-            pixels = check_image(image, normalise)  # image errors first, then prompt errors, then encode
+            pixels = check_image(image, window)  # image errors first, then prompt errors, then encode
             encoded, size = None, (int(pixels.shape[0]), int(pixels.shape[1]))
         prompt = make_prompt(points, labels, box, mask_input, image_size=size)
         if encoded is None:
@@ -279,7 +281,7 @@ class Predictor:
         labels=None,
         mask_inputs=None,
         multimask: bool | None = None,
-        normalise: Normalisation = None,
+        window: Normalisation | None = None,
         task: str | None = None,
     ) -> ObjectPredictions:
         """Segment K objects of ``image`` in batched decoder runs (module docstring): one prompt per object.
@@ -296,7 +298,7 @@ class Predictor:
             encoded: EncodedImage | None = image
             size = image.size
         else:
-            pixels = check_image(image, normalise)
+            pixels = check_image(image, window)
             encoded, size = None, (int(pixels.shape[0]), int(pixels.shape[1]))
         prompts = object_prompts(size, boxes, points, labels, mask_inputs)
         if encoded is None:
@@ -306,12 +308,14 @@ class Predictor:
         return make_object_predictions(encoded.prepared, low_res, iou, outputs, self.input_size)
 
     def propagate(self, volume: np.ndarray, slice_index: int, box=None, points=None, labels=None, mask=None,
-                  axis: int = 2, normalise: Normalisation = None, settings=None, progress=None):
+                  axis: int = 2, window: Normalisation | None = None, settings: PropagationSettings | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> PropagationResult:
         """Carry one structure through ``volume`` from a prompt (``box``/``points``) or a labelled ``mask`` on
         slice ``slice_index`` along ``axis``: a :class:`~gmiseg_edge.runtime.propagate.PropagationResult` with
-        the 3D mask. See :mod:`gmiseg_edge.runtime.propagate` for the stop rules and ``settings``."""
+        the 3D mask; ``window`` maps a non-uint8 volume to uint8, one mapping for the whole volume. A thin call
+        into :func:`gmiseg_edge.runtime.propagate.propagate` (its stop rules and ``settings``)."""
         return propagate(self, volume, slice_index, box=box, points=points, labels=labels, mask=mask, axis=axis,
-                         normalise=normalise, settings=settings, progress=progress)
+                         window=window, settings=settings, progress=progress)
 
     def close(self) -> None:
         self.backend.close()

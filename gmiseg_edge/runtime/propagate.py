@@ -30,7 +30,7 @@ of the decoder, so memory stays flat however long the volume: the propagation ho
 the previous slice's mask per direction; the cache is an LRU bounded in bytes. A direction that stops leaves
 at most its slices already encoded ahead unused (``PropagationResult.encoded`` counts them).
 
-Intensities: uint8 volumes are used as they are; others need ``normalise``, applied with one mapping for the
+Intensities: uint8 volumes are used as they are; others need ``window``, applied with one mapping for the
 whole volume (a CT window, or percentiles / min-max over the volume, not per slice) so that every slice of the
 scan sees the same intensity scale.
 """
@@ -42,20 +42,16 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
 
 from gmiseg_edge.core.errors import InputError
 from gmiseg_edge.core.graph_io import LOW_RES
+from gmiseg_edge.core.prediction import Prediction
 from gmiseg_edge.core.prompts import box_from_mask, make_prompt
-from gmiseg_edge.data.intensity import get_window, rescale_to_uint8
-from gmiseg_edge.runtime.images import Normalisation
-
-if TYPE_CHECKING:  # the predictor imports this module lazily (Predictor.propagate)
-    from gmiseg_edge.core.prediction import Prediction
-    from gmiseg_edge.runtime.predictor import EncodedImage, Predictor
+from gmiseg_edge.data.intensity import Normalisation, get_window, rescale_to_uint8
 
 STOP_REASONS = ("volume_end", "empty", "low_iou", "iou_drop", "area_growth", "area_collapse")
 MASK_LOGIT = 10.0  # |logit| given to a seed mask's pixels in its mask_input (lite_medsam's own are ~10-20)
@@ -137,13 +133,24 @@ class PropagationResult:
                 f"down: {down.reason} at {down.slice}, up: {up.reason} at {up.slice}")
 
 
+class SlicePredictor(Protocol):
+    """What propagation uses of a :class:`gmiseg_edge.runtime.predictor.Predictor`: its public interface, named
+    here so that this module does not import the predictor (whose ``propagate`` method calls :func:`propagate`)."""
+
+    def encode_many(self, images: list[np.ndarray]) -> list[Any]:
+        """Encoded images (``EncodedImage``), one per uint8 slice."""
+
+    def predict(self, image: Any, *, points=None, labels=None, box=None, mask_input=None) -> Prediction:
+        """The prediction for one prompt on an encoded image."""
+
+
 # --------------------------------------------------------------------------- the volume's slices
 
 
 class SliceSource:
     """The uint8 slices of a volume along ``axis``, as ``slice_2d`` shows them, with one intensity mapping."""
 
-    def __init__(self, volume: np.ndarray, axis: int, normalise: Normalisation, name: str = "volume") -> None:
+    def __init__(self, volume: np.ndarray, axis: int, window: Normalisation | None, name: str = "volume") -> None:
         if not isinstance(volume, np.ndarray):
             raise InputError(f"{name}: expected a numpy array, got {type(volume).__name__}")
         if volume.ndim != 3:
@@ -166,37 +173,37 @@ class SliceSource:
         self.depth = int(self._stack.shape[0])
         self.stack_shape = tuple(self._stack.shape)
         self.shape2d = (int(self._stack.shape[2]), int(self._stack.shape[1]))  # (H, W) of a slice
-        self.window = self._window(volume, normalise)
+        self.range = self._range(volume, window)  # the (low, high) the window maps to 0..255 (None: uint8)
 
-    def _window(self, volume: np.ndarray, normalise: Normalisation) -> tuple[float, float] | None:
+    def _range(self, volume: np.ndarray, window: Normalisation | None) -> tuple[float, float] | None:
         if volume.dtype == np.uint8:
             return None
         if np.issubdtype(volume.dtype, np.floating):
             bad = int(np.count_nonzero(~np.isfinite(volume)))
             if bad:
                 raise InputError(f"{self.name}: {bad} NaN or infinite value(s); replace them before segmenting")
-        if normalise is None:
-            raise InputError(f"{self.name}: dtype {volume.dtype} is not uint8: pass normalise= (a CT window such "
+        if window is None:
+            raise InputError(f"{self.name}: dtype {volume.dtype} is not uint8: pass window= (a CT window such "
                              "as 'abdomen', (low, high), 'percentile' or 'minmax'; one mapping for the volume)")
-        if isinstance(normalise, str) and normalise in ("percentile", "minmax"):
+        if isinstance(window, str) and window in ("percentile", "minmax"):
             flat = volume.ravel(order="K")
             sample = flat[:: max(1, flat.size // _PERCENTILE_SAMPLE)]
-            low_q, high_q = (0.5, 99.5) if normalise == "percentile" else (0.0, 100.0)
+            low_q, high_q = (0.5, 99.5) if window == "percentile" else (0.0, 100.0)
             low, high = (float(v) for v in np.percentile(sample, [low_q, high_q]))
             if high <= low:
                 low, high = float(volume.min()), float(volume.max())
             return (low, high)
         try:
-            return get_window(normalise)
+            return get_window(window)
         except (ValueError, TypeError) as exc:
-            raise InputError(f"{self.name}: cannot normalise with {normalise!r} ({exc})") from exc
+            raise InputError(f"{self.name}: cannot apply the window {window!r} ({exc})") from exc
 
     def pixels(self, index: int) -> np.ndarray:
         """Slice ``index`` as uint8 (H, W)."""
         plane = self._stack[index].T
-        if self.window is None:
+        if self.range is None:
             return np.ascontiguousarray(plane)
-        return rescale_to_uint8(plane, *self.window)
+        return rescale_to_uint8(plane, *self.range)
 
     def put(self, volume_mask: np.ndarray, index: int, mask: np.ndarray) -> None:
         """Write a slice's (H, W) mask into a volume-shaped array."""
@@ -213,7 +220,7 @@ class SliceSource:
 class _Prefetcher:
     """Encodes requested slices in batches on one background thread (or at once without ``background``)."""
 
-    def __init__(self, predictor: Predictor, source: SliceSource, background: bool) -> None:
+    def __init__(self, predictor: SlicePredictor, source: SliceSource, background: bool) -> None:
         self.predictor = predictor
         self.source = source
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="gmiseg-propagate") if background else None
@@ -222,7 +229,7 @@ class _Prefetcher:
         self.encode_seconds = 0.0
         self._lock = threading.Lock()
 
-    def _encode(self, indices: list[int]) -> list[EncodedImage]:
+    def _encode(self, indices: list[int]) -> list[Any]:
         start = time.perf_counter()
         encoded = self.predictor.encode_many([self.source.pixels(k) for k in indices])
         with self._lock:
@@ -252,7 +259,7 @@ class _Prefetcher:
     def busy(self) -> bool:
         return any(not future.done() for future, _ in self._pending.values())
 
-    def take(self, index: int) -> EncodedImage:
+    def take(self, index: int) -> Any:
         if index not in self._pending:
             self.request([index])
         future, position = self._pending.pop(index)
@@ -368,7 +375,7 @@ def _check(prediction: Prediction, previous_area: int, previous_iou: float,
 
 
 def propagate(
-    predictor: Predictor,
+    predictor: SlicePredictor,
     volume: np.ndarray,
     slice_index: int,
     *,
@@ -377,7 +384,7 @@ def propagate(
     labels=None,
     mask=None,
     axis: int = 2,
-    normalise: Normalisation = None,
+    window: Normalisation | None = None,
     settings: PropagationSettings | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> PropagationResult:
@@ -387,7 +394,7 @@ def propagate(
     is kept as that slice's result. ``progress(slices decoded, depth)`` is called after each slice."""
     settings = settings or PropagationSettings()
     start = time.perf_counter()
-    source = SliceSource(volume, axis, normalise)
+    source = SliceSource(volume, axis, window)
     seed = _slice_index(slice_index, source.depth)
     size = source.shape2d
     if mask is not None and (box is not None or points is not None or labels is not None):

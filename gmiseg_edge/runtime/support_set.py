@@ -93,8 +93,9 @@ from gmiseg_edge.core.graph_io import LOW_RES
 from gmiseg_edge.core.prompts import make_prompt
 from gmiseg_edge.core.selection import spread
 from gmiseg_edge.core.transforms import ImageGeometry, postprocess_logits
+from gmiseg_edge.data.intensity import Normalisation
 from gmiseg_edge.runtime.embedding_probe import fit_direction
-from gmiseg_edge.runtime.images import Normalisation, check_image
+from gmiseg_edge.runtime.images import check_image
 from gmiseg_edge.runtime.predictor import EncodedImage, Predictor
 from gmiseg_edge.runtime.registration import Registration, match_quality, register
 
@@ -305,7 +306,7 @@ class SupportSetSegmenter:
     for one), ``"probe"`` or ``"prototype"``.
     """
 
-    def __init__(self, predictor: Predictor, normalise: Normalisation = None, *, fusion: str = "fused",
+    def __init__(self, predictor: Predictor, window: Normalisation | None = None, *, fusion: str = "fused",
                  mask_prompt: bool = True, deformable: bool = True, register_supports: bool = True,
                  refine: bool = False, choice: str = "auto", appearance: str = "auto") -> None:
         if fusion not in FUSIONS:
@@ -317,7 +318,7 @@ class SupportSetSegmenter:
         self.choice = choice
         self.appearance_method = appearance
         self.predictor = predictor
-        self.normalise = normalise
+        self.window = window
         self.fusion = fusion
         self.mask_prompt = mask_prompt
         self.deformable = deformable
@@ -366,7 +367,7 @@ class SupportSetSegmenter:
                     for i in labelled]
         if mask.ndim != 2:
             raise InputError(f"{name} mask: expected (H, W) or a volume (D, H, W), got shape {mask.shape}")
-        pixels = check_image(image, self.normalise, name=f"{name} image")
+        pixels = check_image(image, self.window, name=f"{name} image")
         if mask.shape != pixels.shape[:2]:
             raise InputError(f"{name} mask: shape {mask.shape} differs from its image's {pixels.shape[:2]}")
         if not mask.any():
@@ -377,7 +378,7 @@ class SupportSetSegmenter:
         return self._add_2d(pixels, mask, name)
 
     def _add_2d(self, image: np.ndarray, mask: np.ndarray, name: str) -> Support:
-        pixels = check_image(image, self.normalise, name=f"{name} image")
+        pixels = check_image(image, self.window, name=f"{name} image")
         encoded = self.predictor.encode(pixels)
         grid = encoded.embedding.shape[-1]
         weights = grid_weights(mask != 0, encoded.prepared, self.predictor.input_size, grid)
@@ -555,7 +556,7 @@ class SupportSetSegmenter:
             pixels = None  # no pixels to register: appearance only (stated fallback)
             query = query_image
         else:
-            pixels = check_image(query_image, self.normalise, name="query image")
+            pixels = check_image(query_image, self.window, name="query image")
             query = self.predictor.encode(pixels)
         matches = [self.decode(query, self.match(query, pixels, support)) for support in supports]
         registered = [m.match for m in matches if m.anatomy is not None]

@@ -56,7 +56,7 @@ def edit_manifest(folder: Path, change) -> None:
         (np.zeros((64, 64, 2), np.uint8), "1 or 3 channels"),
         (np.zeros((0, 64), np.uint8), "empty image"),
         (np.full((64, 64), np.nan, np.float32), "NaN"),
-        (np.zeros((64, 64), np.uint16), "normalise='percentile'"),
+        (np.zeros((64, 64), np.uint16), "window='percentile'"),
         (np.zeros((64, 64), np.float32), "not uint8"),
         (np.zeros((64, 64), bool), "dtype bool"),
     ],
@@ -68,7 +68,7 @@ def test_bad_images_are_refused(predictor, bad, message):
 
 def test_sixteen_bit_images_are_accepted_with_a_normalisation(predictor, image):
     ct_like = image.astype(np.int16) * 8 - 1000  # HU-like int16
-    prediction = predictor.predict(ct_like, box=[200, 330, 240, 380], normalise="percentile")
+    prediction = predictor.predict(ct_like, box=[200, 330, 240, 380], window="percentile")
     assert prediction.mask.shape == image.shape
 
 

@@ -39,7 +39,7 @@ def kidney(cached, abdomen):
     volume, truth = abdomen
     seed = largest_index(truth, 2)
     box = box_from_mask(slice_2d(truth, 2, seed))
-    return cached.propagate(volume, seed, box=box, normalise="abdomen"), truth
+    return cached.propagate(volume, seed, box=box, window="abdomen"), truth
 
 
 def test_propagation_follows_the_kidney_and_stops_where_it_ends(kidney):
@@ -60,7 +60,7 @@ def test_propagation_follows_the_kidney_and_stops_where_it_ends(kidney):
 def test_a_labelled_slice_seeds_the_same_propagation(cached, abdomen, kidney):
     volume, truth = abdomen
     seed = largest_index(truth, 2)
-    result = cached.propagate(volume, seed, mask=truth, normalise="abdomen")  # the volume's label: its slice
+    result = cached.propagate(volume, seed, mask=truth, window="abdomen")  # the volume's label: its slice
     assert np.array_equal(slice_2d(result.mask, 2, seed), slice_2d(truth, 2, seed))  # the label is kept
     assert np.isnan(result.iou[seed])
     assert dice(result.mask, truth) > 0.75
@@ -70,7 +70,7 @@ def test_without_prefetch_or_batching_the_result_is_the_same(cached, abdomen, ki
     volume, truth = abdomen
     seed = largest_index(truth, 2)
     box = box_from_mask(slice_2d(truth, 2, seed))
-    plain = cached.propagate(volume, seed, box=box, normalise="abdomen",
+    plain = cached.propagate(volume, seed, box=box, window="abdomen",
                                 settings=PropagationSettings(batch_size=1, prefetch=False))
     assert dice(plain.mask, kidney[0].mask) > 0.99  # batched embeddings may differ from single ones by ~1e-6
     assert plain.encoded == plain.slices_visited  # nothing encoded ahead
@@ -98,7 +98,7 @@ def test_the_embedding_cache_stays_bounded_through_a_volume(model_dir, abdomen):
     bound = 3 * 256 * 64 * 64 * 4  # three embeddings
     predictor = load(model_dir, backend="ort", threads=2, cache=EmbeddingCache(max_bytes=bound))
     seed = largest_index(truth, 2)
-    result = predictor.propagate(volume, seed, box=box_from_mask(slice_2d(truth, 2, seed)), normalise="abdomen",
+    result = predictor.propagate(volume, seed, box=box_from_mask(slice_2d(truth, 2, seed)), window="abdomen",
                                  settings=PropagationSettings(batch_size=2))
     stats = predictor.stats
     assert result.slices_visited > 10
@@ -110,7 +110,7 @@ def test_a_single_slice_volume_gives_that_slice(cached, abdomen):
     volume, truth = abdomen
     seed = largest_index(truth, 2)
     one = volume[:, :, seed:seed + 1]
-    result = cached.propagate(one, 0, box=box_from_mask(slice_2d(truth, 2, seed)), normalise="abdomen")
+    result = cached.propagate(one, 0, box=box_from_mask(slice_2d(truth, 2, seed)), window="abdomen")
     assert result.mask.shape == one.shape and result.visited == (0, 0)
     assert result.stops["down"].reason == result.stops["up"].reason == "volume_end"
     assert dice(result.mask[:, :, 0], truth[:, :, seed]) > 0.8
@@ -139,19 +139,19 @@ def test_bad_input_is_a_clear_input_error(cached, abdomen, case, message):
     seed = largest_index(truth, 2)
     box = box_from_mask(slice_2d(truth, 2, seed))
     calls = {
-        "slice_outside": lambda: predictor.propagate(volume, 30, box=box, normalise="abdomen"),
-        "negative_slice": lambda: predictor.propagate(volume, -1, box=box, normalise="abdomen"),
-        "empty_prompt": lambda: predictor.propagate(volume, seed, normalise="abdomen"),
-        "empty_mask": lambda: predictor.propagate(volume, seed, mask=np.zeros((101, 122), bool), normalise="abdomen"),
-        "mask_and_box": lambda: predictor.propagate(volume, seed, box=box, mask=truth, normalise="abdomen"),
-        "image_2d": lambda: predictor.propagate(volume[:, :, seed], 0, box=box, normalise="abdomen"),
+        "slice_outside": lambda: predictor.propagate(volume, 30, box=box, window="abdomen"),
+        "negative_slice": lambda: predictor.propagate(volume, -1, box=box, window="abdomen"),
+        "empty_prompt": lambda: predictor.propagate(volume, seed, window="abdomen"),
+        "empty_mask": lambda: predictor.propagate(volume, seed, mask=np.zeros((101, 122), bool), window="abdomen"),
+        "mask_and_box": lambda: predictor.propagate(volume, seed, box=box, mask=truth, window="abdomen"),
+        "image_2d": lambda: predictor.propagate(volume[:, :, seed], 0, box=box, window="abdomen"),
         "colour_image": lambda: predictor.propagate(np.zeros((64, 64, 3), np.uint8), 0, box=[1, 1, 9, 9]),
-        "bad_axis": lambda: predictor.propagate(volume, seed, box=box, axis=3, normalise="abdomen"),
-        "box_outside": lambda: predictor.propagate(volume, seed, box=[0, 0, 500, 50], normalise="abdomen"),
+        "bad_axis": lambda: predictor.propagate(volume, seed, box=box, axis=3, window="abdomen"),
+        "box_outside": lambda: predictor.propagate(volume, seed, box=[0, 0, 500, 50], window="abdomen"),
         "not_normalised": lambda: predictor.propagate(volume, seed, box=box),
-        "mask_shape": lambda: predictor.propagate(volume, seed, mask=np.ones((5, 5), bool), normalise="abdomen"),
+        "mask_shape": lambda: predictor.propagate(volume, seed, mask=np.ones((5, 5), bool), window="abdomen"),
         # a seed prediction under min_area pixels counts as empty
-        "empty_seed_prediction": lambda: predictor.propagate(volume, seed, box=box, normalise="abdomen",
+        "empty_seed_prediction": lambda: predictor.propagate(volume, seed, box=box, window="abdomen",
                                                              settings=PropagationSettings(min_area=10**6)),
     }
     with pytest.raises(InputError, match=message):
