@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from gmiseg_edge.core.graph_io import DECODER_OUTPUTS
-from gmiseg_edge.core.onnx_session import cpu_session
 from gmiseg_edge.core.prompts import boxes_from_labels, make_prompt
 from gmiseg_edge.data import load_sample_cases, load_sample_pair
 from gmiseg_edge.metrics import dice
 from gmiseg_edge.runtime import load
+from gmiseg_edge.runtime.backends.onnxrt.session import cpu_session
 
 
 def _timed(fn) -> float:

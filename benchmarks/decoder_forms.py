@@ -19,13 +19,13 @@ import onnxruntime as ort
 import torch
 
 from gmiseg_edge.core.graph_io import DecoderInputs
-from gmiseg_edge.core.onnx_session import cpu_session
 from gmiseg_edge.core.prompts import box_from_mask
 from gmiseg_edge.core.transforms import preprocess, scale_boxes
 from gmiseg_edge.data.samples import load_sample_cases
 from gmiseg_edge.export.onnx_export import export_decoder
 from gmiseg_edge.models.build import build_model
 from gmiseg_edge.models.zoo import get_spec
+from gmiseg_edge.runtime.backends.onnxrt.session import cpu_session
 
 
 def session(path: Path, threads: int) -> ort.InferenceSession:

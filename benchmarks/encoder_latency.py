@@ -23,9 +23,9 @@ import onnxruntime as ort
 
 from gmiseg_edge.core.graph_io import ENCODER_INPUT
 from gmiseg_edge.core.manifest import Manifest
-from gmiseg_edge.core.onnx_session import cpu_session
 from gmiseg_edge.core.transforms import preprocess
 from gmiseg_edge.data.samples import load_sample_cases
+from gmiseg_edge.runtime.backends.onnxrt.session import cpu_session
 
 
 def ort_runner(path: Path, threads: int, level: ort.GraphOptimizationLevel) -> Callable[[np.ndarray], object]:

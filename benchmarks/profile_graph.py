@@ -21,10 +21,10 @@ import onnxruntime as ort
 
 from gmiseg_edge.core.graph_io import ENCODER_INPUT
 from gmiseg_edge.core.manifest import Manifest
-from gmiseg_edge.core.onnx_session import cpu_session
 from gmiseg_edge.core.prompts import box_from_mask, make_prompt
 from gmiseg_edge.core.transforms import preprocess
 from gmiseg_edge.data.samples import load_sample_cases
+from gmiseg_edge.runtime.backends.onnxrt.session import cpu_session
 
 
 def _session(path: Path, threads: int, profile: bool, prefix: str = "") -> ort.InferenceSession:

@@ -34,7 +34,6 @@ import torch
 from gmiseg_edge.adapters import AdapterConfig, merge
 from gmiseg_edge.core.graph_io import DECODER_OUTPUTS
 from gmiseg_edge.core.manifest import Manifest
-from gmiseg_edge.core.onnx_session import cpu_session
 from gmiseg_edge.core.prediction import make_prediction, output_choice
 from gmiseg_edge.core.prompts import make_prompt, simulate_box, simulate_points
 from gmiseg_edge.data import load_sample_cases
@@ -42,6 +41,7 @@ from gmiseg_edge.export.onnx_export import export_decoder
 from gmiseg_edge.export.task_decoder import folder_model
 from gmiseg_edge.metrics import dice
 from gmiseg_edge.runtime import load
+from gmiseg_edge.runtime.backends.onnxrt.session import cpu_session
 from gmiseg_edge.runtime.cache import EmbeddingCache
 from gmiseg_edge.train.decoder_adapt import DecoderAdaptConfig, SupportEmbedding, adapt_decoder
 

@@ -16,7 +16,7 @@ def test_torch_free_modules_import_without_torch():
         import gmiseg_edge.runtime.loader, gmiseg_edge.runtime.support_set, gmiseg_edge.runtime.cache
         import gmiseg_edge.runtime.backends.onnxrt.runner, gmiseg_edge.runtime.backends.trt.runner
         import gmiseg_edge.runtime.backends.trt.build, gmiseg_edge.runtime.backends.trt.device
-        import gmiseg_edge.core.manifest, gmiseg_edge.core.prediction, gmiseg_edge.core.onnx_session
+        import gmiseg_edge.core.manifest, gmiseg_edge.core.prediction, gmiseg_edge.runtime.backends.onnxrt.session
         import gmiseg_edge.data, gmiseg_edge.metrics, gmiseg_edge.models.zoo, gmiseg_edge.models.weights
         import gmiseg_edge.data.dicom, gmiseg_edge.data.dicom_seg, gmiseg_edge.data.challenge, gmiseg_edge.data.align
         import gmiseg_edge.jobs.challenge

@@ -34,7 +34,6 @@ from gmiseg_edge.core.errors import AdapterError, ExportError, ManifestError
 from gmiseg_edge.core.files import sha256_of
 from gmiseg_edge.core.graph_io import DECODER_OUTPUTS, ENCODER_INPUT
 from gmiseg_edge.core.manifest import TASKS_DIR, Manifest, check_task_name, file_entry, graph_filename
-from gmiseg_edge.core.onnx_session import cpu_session
 from gmiseg_edge.core.prompts import box_from_mask, make_prompt
 from gmiseg_edge.core.transforms import ImageGeometry, PreprocessConfig, postprocess_logits, preprocess
 from gmiseg_edge.export.onnx_export import DEFAULT_OPSET, export_decoder
@@ -43,6 +42,7 @@ from gmiseg_edge.export.validate import TOLERANCES, CaseAgreement, ValidationRep
 from gmiseg_edge.metrics import dice
 from gmiseg_edge.models.build import build_model, folder_checkpoint
 from gmiseg_edge.models.reference import TorchReference
+from gmiseg_edge.runtime.backends.onnxrt.session import cpu_session
 
 Log = Callable[[str], None]
 ENCODER_KEY = "task_encoder_sha256"  # adapter metadata: the encoder graph whose embeddings it was trained on

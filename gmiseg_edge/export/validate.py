@@ -20,11 +20,11 @@ import numpy as np
 from segment_anything.modeling import Sam
 
 from gmiseg_edge.core.graph_io import DECODER_OUTPUTS, ENCODER_INPUT, DecoderInputs
-from gmiseg_edge.core.onnx_session import cpu_session
 from gmiseg_edge.core.prompts import box_from_mask, make_prompt
 from gmiseg_edge.core.transforms import PreparedImage, PreprocessConfig, postprocess_logits
 from gmiseg_edge.metrics import dice
 from gmiseg_edge.models.reference import TorchReference
+from gmiseg_edge.runtime.backends.onnxrt.session import cpu_session
 
 
 @dataclass(frozen=True)

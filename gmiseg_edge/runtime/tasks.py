@@ -3,7 +3,9 @@
 A task is a decoder-side adapter merged into a copy of the mask decoder and exported as
 ``decoders/<task>.onnx``. Every task shares the folder's encoder, its engines and the embedding cache, so a
 second task on an encoded image costs only its decoder run. :class:`TaskDecoders` opens each task's graph on
-first use (verified against the manifest's sha256), on the provider of the backend that runs the encoder.
+first use (verified against the manifest's sha256). Task decoders are ONNX graphs whatever runs the encoder, so
+they open in the ONNX Runtime backend's runner, on the providers the encoder's backend names
+(:meth:`Backend.task_providers <gmiseg_edge.runtime.backends.base.Backend.task_providers>`).
 """
 
 from __future__ import annotations
@@ -34,8 +36,10 @@ class TaskDecoders:
             decoder = self._open.get(task)
             if decoder is None:
                 path, _ = self.manifest.verify_task_file(task, "decoder")
-                decoder = self.backend.open_task_decoder(path, self.threads)
-                decoder.task = task
+                # onnxruntime is imported on the first task asked for, not when a folder is loaded
+                from gmiseg_edge.runtime.backends.onnxrt.runner import open_task_decoder
+
+                decoder = open_task_decoder(task, path, self.backend.task_providers(), self.threads)
                 self._open[task] = decoder
             return decoder
 

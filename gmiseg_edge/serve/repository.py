@@ -72,7 +72,7 @@ def _tensor(name: str, data_type: str, dims: Sequence[int], optional: bool = Fal
 
 def graph_io(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(inputs, outputs) of an ONNX graph as Triton tensors (dynamic dimensions -1), read with ONNX Runtime."""
-    from gmiseg_edge.core.onnx_session import cpu_session
+    from gmiseg_edge.runtime.backends.onnxrt.session import cpu_session
 
     session = cpu_session(path, threads=1)
 

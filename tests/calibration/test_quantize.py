@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from gmiseg_edge.calibration.quantize import activation_matmuls, quantize_encoder
-from gmiseg_edge.core.onnx_session import cpu_session
+from gmiseg_edge.runtime.backends.onnxrt.session import cpu_session
 
 TOKENS, WIDTH = 64, 96
 

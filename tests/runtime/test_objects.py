@@ -119,8 +119,8 @@ def test_a_decoder_exported_before_the_prompt_dimension_decodes_one_object_per_r
     graph and the predictor runs one object at a time (the same masks), instead of failing inside ONNX Runtime."""
     import onnx
 
-    from gmiseg_edge.core.onnx_session import cpu_session
     from gmiseg_edge.runtime.backends.onnxrt.runner import OnnxRuntimeBackend
+    from gmiseg_edge.runtime.backends.onnxrt.session import cpu_session
     from gmiseg_edge.runtime.cache import EmbeddingCache
     from gmiseg_edge.runtime.predictor import Predictor
 

@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from gmiseg_edge.core.graph_io import DECODER_OUTPUTS, DecoderInputs
+from gmiseg_edge.core.graph_io import DecoderInputs
 
 
-class TaskDecoder:
-    """One task's decoder graph in an ONNX Runtime session (thread-safe ``run``), named by its task."""
+class TaskDecoder(ABC):
+    """One task's decoder graph (DESIGN §11), run beside a backend's encoder; ``task`` names it."""
 
-    def __init__(self, task: str, session: Any) -> None:
+    def __init__(self, task: str) -> None:
         self.task = task
-        self.session = session
 
+    @abstractmethod
     def decode(self, inputs: DecoderInputs) -> tuple[np.ndarray, np.ndarray]:
         """Like :meth:`Backend.decode`, with this task's decoder."""
-        low_res, iou = self.session.run(list(DECODER_OUTPUTS), inputs.feed())
-        return np.asarray(low_res, dtype=np.float32), np.asarray(iou, dtype=np.float32)
+
 
 #: objects per decoder run where the backend sets no limit of its own: an fp32 decoder run on the CPU peaks at
 #: 31-35 MiB more per object (measured: 583 MiB peak RSS at K = 16, 2292 MiB at K = 64), so 16 stay near 0.5 GB
@@ -57,14 +54,11 @@ class Backend(ABC):
         """Decoder inputs of K <= ``max_objects`` objects -> (low-res logits (K, 4, 256, 256), IoU predictions
         (K, 4)), float32."""
 
-    def open_task_decoder(self, path: Path, threads: int | None = None) -> TaskDecoder:
-        """A task's decoder graph (DESIGN §11) run beside this backend's encoder. Default: ONNX Runtime on the
-        CPU (task decoders are fp32 ONNX graphs with no engines); backends on a GPU provider override it."""
-        from gmiseg_edge.runtime.backends.onnxrt.runner import open_session  # onnxruntime: only when asked
-
-        session = open_session(path, "CPUExecutionProvider", threads)
-        assert session is not None  # the CPU provider raises rather than falls back
-        return TaskDecoder(path.stem, session)
+    def task_providers(self) -> tuple[str, ...]:
+        """ONNX Runtime execution providers to try, best first, for the task decoders run beside this backend's
+        encoder (task decoders are fp32 ONNX graphs with no engines, opened by
+        :mod:`gmiseg_edge.runtime.tasks`). Default: none, the CPU; a backend on a GPU provider names it."""
+        return ()
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release what the backend holds (sessions, GPU memory)."""

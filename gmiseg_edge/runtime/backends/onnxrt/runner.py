@@ -1,72 +1,30 @@
 """ONNX Runtime backend: the exported graphs on the best execution provider that actually initialises.
 
-``onnxruntime-gpu`` lists the CUDA and TensorRT providers even where they cannot run and silently falls back
-to the CPU (PITFALLS). So each candidate is tried in order (TensorRT, CUDA, CPU) and kept only if the created
-session reports it first in ``get_providers()``; the decoder then uses the provider the encoder got.
+Each candidate provider is tried in order (TensorRT, CUDA, CPU) and kept only if the session really runs on
+it (:func:`~gmiseg_edge.runtime.backends.onnxrt.session.open_session`); the decoder then uses the provider the
+encoder got. Task decoders (DESIGN §11) are ONNX graphs on every backend, so they run here too
+(:func:`open_task_decoder`), on the provider their backend prefers.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
 from gmiseg_edge.core.errors import BackendError
-from gmiseg_edge.core.files import user_cache_dir
 from gmiseg_edge.core.graph_io import DECODER_OUTPUTS, ENCODER_INPUT, POINT_COORDS, DecoderInputs
 from gmiseg_edge.core.manifest import Manifest
-from gmiseg_edge.core.onnx_session import CPU, session_options
 from gmiseg_edge.runtime.backends.base import Backend, TaskDecoder
+from gmiseg_edge.runtime.backends.onnxrt.session import CPU, candidate_providers, open_session
 from gmiseg_edge.runtime.backends.options import BackendOptions
 
-log = logging.getLogger(__name__)
 
-PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-
-
-def _provider_options(provider: str) -> dict[str, Any]:
-    if provider == "TensorrtExecutionProvider":
-        folder = user_cache_dir() / "ort-tensorrt"
-        folder.mkdir(parents=True, exist_ok=True)
-        return {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(folder),
-                "trt_timing_cache_enable": True, "trt_timing_cache_path": str(folder)}
-    return {}
-
-
-def open_session(path: Path, provider: str, threads: int | None, spin: bool = True) -> ort.InferenceSession | None:
-    """A session on ``provider`` (with the CPU as ONNX Runtime's fallback), or None if ``provider`` did not
-    initialise (the session silently fell back, or creation failed). ``spin=False``: idle CPU worker threads
-    sleep at once instead of busy-waiting for the next run."""
-    chain: list[Any] = [(provider, _provider_options(provider))]
-    if provider != CPU:
-        chain.append(CPU)
-    try:
-        session = ort.InferenceSession(str(path), session_options(threads, spin), providers=chain)
-    except Exception as exc:  # ONNX Runtime raises several types for a provider that cannot start
-        if provider == CPU:
-            raise BackendError(f"{path}: ONNX Runtime cannot load this graph ({exc})") from exc
-        log.info("%s did not initialise for %s: %s", provider, path.name, exc)
-        return None
-    if session.get_providers()[0] != provider:
-        log.info("%s listed but not usable for %s (session fell back to %s)", provider, path.name,
-                 session.get_providers())
-        return None
-    return session
-
-
-def candidate_providers(requested: Sequence[str] | None) -> list[str]:
-    """Providers to try, best first: those requested (checked against the build), or TensorRT, CUDA, CPU."""
-    available = ort.get_available_providers()
-    if requested is None:
-        return [p for p in PREFERENCE if p in available]
-    missing = [p for p in requested if p not in available]
-    if missing:
-        raise BackendError(f"ONNX Runtime here has no {', '.join(missing)} (available: {', '.join(available)})")
-    return list(requested)
+def _run_decoder(session: ort.InferenceSession, inputs: DecoderInputs) -> tuple[np.ndarray, np.ndarray]:
+    low_res, iou = session.run(list(DECODER_OUTPUTS), inputs.feed())
+    return np.asarray(low_res, dtype=np.float32), np.asarray(iou, dtype=np.float32)
 
 
 class OnnxRuntimeBackend(Backend):
@@ -90,14 +48,35 @@ class OnnxRuntimeBackend(Backend):
         return np.asarray(embedding, dtype=np.float32)
 
     def decode(self, inputs: DecoderInputs) -> tuple[np.ndarray, np.ndarray]:
-        low_res, iou = self._decoder.run(list(DECODER_OUTPUTS), inputs.feed())
-        return np.asarray(low_res, dtype=np.float32), np.asarray(iou, dtype=np.float32)
+        return _run_decoder(self._decoder, inputs)
 
-    def open_task_decoder(self, path: Path, threads: int | None = None) -> TaskDecoder:
-        """A task decoder on this backend's provider (the CPU if it does not start there)."""
-        session = open_session(path, self.providers[0], threads) or open_session(path, CPU, threads)
-        assert session is not None
-        return TaskDecoder(path.stem, session)
+    def task_providers(self) -> tuple[str, ...]:
+        """Task decoders run on this backend's provider (the CPU if they do not start there)."""
+        return (self.providers[0],)
+
+
+class OnnxTaskDecoder(TaskDecoder):
+    """One task's decoder graph in an ONNX Runtime session (``run`` is thread-safe)."""
+
+    def __init__(self, task: str, session: ort.InferenceSession) -> None:
+        super().__init__(task)
+        self.session = session
+
+    def decode(self, inputs: DecoderInputs) -> tuple[np.ndarray, np.ndarray]:
+        return _run_decoder(self.session, inputs)
+
+
+def open_task_decoder(task: str, path: Path, providers: Sequence[str] = (),
+                      threads: int | None = None) -> OnnxTaskDecoder:
+    """The decoder graph of ``task`` at ``path`` on the first of ``providers`` that starts, else on the CPU
+    (which raises, naming the file, if it cannot load the graph)."""
+    for provider in [p for p in providers if p != CPU]:
+        session = open_session(path, provider, threads)
+        if session is not None:
+            return OnnxTaskDecoder(task, session)
+    session = open_session(path, CPU, threads)
+    assert session is not None  # the CPU provider raises rather than falls back
+    return OnnxTaskDecoder(task, session)
 
 
 def verify_graphs(manifest: Manifest, paths: Sequence[Path]) -> list[str]:
