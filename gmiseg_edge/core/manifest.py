@@ -23,6 +23,7 @@ command that writes a current one.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import hashlib
 import json
@@ -221,6 +222,21 @@ class Manifest:
     def file_sha256(self, name: str) -> str:
         return str(self.file_entry(name).get("sha256"))
 
+    def file_names(self) -> list[str]:
+        """The names of the files the manifest lists (graphs and their variants, adapter, ...), in its order."""
+        return list(self.data["files"])
+
+    def file_bytes(self, name: str) -> int | None:
+        """Bytes on disk of a listed file with its external data (None: ``name`` is not listed)."""
+        entry = self.data["files"].get(name)
+        if not isinstance(entry, dict):
+            return None
+        return int(entry.get("bytes", 0)) + int((entry.get("external_data") or {}).get("bytes", 0))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A copy of the whole manifest as JSON data (changing it changes nothing here)."""
+        return copy.deepcopy(self.data)
+
     def validation(self, precision: str = "fp32") -> dict[str, Any] | None:
         """The recorded validation of a precision (None if it was never validated)."""
         return self.data["validation"].get(precision)
@@ -291,7 +307,7 @@ class Manifest:
     def verify_files(self, names: Iterable[str] | None = None) -> dict[str, str]:
         """Check the sha256 and size of listed files (all by default) and of their external data; raise naming
         the first that is unlisted, missing or different. Returns each file's identity (:meth:`verify_path`)."""
-        names = list(names) if names is not None else list(self.data["files"])
+        names = list(names) if names is not None else self.file_names()
         return {name: self.verify_path(self.file_path(name)) for name in names}
 
     # -- writing ---------------------------------------------------------------------------------------

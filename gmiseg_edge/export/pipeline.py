@@ -139,7 +139,7 @@ def export_model(options: ExportOptions, log: Log | None = None) -> ExportResult
         manifest.save()
         _publish(staging, target, options.force)
         say(f"wrote {target}")
-        return ExportResult(folder=target, reports=reports, manifest=manifest.data)
+        return ExportResult(folder=target, reports=reports, manifest=manifest.to_dict())
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

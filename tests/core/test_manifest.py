@@ -43,6 +43,20 @@ def test_created_manifest_round_trips(tmp_path):
     assert manifest.file_sha256("encoder.onnx") == manifest.file_entry("encoder.onnx")["sha256"]
 
 
+def test_file_sizes_names_and_a_copy_of_the_data_come_from_accessors(tmp_path):
+    manifest = _write_folder(tmp_path / "m")
+    assert manifest.file_names() == ["encoder.onnx", "decoder.onnx"]
+    assert manifest.file_bytes("encoder.onnx") == len(b"not a real encoder graph")
+    assert manifest.file_bytes("adapter.safetensors") is None  # not listed
+    (tmp_path / "m" / "encoder.onnx.data").write_bytes(b"12345")  # weights of a graph over 2 GB
+    manifest.file_entry("encoder.onnx")["external_data"] = file_entry(tmp_path / "m" / "encoder.onnx.data",
+                                                                      file="encoder.onnx.data")
+    assert manifest.file_bytes("encoder.onnx") == len(b"not a real encoder graph") + 5
+    copy = manifest.to_dict()
+    copy["files"].clear()
+    assert manifest.file_names() == ["encoder.onnx", "decoder.onnx"]
+
+
 def test_a_folder_written_by_version_one_exports_still_loads(tmp_path):
     """The JSON exactly as exports before the re-layering wrote it (format version 1)."""
     folder = tmp_path / "old"
@@ -152,7 +166,7 @@ def test_identity_is_the_sha256_of_the_file_at_the_path_loaded(tmp_path):
     manifest = _write_folder(tmp_path / "m")
     path = manifest.graph_path("encoder")
     assert manifest.verify_path(path) == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert manifest.verify_files() == {n: manifest.verify_path(tmp_path / "m" / n) for n in manifest.data["files"]}
+    assert manifest.verify_files() == {n: manifest.verify_path(tmp_path / "m" / n) for n in manifest.file_names()}
     elsewhere = tmp_path / "other" / "encoder.onnx"  # a listed name, but not the folder's file
     elsewhere.parent.mkdir()
     elsewhere.write_bytes(path.read_bytes())

@@ -202,11 +202,7 @@ def current_rss_mib() -> float | None:
 
 def graph_bytes(manifest: Manifest, precision: str) -> int:
     """Bytes on disk of the encoder and decoder graphs of ``precision`` (external weights included)."""
-    total = 0
-    for graph in ("encoder", "decoder"):
-        entry = manifest.data["files"].get(manifest.graph_path(graph, precision).name, {})
-        total += int(entry.get("bytes", 0)) + int(entry.get("external_data", {}).get("bytes", 0))
-    return total
+    return sum(manifest.file_bytes(manifest.graph_path(graph, precision).name) or 0 for graph in ("encoder", "decoder"))
 
 
 def torch_available() -> bool:
