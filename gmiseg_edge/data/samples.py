@@ -15,9 +15,10 @@ from typing import Any, Literal
 import numpy as np
 
 from gmiseg_edge.core.errors import DataError, MissingFileError
+from gmiseg_edge.data.dataset import read_pair
+from gmiseg_edge.data.images import Image2D, Volume
 from gmiseg_edge.data.intensity import Window, apply_window
 from gmiseg_edge.data.labels import instance_masks, select_label
-from gmiseg_edge.data.readers import Image2D, Volume, read_pair
 from gmiseg_edge.data.slicing import Slice2D, SliceMode, extract_slices, slice_2d, slice_spacing
 
 SampleSlices = Literal["largest", "all", "middle"]
