@@ -30,6 +30,7 @@ import numpy as np
 from gmiseg_edge.core.errors import DataError
 from gmiseg_edge.data.challenge import CHALLENGE_SUFFIX
 from gmiseg_edge.data.image_files import read_jpeg, read_png, read_tiff, write_png_mask
+from gmiseg_edge.data.metaimage import read_metaimage, write_metaimage
 from gmiseg_edge.data.volume_files import read_nifti, read_nrrd, write_nifti, write_nrrd
 
 DICOM_SEG = "dicom-seg"  # the mask format of a DICOM series (not a row: see the module docstring)
@@ -73,6 +74,8 @@ FORMATS: tuple[Format, ...] = (
     Format("nifti", "NIfTI", (".nii.gz", ".nii"), 3, read_nifti, write_nifti),
     Format("nrrd", "NRRD", (".nrrd", ".nhdr"), 3, read_nrrd, write_nrrd, mask_suffix=".nrrd",
            side_suffixes=(".raw", ".raw.gz")),
+    Format("metaimage", "MetaImage", (".mha", ".mhd"), 3, read_metaimage, write_metaimage, mask_suffix=".mha",
+           side_suffixes=(".raw", ".zraw")),
 )
 
 SUFFIXES_2D = tuple(s for f in FORMATS if f.ndim == 2 for s in f.suffixes)
