@@ -1,36 +1,32 @@
 """Data I/O for gmiseg-edge (numpy, OpenCV, Pillow, nibabel, pynrrd, tifffile; pydicom and highdicom for
 DICOM, imported when a DICOM input or output is met; never torch).
 
-Readers for 2D images and 3D volumes, 3D to 2D slicing, intensity normalisation, dataset folders and the
-shipped sample data. Every error on bad input is a :class:`DataError` naming the file.
+Readers and writers for the 2D and 3D formats of one table (:mod:`gmiseg_edge.data.formats`), 3D to 2D slicing,
+windows (intensities to uint8, :mod:`gmiseg_edge.data.intensity`), dataset folders and the shipped sample data.
+Every error on bad input is a :class:`DataError` naming the file.
 """
 
 from gmiseg_edge.core.errors import DataError, MissingFileError
-from gmiseg_edge.data.dataset import Pair, find_pairs
+from gmiseg_edge.data.dataset import Pair, find_pairs, read_pair
+from gmiseg_edge.data.formats import FORMATS, Format, describe_formats, file_stem, file_suffix, format_of, output_suffix
+from gmiseg_edge.data.images import Image2D, Volume
 from gmiseg_edge.data.intensity import (
     WINDOWS,
-    Normalisation,
+    Normalisation,  # TEMPORARY: removed by the lead after the issue-23 merge
+    Window,
+    WindowRange,
     apply_window,
-    get_window,
-    normalise,
-    percentile_normalise,
+    get_window,  # TEMPORARY
+    normalise,  # TEMPORARY
+    parse_window,
+    percentile_to_uint8,
     rescale_to_uint8,
     to_uint8,
     window_from_width_level,
+    window_range,
 )
 from gmiseg_edge.data.labels import instance_masks, label_values, require_nonempty, select_label
-from gmiseg_edge.data.readers import (
-    Image2D,
-    Volume,
-    file_stem,
-    file_suffix,
-    is_dicom,
-    read_image,
-    read_image_2d,
-    read_mask,
-    read_pair,
-    read_volume,
-)
+from gmiseg_edge.data.readers import is_dicom, read_image, read_image_2d, read_mask, read_volume
 from gmiseg_edge.data.samples import (
     SampleCase,
     load_reference_slice,
@@ -54,21 +50,27 @@ from gmiseg_edge.data.slicing import (
 from gmiseg_edge.data.writers import save_like
 
 __all__ = [
+    "FORMATS",
     "WINDOWS",
     "DataError",
+    "Format",
     "Image2D",
     "MissingFileError",
-    "Normalisation",
+    "Normalisation",  # TEMPORARY
     "Pair",
     "SampleCase",
     "Slice2D",
     "Volume",
+    "Window",
+    "WindowRange",
     "apply_window",
+    "describe_formats",
     "extract_slices",
     "file_stem",
     "file_suffix",
     "find_pairs",
-    "get_window",
+    "format_of",
+    "get_window",  # TEMPORARY
     "instance_masks",
     "is_dicom",
     "label_values",
@@ -79,8 +81,10 @@ __all__ = [
     "load_sample_pair",
     "load_sample_slice",
     "middle_indices",
-    "normalise",
-    "percentile_normalise",
+    "normalise",  # TEMPORARY
+    "output_suffix",
+    "parse_window",
+    "percentile_to_uint8",
     "read_image",
     "read_image_2d",
     "read_mask",
@@ -98,4 +102,5 @@ __all__ = [
     "to_uint8",
     "volume_slices",
     "window_from_width_level",
+    "window_range",
 ]

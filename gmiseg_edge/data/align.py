@@ -14,17 +14,10 @@ import numpy as np
 from nibabel import orientations
 
 from gmiseg_edge.core.errors import DataError
-from gmiseg_edge.data.readers import Volume, read_mask
+from gmiseg_edge.data.images import Volume, lps_affine
+from gmiseg_edge.data.readers import read_mask
 
-_FLIP_XY = np.diag([-1.0, -1.0, 1.0, 1.0])
-_RAS_NAMES = ("ras", "right-anterior-superior", "scanner-xyz")
-
-
-def lps_affine(volume: Volume) -> np.ndarray:
-    """The volume's affine in LPS patient coordinates (NIfTI is RAS; NRRD says its space; DICOM is LPS)."""
-    if volume.format == "nifti" or volume.space.lower() in _RAS_NAMES:
-        return _FLIP_XY @ volume.affine
-    return volume.affine
+__all__ = ["align_labels", "lps_affine", "read_labels_on"]  # lps_affine lives in gmiseg_edge.data.images
 
 
 def align_labels(reference: Volume, labels: Volume) -> np.ndarray:

@@ -1,9 +1,10 @@
 """Dataset folders: image/mask pairs from ``images/`` + ``masks/`` or from a ``dataset.json``.
 
 Folder convention: ``root/images/<stem>.<ext>`` pairs with ``root/masks/<stem>.<ext>`` (extensions may
-differ; ``.nii.gz`` counts as one extension). A DICOM series is a subfolder ``root/images/<stem>/``; its label
-map ``root/masks/<stem>.nii.gz`` (any axis order of the same grid) or ``root/masks/<stem>.dcm`` (a DICOM-SEG).
-Hidden files are ignored.
+differ: any suffix of :data:`gmiseg_edge.data.formats.FORMATS`; ``.nii.gz`` counts as one extension). A DICOM
+series is a subfolder ``root/images/<stem>/``; its label map ``root/masks/<stem>.nii.gz`` (any axis order of the
+same grid) or ``root/masks/<stem>.dcm`` (a DICOM-SEG). Hidden files, and the data file beside a detached header
+(``x.raw`` beside ``x.nhdr``), are ignored. :func:`read_pair` reads an image and its mask.
 
 JSON convention: ``root/dataset.json`` holds a list (or ``{"cases": [...]}``) of
 ``{"image": "...", "mask": "...", "label": 3}`` with paths relative to the JSON file; ``label`` is optional
@@ -13,24 +14,47 @@ JSON convention: ``root/dataset.json`` holds a list (or ``{"cases": [...]}``) of
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from gmiseg_edge.core.errors import DataError, MissingFileError
-from gmiseg_edge.data.readers import (
-    SUFFIXES_2D,
-    SUFFIXES_3D,
-    Image2D,
-    Volume,
-    file_stem,
-    file_suffix,
-    is_dicom,
-    read_pair,
-)
+import numpy as np
 
-DICOM_SUFFIXES = (".dcm",)  # one DICOM image, or a DICOM-SEG label map of a DICOM series
+from gmiseg_edge.core.errors import DataError, MissingFileError
+from gmiseg_edge.data.align import read_labels_on
+from gmiseg_edge.data.formats import DICOM_SEG_SUFFIX, SUFFIXES_2D, SUFFIXES_3D, file_stem, file_suffix, is_side_file
+from gmiseg_edge.data.images import Image2D, Volume
+from gmiseg_edge.data.readers import NanPolicy, as_label_array, is_dicom, read_image, read_mask
+
+DICOM_SUFFIXES = (DICOM_SEG_SUFFIX,)  # one DICOM image, or a DICOM-SEG label map of a DICOM series
 
 DATASET_JSON = "dataset.json"
+
+
+def read_pair(
+    image_path: str | Path, mask_path: str | Path, *, nan: NanPolicy = "error"
+) -> tuple[Image2D | Volume, Image2D | Volume]:
+    """Read an image and its mask; both 2D or both 3D, with the same (spatial) shape and spacing. A DICOM series'
+    label map may be a NIfTI/NRRD in another axis order (put on the series' grid from the affines) or a DICOM-SEG."""
+    image = read_image(image_path, nan=nan)
+    if isinstance(image, Volume) and image.format == "dicom":
+        labels = as_label_array(read_labels_on(image, mask_path), Path(mask_path))
+        return image, replace(image, array=np.ascontiguousarray(labels), path=Path(mask_path))
+    mask = read_mask(mask_path)
+    if isinstance(image, Volume) != isinstance(mask, Volume):
+        kinds = ("3D volume", "2D image") if isinstance(image, Volume) else ("2D image", "3D volume")
+        raise DataError(f"is a {kinds[0]} but its mask {mask.path} is a {kinds[1]}", image.path)
+    shape = image.array.shape if isinstance(image, Volume) else image.array.shape[:2]
+    if shape != mask.array.shape:
+        raise DataError(
+            f"image shape {tuple(shape)} does not match mask {mask.path} shape {tuple(mask.array.shape)}",
+            image.path,
+        )
+    if not np.allclose(image.spacing, mask.spacing, rtol=1e-3, atol=1e-5):
+        raise DataError(
+            f"image spacing {image.spacing} mm does not match mask {mask.path} spacing {mask.spacing} mm",
+            image.path,
+        )
+    return image, mask
 
 
 @dataclass(frozen=True)
@@ -50,7 +74,7 @@ class Pair:
 def _index_folder(folder: Path) -> dict[str, Path]:
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or (path.is_dir() and not is_dicom(path)):
+        if path.name.startswith(".") or (path.is_dir() and not is_dicom(path)) or is_side_file(path):
             continue
         if file_suffix(path) not in SUFFIXES_2D + SUFFIXES_3D + DICOM_SUFFIXES and not path.is_dir():
             raise DataError(

@@ -1,4 +1,4 @@
-"""Read a DICOM image series (a folder, a DICOMDIR or one file) into a :class:`~gmiseg_edge.data.readers.Volume`.
+"""Read a DICOM image series (a folder, a DICOMDIR or one file) into a :class:`~gmiseg_edge.data.images.Volume`.
 
 pydicom does all the parsing and pixel decoding (compressed transfer syntaxes through its installed plugins).
 The volume is indexed (i, j, k) = (column, row, slice), like the NIfTI reader, so ``slice_2d(array, 2, k)``
@@ -31,6 +31,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut
 
 from gmiseg_edge.core.errors import DataError, MissingFileError
+from gmiseg_edge.data.images import Volume, check_spacing
 
 DICOMDIR = "DICOMDIR"
 SUFFIXES = (".dcm", ".dicom", ".ima")
@@ -339,10 +340,8 @@ def _compact(array: np.ndarray) -> np.ndarray:
     return array.astype(np.float32)
 
 
-def read_dicom_series(path: str | Path, series: str | None = None):
+def read_dicom_series(path: str | Path, series: str | None = None) -> Volume:
     """Read one series of a DICOM folder, DICOMDIR or file as a Volume (module docstring)."""
-    from gmiseg_edge.data.readers import Volume, check_spacing  # readers imports this module lazily
-
     path = Path(path)
     chosen = select_series(list_series(path), series, path)
     files, headers = list(chosen.files), list(chosen.headers)

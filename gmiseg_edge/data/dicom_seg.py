@@ -22,7 +22,7 @@ from pydicom.sr.codedict import codes
 from gmiseg_edge.core.errors import DataError
 from gmiseg_edge.core.files import atomic_path
 from gmiseg_edge.data.dicom import SEG_SOP_CLASS, DicomSeries
-from gmiseg_edge.data.readers import Volume
+from gmiseg_edge.data.images import Volume
 
 AlgorithmType = Literal["SEMIAUTOMATIC", "AUTOMATIC", "MANUAL"]
 SEG_SERIES_NUMBER_OFFSET = 1000  # the SEG's series number: the source's + this (a convention, not a rule)

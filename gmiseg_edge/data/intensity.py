@@ -1,4 +1,8 @@
-"""Intensity normalisation to uint8 [0, 255]: CT windows (presets or custom) and percentile clipping.
+"""Windows: how raw intensities map to uint8 [0, 255] (CT presets, custom (low, high), percentiles, min-max).
+
+One word for one idea: a :data:`Window` is any such mapping (``"percentile"``, ``"minmax"``, a CT preset
+name such as ``"lung"``, or a custom ``(low, high)``); a :data:`WindowRange` is the (low, high) interval a
+preset or a custom window clips to.
 
 Rounding rule everywhere: ``floor(255 * (clip(x, low, high) - low) / (high - low))`` computed in float64,
 i.e. truncation, so ``high`` maps to 255 and a value just below it to 254.
@@ -12,10 +16,13 @@ import numpy as np
 
 from gmiseg_edge.core.errors import DataError
 
-Window = tuple[float, float]
+WindowRange = tuple[float, float]  # (low, high): values clipped to it, then scaled to 0..255
+Window = str | tuple[float, float]  # "percentile", "minmax", a CT preset name (see WINDOWS), or (low, high)
+
+PERCENTILES: WindowRange = (0.5, 99.5)  # the "percentile" window: clip to these percentiles of the image
 
 
-def window_from_width_level(width: float, level: float) -> Window:
+def window_from_width_level(width: float, level: float) -> WindowRange:
     """(low, high) of a CT window given by width W and level L: ``(L - W/2, L + W/2)``."""
     if width <= 0:
         raise ValueError(f"window width must be positive, got {width}")
@@ -23,7 +30,7 @@ def window_from_width_level(width: float, level: float) -> Window:
 
 
 #: CT window presets in HU as (low, high).
-WINDOWS: dict[str, Window] = {
+WINDOWS: dict[str, WindowRange] = {
     "lung": window_from_width_level(1500, -600),  # (-1350, 150)
     "abdomen": window_from_width_level(400, 40),  # (-160, 240)
     "soft_tissue": window_from_width_level(400, 40),
@@ -34,8 +41,8 @@ WINDOWS: dict[str, Window] = {
 }
 
 
-def get_window(window: str | tuple[float, float]) -> Window:
-    """A preset by name (see ``WINDOWS``) or a custom (low, high), checked."""
+def window_range(window: str | tuple[float, float]) -> WindowRange:
+    """The (low, high) of a CT preset name (see ``WINDOWS``) or of a custom (low, high), checked."""
     if isinstance(window, str):
         try:
             return WINDOWS[window.lower()]
@@ -67,13 +74,7 @@ def rescale_to_uint8(image: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.floor(scaled).astype(np.uint8)
 
 
-def apply_window(image: np.ndarray, window: str | tuple[float, float]) -> np.ndarray:
-    """Apply a CT window (preset name or (low, high) in HU) and scale to uint8."""
-    low, high = get_window(window)
-    return rescale_to_uint8(image, low, high)
-
-
-def percentile_normalise(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
+def percentile_to_uint8(image: np.ndarray, low: float = PERCENTILES[0], high: float = PERCENTILES[1]) -> np.ndarray:
     """Clip to the [low, high] percentiles, then min-max scale to uint8 (for MR, microscopy, photos).
 
     If the two percentiles coincide the full min-max range is used; a constant image gives zeros.
@@ -87,36 +88,41 @@ def percentile_normalise(image: np.ndarray, low: float = 0.5, high: float = 99.5
     return rescale_to_uint8(image, p_low, p_high)
 
 
-def normalise(image: np.ndarray, method: str | tuple[float, float] = "percentile") -> np.ndarray:
-    """Normalise to uint8 with ``method``: ``"percentile"`` (0.5-99.5), ``"minmax"``, a window preset
-    name (``"lung"``, ``"abdomen"``, ...) or a custom window (low, high)."""
-    if isinstance(method, str) and method == "percentile":
-        return percentile_normalise(image)
-    if isinstance(method, str) and method == "minmax":
-        return percentile_normalise(image, 0.0, 100.0)
-    return apply_window(image, method)
+def apply_window(image: np.ndarray, window: Window = "percentile") -> np.ndarray:
+    """``image`` mapped to uint8 by ``window``: ``"percentile"`` (0.5-99.5), ``"minmax"``, a CT preset name
+    (``"lung"``, ``"abdomen"``, ...) or a custom (low, high) in the image's units (HU for CT)."""
+    if isinstance(window, str) and window == "percentile":
+        return percentile_to_uint8(image)
+    if isinstance(window, str) and window == "minmax":
+        return percentile_to_uint8(image, 0.0, 100.0)
+    low, high = window_range(window)
+    return rescale_to_uint8(image, low, high)
 
 
-Normalisation = str | tuple[float, float]  # "percentile", "minmax", a window preset name, or (low, high)
-
-
-def to_uint8(image: np.ndarray, method: Normalisation = "percentile", path: str | Path | None = None) -> np.ndarray:
-    r"""``image`` as it is when it is uint8, otherwise :func:`normalise`\ d with ``method``; a method that cannot
-    apply is a :class:`DataError` naming ``path``."""
+def to_uint8(image: np.ndarray, window: Window = "percentile", path: str | Path | None = None) -> np.ndarray:
+    """``image`` as it is when it is uint8, otherwise mapped by :func:`apply_window`; a window that cannot apply
+    is a :class:`DataError` naming ``path``."""
     if image.dtype == np.uint8:
         return image
     try:
-        return normalise(image, method)
+        return apply_window(image, window)
     except ValueError as exc:
-        raise DataError(f"cannot normalise intensities with {method!r}: {exc}", path) from None
+        raise DataError(f"cannot apply the window {window!r} to the intensities: {exc}", path) from None
 
 
-def parse_normalisation(text: str) -> str | tuple[float, float]:
-    """A command-line normalisation: ``"percentile"``, ``"minmax"``, a window preset name, or ``"low,high"``."""
+def parse_window(text: str) -> Window:
+    """A command-line window: ``"percentile"``, ``"minmax"``, a CT preset name, or ``"low,high"``."""
     if "," in text:
         try:
             low, high = (float(v) for v in text.split(","))
         except ValueError:
-            raise ValueError(f"normalisation must be a preset or 'low,high' (two numbers), got {text!r}") from None
+            raise ValueError(f"a window is a preset name or 'low,high' (two numbers), got {text!r}") from None
         return (low, high)
     return text
+
+
+# TEMPORARY: removed by the lead after the issue-23 merge (old names still used in runtime/, jobs/, cli/, serve/)
+normalise = apply_window
+Normalisation = Window
+get_window = window_range
+parse_normalisation = parse_window

@@ -1,6 +1,6 @@
 """The sample data shipped in ``gmiseg_edge/sample_data`` as ready-to-segment 2D cases.
 
-``cases.json`` there lists each case (files, modality, labels of interest, normalisation, crop, source,
+``cases.json`` there lists each case (files, modality, labels of interest, window, crop, source,
 licence); ``sample_data/README.md`` tells where the data come from and what was kept.
 """
 
@@ -15,9 +15,10 @@ from typing import Any, Literal
 import numpy as np
 
 from gmiseg_edge.core.errors import DataError, MissingFileError
-from gmiseg_edge.data.intensity import normalise
+from gmiseg_edge.data.dataset import read_pair
+from gmiseg_edge.data.images import Image2D, Volume
+from gmiseg_edge.data.intensity import Window, apply_window
 from gmiseg_edge.data.labels import instance_masks, select_label
-from gmiseg_edge.data.readers import Image2D, Volume, read_pair
 from gmiseg_edge.data.slicing import Slice2D, SliceMode, extract_slices, slice_2d, slice_spacing
 
 SampleSlices = Literal["largest", "all", "middle"]
@@ -26,7 +27,7 @@ REFERENCE_CASE, REFERENCE_AXIS, REFERENCE_SLICE = "lung2", 2, 22
 
 @dataclass(frozen=True, eq=False)
 class SampleCase:
-    """One 2D case: ``image`` uint8 HxW (normalised), ``mask`` bool HxW (one label or one instance).
+    """One 2D case: ``image`` uint8 HxW (mapped by ``window``), ``mask`` bool HxW (one label or one instance).
 
     ``spacing`` is (row, col) in mm (1.0 for microscopy, whose pixel size is unknown). ``slice_index``
     counts in the shipped file, ``source_slice_index`` in the original volume of the source package
@@ -42,7 +43,7 @@ class SampleCase:
     case: str
     label: str
     label_value: int | None
-    normalisation: str | tuple[float, float]
+    window: Window
     axis: int | None = None
     slice_index: int | None = None
     source_slice_index: int | None = None
@@ -78,10 +79,16 @@ def _entry(name: str) -> dict[str, Any]:
 
 
 def load_sample_pair(name: str) -> tuple[Image2D | Volume, Image2D | Volume]:
-    """The shipped image and label map of case ``name``, as read from their files (no normalisation)."""
+    """The shipped image and label map of case ``name``, as read from their files (raw intensities)."""
     entry = _entry(name)
     folder = sample_data_dir()
     return read_pair(folder / entry["image"], folder / entry["mask"])
+
+
+def _entry_window(entry: dict[str, Any]) -> Window:
+    """The case's own window (``cases.json`` ``window``: a preset name, or [low, high])."""
+    window = entry["window"]
+    return tuple(window) if isinstance(window, list) else window
 
 
 def _source(entry: dict[str, Any]) -> str:
@@ -100,10 +107,10 @@ def _make_case(
     image: np.ndarray,
     mask: np.ndarray,
     spacing: tuple[float, float],
-    method: str | tuple[float, float],
+    window: Window,
     piece: Slice2D | None = None,
 ) -> SampleCase:
-    """A case from an already normalised ``image``; ``piece`` gives the slice position for volumes."""
+    """A case from an ``image`` already mapped to uint8 by ``window``; ``piece``: the slice position (volumes)."""
     return SampleCase(
         name=f"{entry['name']}/{name}",
         modality=entry["modality"],
@@ -114,7 +121,7 @@ def _make_case(
         case=entry["name"],
         label=name,
         label_value=value,
-        normalisation=method,
+        window=window,
         axis=piece.axis if piece else None,
         slice_index=piece.index if piece else None,
         source_slice_index=_to_source_index(entry, piece.axis, piece.index) if piece else None,
@@ -137,15 +144,15 @@ def _volume_cases(
     label_map: Volume,
     label: str,
     value: int | None,
-    method: str | tuple[float, float],
+    window: Window,
     mode: SliceMode,
     axis: int,
 ) -> list[SampleCase]:
     mask = select_label(label_map.array, value, path=label_map.path)
     cases = []
     for piece in extract_slices(image.array, mask, image.spacing, mode=mode, axis=axis):
-        pixels = normalise(piece.image, method)
-        cases.append(_make_case(entry, label, value, pixels, piece.mask, piece.spacing, method, piece))
+        pixels = apply_window(piece.image, window)
+        cases.append(_make_case(entry, label, value, pixels, piece.mask, piece.spacing, window, piece))
     return cases
 
 
@@ -155,18 +162,18 @@ def _image_cases(
     label_map: Image2D,
     label: str,
     value: int | None,
-    method: str | tuple[float, float],
+    window: Window,
     instances: bool,
 ) -> list[SampleCase]:
-    pixels = normalise(image.array, method)
+    pixels = apply_window(image.array, window)
     if instances and entry["mask_type"] == "instances":
         masks = instance_masks(label_map.array, path=label_map.path)
         return [
-            _make_case(entry, f"instance_{i:03d}", i, pixels, mask, image.spacing, method)
+            _make_case(entry, f"instance_{i:03d}", i, pixels, mask, image.spacing, window)
             for i, mask in masks.items()
         ]
     mask = select_label(label_map.array, value, path=label_map.path)
-    return [_make_case(entry, label, value, pixels, mask, image.spacing, method)]
+    return [_make_case(entry, label, value, pixels, mask, image.spacing, window)]
 
 
 def load_sample_cases(
@@ -176,7 +183,7 @@ def load_sample_cases(
     axis: int = 2,
     labels: Sequence[str] | None = None,
     instances: bool = False,
-    normalisation: str | tuple[float, float] | None = None,
+    window: Window | None = None,
 ) -> list[SampleCase]:
     """2D cases from the sample data, one per (case, label of interest, slice).
 
@@ -184,8 +191,8 @@ def load_sample_cases(
     every slice along ``axis`` that holds the label; ``"middle"`` the paper's protocol, the middle slice
     of the label's extent along each of the three axes. ``labels`` keeps only the named labels of
     interest (e.g. ``["liver"]``). ``instances``: for instance label maps (nuclei), one case per instance
-    instead of one case for their union. ``normalisation`` overrides each case's preset (a window
-    name, a (low, high) window, ``"percentile"`` or ``"minmax"``).
+    instead of one case for their union. ``window`` overrides each case's own (a CT preset name, a
+    (low, high), ``"percentile"`` or ``"minmax"``).
     """
     entries = [_entry(n) for n in names] if names is not None else sample_index()
     modes: dict[str, SliceMode] = {"largest": "largest", "all": "labelled", "middle": "middle"}
@@ -194,13 +201,13 @@ def load_sample_cases(
         raise ValueError(f"slices must be 'largest', 'all' or 'middle', got {slices!r}")
     cases: list[SampleCase] = []
     for entry in entries:
-        method = normalisation if normalisation is not None else entry["normalisation"]
+        case_window = window if window is not None else _entry_window(entry)
         image, label_map = load_sample_pair(entry["name"])
         for label, value in _labels_of_interest(entry, labels).items():
             if isinstance(image, Volume):
-                cases += _volume_cases(entry, image, label_map, label, value, method, mode, axis)
+                cases += _volume_cases(entry, image, label_map, label, value, case_window, mode, axis)
             else:
-                cases += _image_cases(entry, image, label_map, label, value, method, instances)
+                cases += _image_cases(entry, image, label_map, label, value, case_window, instances)
     return cases
 
 
@@ -210,7 +217,7 @@ def load_sample_slice(
     *,
     axis: int = 2,
     label: str | None = None,
-    normalisation: str | tuple[float, float] | None = None,
+    window: Window | None = None,
 ) -> SampleCase:
     """One slice of a volume case, by its index in the source package's original volume.
 
@@ -236,11 +243,11 @@ def load_sample_slice(
         axis=axis,
         index=index,
     )
-    method = normalisation if normalisation is not None else entry["normalisation"]
-    pixels = normalise(piece.image, method)
-    return _make_case(entry, label_name, value, pixels, piece.mask, piece.spacing, method, piece)
+    case_window = window if window is not None else _entry_window(entry)
+    pixels = apply_window(piece.image, case_window)
+    return _make_case(entry, label_name, value, pixels, piece.mask, piece.spacing, case_window, piece)
 
 
 def load_reference_slice() -> SampleCase:
     """The slice of ``shared/fixtures/reference``: lung2, slice 22 along the last axis, lung window."""
-    return load_sample_slice(REFERENCE_CASE, REFERENCE_SLICE, axis=REFERENCE_AXIS, normalisation="lung")
+    return load_sample_slice(REFERENCE_CASE, REFERENCE_SLICE, axis=REFERENCE_AXIS, window="lung")

@@ -13,8 +13,8 @@ from typing import Literal
 import numpy as np
 
 from gmiseg_edge.core.errors import DataError
+from gmiseg_edge.data.images import Volume
 from gmiseg_edge.data.labels import require_nonempty, select_label
-from gmiseg_edge.data.readers import Volume
 
 SliceMode = Literal["labelled", "largest", "middle"]
 

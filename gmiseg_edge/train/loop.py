@@ -12,7 +12,7 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import InitVar, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from gmiseg_edge.adapters import (
     save_adapter,
 )
 from gmiseg_edge.core.transforms import PreprocessConfig
-from gmiseg_edge.data.intensity import Normalisation
+from gmiseg_edge.data.intensity import Window
 from gmiseg_edge.models.build import build_model, checkpoint_sha256
 from gmiseg_edge.models.zoo import DEFAULT_MODEL, get_spec
 from gmiseg_edge.train import distributed
@@ -70,7 +70,7 @@ class TrainConfig:
     seed: int = 0
     patience: int | None = 5
     resume: bool = False
-    normalisation: Normalisation = "percentile"
+    window: Window = "percentile"
     axis: int = 2
     label: int | None = None
     prompts: PromptConfig = field(default_factory=PromptConfig)
@@ -78,8 +78,11 @@ class TrainConfig:
     focal_weight: float = 1.0
     dice_weight: float = 1.0
     device: str = "auto"
+    normalisation: InitVar[Window | None] = None  # TEMPORARY: removed by the lead after the issue-23 merge
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, normalisation: Window | None) -> None:
+        if normalisation is not None:  # TEMPORARY: the old name of ``window`` (cli/__init__.py still passes it)
+            object.__setattr__(self, "window", normalisation)
         for name in ("data", "out", "val", "base_checkpoint", "init"):
             value = getattr(self, name)
             if value is not None:
@@ -170,7 +173,7 @@ def _train(config: TrainConfig, callbacks: list[Callback], ctx: distributed.Dist
     started = time.perf_counter()
     _check_out(config.out)
     spec = get_spec(config.model)
-    options = {"normalisation": config.normalisation, "axis": config.axis, "label": config.label}
+    options = {"window": config.window, "axis": config.axis, "label": config.label}
     samples = load_samples(config.data, **options)
     val_samples = load_samples(config.val, **options) if config.val is not None else []
     base_sha256 = checkpoint_sha256(config.model, config.base_checkpoint)

@@ -1,8 +1,9 @@
 """Training samples from dataset folders, and the model-ready examples made from them at each step.
 
 A sample is one 2D image (uint8) and its bool mask: a 2D file pair, or one slice of a volume that holds
-the label (every such slice along ``axis``). Intensities that are not uint8 are normalised with
-:func:`gmiseg_edge.data.normalise` (a window or percentile scaling), slice by slice; uint8 images are kept.
+the label (every such slice along ``axis``). Intensities that are not uint8 are mapped to uint8 by a window
+(:func:`gmiseg_edge.data.apply_window`: a CT preset, (low, high) or percentile scaling), slice by slice; uint8
+images are kept.
 
 An example is a sample after augmentation, with a simulated prompt, preprocessed by the model's own
 :func:`gmiseg_edge.core.transforms.preprocess`, and its ground truth in the decoder's low-res frame.
@@ -19,7 +20,7 @@ from PIL import Image
 
 from gmiseg_edge.core.transforms import PreprocessConfig, preprocess, resized_shape
 from gmiseg_edge.data import DataError, Image2D, find_pairs, volume_slices
-from gmiseg_edge.data.intensity import Normalisation, to_uint8
+from gmiseg_edge.data.intensity import Window, to_uint8
 from gmiseg_edge.train.augment import AugmentConfig, augment
 from gmiseg_edge.train.prompts import Prompt, PromptConfig, simulate_prompt, to_input_frame
 
@@ -50,13 +51,15 @@ class Example:
 
 
 def load_samples(
-    folder: str | Path, *, normalisation: Normalisation = "percentile", axis: int = 2, label: int | None = None
+    folder: str | Path, *, window: Window = "percentile", axis: int = 2, label: int | None = None,
+    normalisation: Window | None = None,  # TEMPORARY: removed by the lead after the issue-23 merge (jobs/adapt.py)
 ) -> list[TrainSample]:
     """Every usable 2D sample of a dataset folder (``images/`` + ``masks/`` or ``dataset.json``).
 
     ``label``: the label of interest (None: every non-zero label), unless a ``dataset.json`` entry names its
     own. Cases whose mask holds no foreground are skipped; a folder left with no sample is an error naming it.
     """
+    window = normalisation if normalisation is not None else window  # TEMPORARY (see the signature)
     folder = Path(folder)
     samples: list[TrainSample] = []
     empty: list[str] = []
@@ -68,11 +71,11 @@ def load_samples(
             empty.append(labels.path.name)
             continue
         if isinstance(image, Image2D):
-            pixels = to_uint8(image.array, normalisation, image.path)
+            pixels = to_uint8(image.array, window, image.path)
             samples.append(TrainSample(pair.name, pixels, mask, image.path))
             continue
         for piece in volume_slices(image, labels, value, mode="labelled", axis=axis):
-            pixels = to_uint8(piece.image, normalisation, image.path)
+            pixels = to_uint8(piece.image, window, image.path)
             samples.append(TrainSample(f"{pair.name}[{piece.axis}:{piece.index}]", pixels, piece.mask, image.path))
     if not samples:
         what = f"label {label}" if label is not None else "any label"

@@ -236,7 +236,7 @@ def test_training_reads_a_dicom_dataset_folder(ct, series, tmp_path):
     shutil.copytree(series, tmp_path / "data" / "images" / "ct1")
     write_dicom_seg(read_image(series), labels == 5, tmp_path / "data" / "masks" / "ct1.dcm", {1: "liver"},
                     SegAlgorithm("reference", "1", "MANUAL"))  # the label map as a DICOM-SEG
-    samples = load_samples(tmp_path / "data", normalisation="abdomen")
+    samples = load_samples(tmp_path / "data", window="abdomen")
     assert len(samples) == int((labels == 5).any(axis=(0, 1)).sum())  # one per labelled slice
     assert all(s.image.dtype == np.uint8 for s in samples)
 

@@ -9,7 +9,7 @@ def test_data_package_needs_no_torch():
         import sys
         import numpy as np
         from gmiseg_edge.data import (
-            apply_window, load_sample_cases, load_sample_pair, percentile_normalise, read_volume,
+            apply_window, load_sample_cases, load_sample_pair, percentile_to_uint8, read_volume,
             sample_data_dir, volume_slices,
         )
 
@@ -19,7 +19,7 @@ def test_data_package_needs_no_torch():
         windowed = apply_window(slices[0].image, "lung")
         assert windowed.dtype == np.uint8 and windowed.shape == (512, 512)
         nuclei, _ = load_sample_pair("dsb_nuclei")
-        assert percentile_normalise(nuclei.array).max() == 255
+        assert percentile_to_uint8(nuclei.array).max() == 255
         cases = load_sample_cases(["totalseg_abdomen", "brain1"])
         assert len(cases) == 5
         bad = [m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision")]

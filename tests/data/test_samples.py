@@ -37,13 +37,13 @@ def test_index_lists_every_case_with_its_metadata():
         "brain1", "brain2", "breast1", "lung1", "lung2", "totalseg_abdomen", "dsb_nuclei",
     ]  # fmt: skip
     for entry in sample_index():
-        for key in ("name", "modality", "image", "mask", "labels", "normalisation", "source", "sha256"):
+        for key in ("name", "modality", "image", "mask", "labels", "window", "source", "sha256"):
             assert key in entry, (entry["name"], key)
         assert entry["source"]["package"] and entry["source"]["licence"]
         assert all(len(d) == 64 for d in entry["source"]["files"].values())
     totalseg = next(e for e in sample_index() if e["name"] == "totalseg_abdomen")
     assert totalseg["labels"] == {"liver": 5, "spleen": 1, "kidney_right": 2, "kidney_left": 3}
-    assert totalseg["normalisation"] == "abdomen"
+    assert totalseg["window"] == "abdomen"
 
 
 def test_shipped_files_match_their_sha256():
@@ -117,8 +117,8 @@ def test_nuclei_union_and_instances(default_cases):
     assert np.array_equal(instances[0].mask, labels.array == instances[0].label_value)
 
 
-def test_normalisation_override_and_bad_arguments():
-    (case,) = load_sample_cases(["lung2"], normalisation=(-1000.0, 400.0))
+def test_window_override_and_bad_arguments():
+    (case,) = load_sample_cases(["lung2"], window=(-1000.0, 400.0))
     image, _ = load_sample_pair("lung2")
     assert np.array_equal(case.image, apply_window(image.array[:, :, 7].T, (-1000, 400)))
     with pytest.raises(ValueError, match=r"unknown sample case 'lung3'.*lung2"):

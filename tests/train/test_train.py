@@ -30,7 +30,7 @@ from gmiseg_edge.train import (  # noqa: E402
     load_samples,
     lowres_target,
     make_example,
-    parse_normalisation,
+    parse_window,
     random_flip,
     segmentation_loss,
     simulate_box,
@@ -297,24 +297,24 @@ def test_png_samples_keep_uint8_pixels(tmp_path: Path):
     np.testing.assert_array_equal(samples[0].mask, cases[0].mask)
 
 
-def test_volumes_contribute_every_labelled_slice_with_the_chosen_normalisation(tmp_path: Path):
+def test_volumes_contribute_every_labelled_slice_with_the_chosen_window(tmp_path: Path):
     root = tmp_path / "ds"
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
     shutil.copyfile(SAMPLES / "pyradiomics" / "lung1_image.nrrd", root / "images" / "lung1.nrrd")
     shutil.copyfile(SAMPLES / "pyradiomics" / "lung1_label.nrrd", root / "masks" / "lung1.nrrd")
-    windowed = load_samples(root, normalisation=parse_normalisation("lung"))
+    windowed = load_samples(root, window=parse_window("lung"))
     reference = load_sample_cases(["lung1"], slices="all")  # the shipped case uses the lung window
     assert [s.name for s in windowed] == [f"lung1[2:{c.slice_index}]" for c in reference]
     for sample, case in zip(windowed, reference, strict=True):
         np.testing.assert_array_equal(sample.image, case.image)
         np.testing.assert_array_equal(sample.mask, case.mask)
-    custom = load_samples(root, normalisation=parse_normalisation("-1350,150"))
+    custom = load_samples(root, window=parse_window("-1350,150"))
     np.testing.assert_array_equal(custom[0].image, windowed[0].image)
     percentile = load_samples(root)
     assert percentile[0].image.dtype == np.uint8 and not np.array_equal(percentile[0].image, windowed[0].image)
     with pytest.raises(ValueError, match="low,high"):
-        parse_normalisation("1,2,3")
+        parse_window("1,2,3")
 
 
 def test_all_empty_masks_is_an_error_naming_the_folder(tmp_path: Path):
