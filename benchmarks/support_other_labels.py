@@ -18,7 +18,7 @@ import numpy as np
 
 from gmiseg_edge.core.prompts import box_from_mask
 from gmiseg_edge.core.selection import spread
-from gmiseg_edge.data import load_sample_pair, normalise
+from gmiseg_edge.data import apply_window, load_sample_pair
 from gmiseg_edge.data.slicing import slice_2d
 from gmiseg_edge.metrics import dice
 from gmiseg_edge.runtime import SupportSetSegmenter, load
@@ -51,7 +51,7 @@ def main() -> None:
         query_k = int(np.argmax(areas))
         if len(labelled) < args.min_slices or areas[query_k] < args.min_area:
             continue
-        pixels = {k: normalise(slice_2d(volume, AXIS, k), "abdomen") for k in labelled}
+        pixels = {k: apply_window(slice_2d(volume, AXIS, k), "abdomen") for k in labelled}
         masks = {k: slice_2d(mask, AXIS, k) for k in labelled}
         support_ks = spread([k for k in labelled if k != query_k], args.supports)
         box = dice(predictor.predict(pixels[query_k], box=box_from_mask(masks[query_k])).mask, masks[query_k])

@@ -1,7 +1,7 @@
 """Checks on the images given to a predictor, and an optional intensity window to uint8.
 
 Models take uint8 intensities. CT (HU), 16-bit MR/microscopy and float images are refused unless a
-``window`` is given, which maps them with :func:`gmiseg_edge.data.intensity.normalise`: ``"percentile"``
+``window`` is given, which maps them with :func:`gmiseg_edge.data.intensity.apply_window`: ``"percentile"``
 (0.5-99.5 %), ``"minmax"``, a CT window preset (``"abdomen"``, ``"lung"``, ...) or a ``(low, high)`` range.
 uint8 images are used as they are, whatever ``window`` says.
 """
@@ -11,15 +11,15 @@ from __future__ import annotations
 import numpy as np
 
 from gmiseg_edge.core.errors import InputError
-from gmiseg_edge.data.intensity import Normalisation, normalise
+from gmiseg_edge.data.intensity import Window, apply_window
 
 _HOW = (
     "pass window='percentile' (or 'minmax', a CT window such as 'abdomen' or 'lung', or (low, high)), "
-    "or map it to uint8 yourself with gmiseg_edge.data.normalise"
+    "or map it to uint8 yourself with gmiseg_edge.data.apply_window"
 )
 
 
-def check_image(image: np.ndarray, window: Normalisation | None = None, name: str = "image") -> np.ndarray:
+def check_image(image: np.ndarray, window: Window | None = None, name: str = "image") -> np.ndarray:
     """Return ``image`` as uint8 (H, W) or (H, W, 3) after checking shape, channels, values and dtype; a
     non-uint8 image is mapped with ``window`` (None: refused)."""
     if not isinstance(image, np.ndarray):
@@ -46,6 +46,6 @@ def check_image(image: np.ndarray, window: Normalisation | None = None, name: st
         raise InputError(f"{name}: dtype {image.dtype} (values {image.min()}..{image.max()}) is not uint8; "
                          f"a silent cast would give a wrong mask: {_HOW}")
     try:
-        return normalise(image, window)
+        return apply_window(image, window)
     except ValueError as exc:
         raise InputError(f"{name}: cannot apply the window {window!r} ({exc})") from exc

@@ -32,7 +32,7 @@ from gmiseg_edge.core.prediction import (
 )
 from gmiseg_edge.core.prompts import Prompt, make_prompt
 from gmiseg_edge.core.transforms import ImageGeometry, PreprocessConfig, preprocess
-from gmiseg_edge.data.intensity import Normalisation
+from gmiseg_edge.data.intensity import Window
 from gmiseg_edge.runtime.backends.base import Backend, TaskDecoder
 from gmiseg_edge.runtime.cache import CacheStats, EmbeddingCache, image_key
 from gmiseg_edge.runtime.images import check_image
@@ -121,7 +121,7 @@ class Predictor:
         """The cache's counters (hits, misses, encoder runs)."""
         return self.cache.stats
 
-    def encode(self, image: np.ndarray | EncodedImage, window: Normalisation | None = None) -> EncodedImage:
+    def encode(self, image: np.ndarray | EncodedImage, window: Window | None = None) -> EncodedImage:
         """Check, preprocess and encode ``image`` (cached); see :func:`~gmiseg_edge.runtime.images.check_image`
         for ``window`` (how a non-uint8 image maps to uint8)."""
         if isinstance(image, EncodedImage):
@@ -135,7 +135,7 @@ class Predictor:
             key, lambda: self.backend.encode(preprocess(pixels, self.preprocess_config).tensor))
         return EncodedImage(prepared=geometry, embedding=embedding, key=key)
 
-    def encode_many(self, images: Sequence[np.ndarray | EncodedImage], window: Normalisation | None = None,
+    def encode_many(self, images: Sequence[np.ndarray | EncodedImage], window: Window | None = None,
                     ) -> list[EncodedImage]:
         """:meth:`encode` for several images, the cache misses in batched encoder runs (at most the backend's
         ``max_batch`` images a run). Each image still goes through the cache on its own key, so a batch costs
@@ -223,12 +223,12 @@ class Predictor:
 
     @overload
     def predict(self, image: np.ndarray | EncodedImage, points=None, labels=None, box=None, mask_input=None,
-                multimask: bool | None = None, window: Normalisation | None = None, boxes: None = None,
+                multimask: bool | None = None, window: Window | None = None, boxes: None = None,
                 task: str | None = None) -> Prediction: ...
 
     @overload
     def predict(self, image: np.ndarray | EncodedImage, points=None, labels=None, box=None, mask_input=None,
-                multimask: bool | None = None, window: Normalisation | None = None, *,
+                multimask: bool | None = None, window: Window | None = None, *,
                 boxes: Any, task: str | None = None) -> ObjectPredictions: ...
 
     def predict(
@@ -239,7 +239,7 @@ class Predictor:
         box=None,
         mask_input=None,
         multimask: bool | None = None,
-        window: Normalisation | None = None,
+        window: Window | None = None,
         boxes=None,
         task: str | None = None,
     ) -> Prediction | ObjectPredictions:
@@ -281,7 +281,7 @@ class Predictor:
         labels=None,
         mask_inputs=None,
         multimask: bool | None = None,
-        window: Normalisation | None = None,
+        window: Window | None = None,
         task: str | None = None,
     ) -> ObjectPredictions:
         """Segment K objects of ``image`` in batched decoder runs (module docstring): one prompt per object.
@@ -308,7 +308,7 @@ class Predictor:
         return make_object_predictions(encoded.prepared, low_res, iou, outputs, self.input_size)
 
     def propagate(self, volume: np.ndarray, slice_index: int, box=None, points=None, labels=None, mask=None,
-                  axis: int = 2, window: Normalisation | None = None, settings: PropagationSettings | None = None,
+                  axis: int = 2, window: Window | None = None, settings: PropagationSettings | None = None,
                   progress: Callable[[int, int], None] | None = None) -> PropagationResult:
         """Carry one structure through ``volume`` from a prompt (``box``/``points``) or a labelled ``mask`` on
         slice ``slice_index`` along ``axis``: a :class:`~gmiseg_edge.runtime.propagate.PropagationResult` with

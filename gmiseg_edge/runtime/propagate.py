@@ -51,7 +51,7 @@ from gmiseg_edge.core.errors import InputError
 from gmiseg_edge.core.graph_io import LOW_RES
 from gmiseg_edge.core.prediction import Prediction
 from gmiseg_edge.core.prompts import box_from_mask, make_prompt
-from gmiseg_edge.data.intensity import Normalisation, get_window, rescale_to_uint8
+from gmiseg_edge.data.intensity import Window, rescale_to_uint8, window_range
 
 STOP_REASONS = ("volume_end", "empty", "low_iou", "iou_drop", "area_growth", "area_collapse")
 MASK_LOGIT = 10.0  # |logit| given to a seed mask's pixels in its mask_input (lite_medsam's own are ~10-20)
@@ -150,7 +150,7 @@ class SlicePredictor(Protocol):
 class SliceSource:
     """The uint8 slices of a volume along ``axis``, as ``slice_2d`` shows them, with one intensity mapping."""
 
-    def __init__(self, volume: np.ndarray, axis: int, window: Normalisation | None, name: str = "volume") -> None:
+    def __init__(self, volume: np.ndarray, axis: int, window: Window | None, name: str = "volume") -> None:
         if not isinstance(volume, np.ndarray):
             raise InputError(f"{name}: expected a numpy array, got {type(volume).__name__}")
         if volume.ndim != 3:
@@ -175,7 +175,7 @@ class SliceSource:
         self.shape2d = (int(self._stack.shape[2]), int(self._stack.shape[1]))  # (H, W) of a slice
         self.range = self._range(volume, window)  # the (low, high) the window maps to 0..255 (None: uint8)
 
-    def _range(self, volume: np.ndarray, window: Normalisation | None) -> tuple[float, float] | None:
+    def _range(self, volume: np.ndarray, window: Window | None) -> tuple[float, float] | None:
         if volume.dtype == np.uint8:
             return None
         if np.issubdtype(volume.dtype, np.floating):
@@ -194,7 +194,7 @@ class SliceSource:
                 low, high = float(volume.min()), float(volume.max())
             return (low, high)
         try:
-            return get_window(window)
+            return window_range(window)
         except (ValueError, TypeError) as exc:
             raise InputError(f"{self.name}: cannot apply the window {window!r} ({exc})") from exc
 
@@ -384,7 +384,7 @@ def propagate(
     labels=None,
     mask=None,
     axis: int = 2,
-    window: Normalisation | None = None,
+    window: Window | None = None,
     settings: PropagationSettings | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> PropagationResult:

@@ -93,7 +93,7 @@ from gmiseg_edge.core.graph_io import LOW_RES
 from gmiseg_edge.core.prompts import make_prompt
 from gmiseg_edge.core.selection import spread
 from gmiseg_edge.core.transforms import ImageGeometry, postprocess_logits
-from gmiseg_edge.data.intensity import Normalisation
+from gmiseg_edge.data.intensity import Window
 from gmiseg_edge.runtime.embedding_probe import fit_direction
 from gmiseg_edge.runtime.images import check_image
 from gmiseg_edge.runtime.predictor import EncodedImage, Predictor
@@ -306,7 +306,7 @@ class SupportSetSegmenter:
     for one), ``"probe"`` or ``"prototype"``.
     """
 
-    def __init__(self, predictor: Predictor, window: Normalisation | None = None, *, fusion: str = "fused",
+    def __init__(self, predictor: Predictor, window: Window | None = None, *, fusion: str = "fused",
                  mask_prompt: bool = True, deformable: bool = True, register_supports: bool = True,
                  refine: bool = False, choice: str = "auto", appearance: str = "auto") -> None:
         if fusion not in FUSIONS:
