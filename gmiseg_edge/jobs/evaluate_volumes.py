@@ -37,14 +37,20 @@ class VolumeCase:
     window: Normalisation
 
 
+def case_window(entry: dict) -> Normalisation:
+    """The window of a ``cases.json`` entry: its ``window`` key, else the legacy ``normalisation``, else
+    ``percentile``; a JSON list [low, high] becomes a tuple."""
+    window = entry.get("window", entry.get("normalisation", "percentile"))
+    return tuple(window) if isinstance(window, list) else window
+
+
 def sample_volume_cases() -> Iterator[VolumeCase]:
     """Each labelled structure of the shipped volumes, with the window of ``cases.json``."""
     for entry in sample_index():
         image, labels = load_sample_pair(entry["name"])
         if not isinstance(image, Volume):
             continue
-        window = entry.get("normalisation", "percentile")
-        window = tuple(window) if isinstance(window, list) else window
+        window = case_window(entry)
         for label, value in entry["labels"].items():
             mask = select_label(labels.array, value, path=labels.path)
             if mask.any():
@@ -82,7 +88,7 @@ def evaluate_propagation(predictor, cases: list[VolumeCase], seed: int = 0, box_
     for index, case in enumerate(cases):
         k = largest_index(case.mask, AXIS)
         box = simulate_box(slice_2d(case.mask, AXIS, k), np.random.default_rng([seed, index]), box_offset)
-        result = predictor.propagate(case.volume, k, box=box, axis=AXIS, normalise=case.window)
+        result = predictor.propagate(case.volume, k, box=box, axis=AXIS, window=case.window)
         out.append(VolumeScore(case.name, case.dataset, k, box.tolist(), score(result.mask, case.mask, case.spacing),
                                normalized_surface_dice(result.mask, case.mask, case.spacing, nsd_tolerance_mm),
                                result.summary()))
