@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from gmiseg_edge.cli.parse import csv_list
+from gmiseg_edge.cli.parse import csv_list, parse_named_folder
 from gmiseg_edge.cli.render import ms
 from gmiseg_edge.serve.app import ServeConfig, run_server
 from gmiseg_edge.serve.bench import SERVER_STAGES, ServerBenchResult, run_server_bench
@@ -50,14 +50,6 @@ def serve(
                              threads=threads, cache_dir=cache_dir, cache_max_gb=cache_max_gb, max_batch=max_batch,
                              queue_delay_us=queue_delay_us, instances=instances, support_sets=tuple(support_sets))
         run_server(config, log=say)
-
-
-def parse_named_folder(item: str, flag: str = "--support") -> tuple[str, Path]:
-    """``NAME=DIR`` -> (NAME, DIR); a ValueError naming ``flag`` otherwise."""
-    name, sep, folder = item.partition("=")
-    if not sep or not name or not folder:
-        raise ValueError(f"{flag} must be NAME=DIR, got {item!r}")
-    return name, Path(folder)
 
 
 def export_triton(
