@@ -10,7 +10,7 @@ def test_torch_free_modules_import_without_torch():
     proc = run_without_torch("""
         import sys
         import gmiseg_edge.cli, gmiseg_edge.cli.render, gmiseg_edge.cli.parse, gmiseg_edge.cli.progress
-        import gmiseg_edge.jobs.segment_files, gmiseg_edge.jobs.evaluate, gmiseg_edge.jobs.bench, gmiseg_edge.jobs.demo
+        import gmiseg_edge.jobs.segment, gmiseg_edge.jobs.evaluate, gmiseg_edge.jobs.bench, gmiseg_edge.jobs.demo
         import gmiseg_edge.jobs.overlays, gmiseg_edge.jobs.bench.report, gmiseg_edge.jobs.bench.tasks
         import gmiseg_edge.cli.adapt, gmiseg_edge.runtime.tasks
         import gmiseg_edge.runtime.loader, gmiseg_edge.runtime.support_set, gmiseg_edge.runtime.cache

@@ -15,28 +15,17 @@ from rich.table import Table
 from rich.text import Text
 
 from gmiseg_edge.cli import serve as serve_commands
-from gmiseg_edge.cli.parse import csv_list, parse_boxes, parse_points
-from gmiseg_edge.cli.progress import file_progress
-from gmiseg_edge.cli.render import bench_tables, eval_table, export_table, failures_table
+from gmiseg_edge.cli.parse import csv_list
+from gmiseg_edge.cli.render import bench_tables, eval_table, export_table
 from gmiseg_edge.core.errors import GmisegError
-from gmiseg_edge.core.files import folder_problem, write_json_atomic
-from gmiseg_edge.data.intensity import parse_normalisation
+from gmiseg_edge.core.files import write_json_atomic
+from gmiseg_edge.data.intensity import parse_window
 from gmiseg_edge.jobs.bench import BenchConfig, run_bench
 from gmiseg_edge.jobs.bench.report import plot_bench
 from gmiseg_edge.jobs.evaluate import EvalConfig, evaluate, write_csv_rows
-from gmiseg_edge.jobs.segment_files import (
-    REPORT_NAME,
-    SegmentOptions,
-    collect_inputs,
-    inputs_bring_prompts,
-    output_names,
-    prepare_output_folder,
-    segment_files,
-)
 from gmiseg_edge.models import weights
 from gmiseg_edge.models.weights import weights_present
 from gmiseg_edge.models.zoo import DEFAULT_MODEL, MODELS
-from gmiseg_edge.runtime import load
 from gmiseg_edge.runtime.backends.trt.build import build_engines, how_to_build
 from gmiseg_edge.runtime.backends.trt.device import tensorrt_status
 
@@ -59,6 +48,17 @@ def say(message: str) -> None:
 def warn(message: str) -> None:
     """A yellow warning line on stderr, the message verbatim."""
     errors.print(Text.assemble(("warning:", "bold yellow"), " ", message), highlight=False, soft_wrap=True)
+
+
+def deprecated_alias(value: str | None, old_value: str | None, flag: str, old_flag: str) -> str | None:
+    """The value of ``flag``, or of its deprecated alias ``old_flag`` (kept for one release) with a warning; both
+    with different values is an error."""
+    if old_value is None:
+        return value
+    if value is not None and value != old_value:
+        raise typer.BadParameter(f"give {flag} only ({old_flag} is its deprecated name)", param_hint=old_flag)
+    warn(f"{old_flag} is deprecated and goes in the next release: use {flag}")
+    return old_value
 
 
 @contextlib.contextmanager
@@ -204,9 +204,9 @@ def train(
     resume: Annotated[bool, typer.Option(help="continue from the checkpoint beside --out")] = False,
     init: Annotated[Path | None, typer.Option(help="start from this adapter file")] = None,
     prompt: Annotated[str, typer.Option(help="training prompts: box, points or mixed")] = "mixed",
-    normalisation: Annotated[
-        str, typer.Option(help="non-uint8 intensities: percentile, minmax, a CT window name, or low,high")
-    ] = "percentile",
+    window: Annotated[str | None, typer.Option(
+        help="non-uint8 intensities: percentile (default), minmax, a CT preset, or low,high")] = None,
+    normalisation: Annotated[str | None, typer.Option(hidden=True, help="deprecated name of --window")] = None,
     axis: Annotated[int, typer.Option(help="volumes: slicing axis")] = 2,
     label: Annotated[int | None, typer.Option(help="label of interest (default: every non-zero label)")] = None,
     checkpoint: Annotated[Path | None, typer.Option(help="base checkpoint (vit_b/l/h)")] = None,
@@ -216,15 +216,16 @@ def train(
     # torch: the training and export side is imported only by the commands that use it
     from gmiseg_edge.adapters import AdapterConfig
     from gmiseg_edge.cli.train_progress import RichProgress
-    from gmiseg_edge.train import PromptConfig, TrainConfig, parse_normalisation
+    from gmiseg_edge.train import PromptConfig, TrainConfig
     from gmiseg_edge.train import train as run_training
 
+    window = deprecated_alias(window, normalisation, "--window", "--normalisation") or "percentile"
     with _user_errors():
         config = TrainConfig(
             data=data, out=out, model=model, val=val, base_checkpoint=checkpoint, init=init, epochs=epochs,
             adapter=AdapterConfig(kind=adapter, rank=rank, include_decoder=include_decoder),
             batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, patience=patience or None,
-            resume=resume, normalisation=parse_normalisation(normalisation), axis=axis, label=label,
+            resume=resume, window=parse_window(window), axis=axis, label=label,
             prompts=PromptConfig(mode=prompt), device=device,
         )
         result = run_training(config, [RichProgress(console)])
@@ -237,94 +238,6 @@ def train(
         f"wrote {result.out} ({result.out.stat().st_size / 1024:.1f} KiB) after {len(result.history)} epochs{stop}"
         f"{best} in {result.seconds:.1f} s", highlight=False,
     )
-
-
-@app.command()
-def segment(
-    model_dir: Annotated[Path, typer.Option(help="model folder written by `gmiseg-edge export`")],
-    out: Annotated[Path, typer.Option(help="output folder: <stem>_mask.<ext> per input (+ overlays)")],
-    image: Annotated[Path | None, typer.Option(help="one image or volume (PNG/JPEG/TIFF, NIfTI, NRRD, a DICOM series "
-                                               "folder, DICOMDIR or .dcm, a challenge .npz case)")] = None,
-    input_dir: Annotated[
-        Path | None, typer.Option("--input", help="a folder: dataset (images/ + masks/) or plain images")
-    ] = None,
-    mask: Annotated[Path | None, typer.Option(help="label map of --image (for --label prompts and Dice)")] = None,
-    box: Annotated[list[str] | None, typer.Option(
-        help="box prompt x0,y0,x1,y1 (pixels); repeat it for several objects (a label map, object k -> k)")] = None,
-    boxes: Annotated[Path | None, typer.Option(
-        help="several objects: a file of boxes, one x0,y0,x1,y1 per line (or a JSON list); a label map")] = None,
-    point: Annotated[list[str] | None, typer.Option(help="point prompt x,y,label (1 fg, 0 bg); repeatable")] = None,
-    slice_index: Annotated[
-        int | None, typer.Option("--slice", help="volumes with --box/--point: the slice along the last axis")
-    ] = None,
-    support: Annotated[Path | None, typer.Option(help="support set: a dataset folder of example image/masks")] = None,
-    label: Annotated[int | None, typer.Option(help="label K: prompts from its extent in the label map")] = None,
-    window: Annotated[str, typer.Option(help="non-uint8: percentile, minmax, a CT preset, or low,high")] = "percentile",
-    overlay: Annotated[bool, typer.Option("--overlay", help="also write overlay PNGs")] = False,
-    instances: Annotated[bool, typer.Option(
-        "--instances", help="with a label map: one object (box) per instance id, or per connected component of "
-        "--label K; decoded together, a label map out")] = False,
-    uncertainty: Annotated[bool, typer.Option(
-        "--uncertainty", help="with --support: also write <stem>_uncertainty (the examples' disagreement, "
-        "0..255 for 0..0.5)")] = False,
-    propagate: Annotated[bool, typer.Option(
-        "--propagate", help="volumes: carry the structure from the --slice prompt (or the largest --label slice) "
-        "through its neighbours until it ends")] = False,
-    backend: Annotated[str, typer.Option(help="auto, trt, ort or torch")] = "auto",
-    precision: Annotated[str, typer.Option(help="fp32, fp16 or int8")] = "fp32",
-    threads: Annotated[int | None, typer.Option(help="CPU threads per run")] = None,
-    cache_dir: Annotated[Path | None, typer.Option(help="disk embedding cache folder (shared across runs)")] = None,
-    cache_max_gb: Annotated[float, typer.Option(help="--cache-dir bound: least recently used entries go")] = 4.0,
-    series: Annotated[str | None, typer.Option(help="DICOM folder with several series: SeriesInstanceUID, "
-                                               "SeriesNumber or part of the SeriesDescription")] = None,
-    output_format: Annotated[str, typer.Option("--format", help="volumes: auto (as the input; DICOM gives "
-                                               "DICOM-SEG), nifti, nrrd or dicom-seg")] = "auto",
-    structure: Annotated[str | None, typer.Option(help="the structure's name (DICOM-SEG segment label)")] = None,
-    task: Annotated[str | None, typer.Option(help="decode with this task decoder (see `gmiseg-edge adapt`)")] = None,
-) -> None:
-    """Segment images or volumes with a box/points, a support set, or label-derived boxes; masks keep the
-    input's format and geometry."""
-
-    with _user_errors():
-        single_box, several_boxes = parse_boxes(box, boxes)
-        options = SegmentOptions(
-            box=single_box, boxes=several_boxes, points=parse_points(point), support=support, label=label,
-            slice_index=slice_index, window=parse_normalisation(window), overlay=overlay, propagate=propagate,
-            uncertainty=uncertainty, instances=instances, series=series, format=output_format,
-            structure=structure,
-        )
-        inputs = collect_inputs(image, input_dir, mask)
-        options.check(prompts_in_inputs=inputs_bring_prompts(inputs))
-        output_names(inputs, options.format)  # colliding outputs are refused before the model loads
-        prepare_output_folder(out)
-        problem = folder_problem(cache_dir) if cache_dir is not None else None
-        if problem is not None:
-            warn(f"--cache-dir {problem}; going on without the disk cache")
-        predictor = load(model_dir, backend=backend, precision=precision, threads=threads,
-                         cache=None if problem else cache_dir, cache_max_gb=None if problem else cache_max_gb,
-                         task=task)
-        say(f"{predictor.model_name} {precision} on {predictor.backend.detail}" + (f", task {task}" if task else ""))
-        with file_progress(console) as progress:
-            results = segment_files(predictor, inputs, out, options, progress)
-    for r in results:
-        if not r.ok:
-            continue
-        score = "" if r.dice is None else f", Dice {r.dice:.4f}"
-        say(f"{r.output} ({r.slices} slice(s), {r.seconds:.1f} s{score})")
-        if r.note:
-            say(f"  {r.note}")
-    stats = predictor.stats
-    console.print(f"encoder runs {stats.encoder_runs}, cache hits {stats.hits} ({stats.disk_hits} from disk)")
-    failed = [r for r in results if not r.ok]
-    if len(results) > 1:
-        say(f"{len(results) - len(failed)} of {len(results)} written; report: {Path(out) / REPORT_NAME}")
-    if failed:
-        if len(results) == 1:
-            errors.print(Text.assemble(("error:", "bold red"), " ", failed[0].error), highlight=False,
-                         soft_wrap=True)
-        else:
-            errors.print(failures_table(failed))
-        raise typer.Exit(1)
 
 
 @app.command()
@@ -393,7 +306,7 @@ def eval_command(
     with _user_errors():
         for kind in csv_list(prompt):
             config = EvalConfig(model_dir=model_dir, data=data, prompt=kind, backend=backend, precision=precision,
-                                seed=seed, threads=threads, reference=reference, window=parse_normalisation(window),
+                                seed=seed, threads=threads, reference=reference, window=parse_window(window),
                                 cases=csv_list(cases) if cases else None, nsd_tolerance_mm=nsd_tolerance, task=task)
             with console.status(f"evaluating {kind} ...") as status:
                 results[kind] = evaluate(config, progress=lambda name: status.update(Text(f"evaluating {name}")))
@@ -412,6 +325,7 @@ def eval_command(
 app.command("serve")(serve_commands.serve)
 app.command("export-triton")(serve_commands.export_triton)
 from gmiseg_edge.cli import adapt as _adapt  # noqa: E402, F401  (registers `adapt` and `add-task` on app)
+from gmiseg_edge.cli import segment as _segment  # noqa: E402, F401  (registers `segment` on app)
 
 if __name__ == "__main__":
     app()

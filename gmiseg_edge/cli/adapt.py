@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from gmiseg_edge.cli import _user_errors, app, console, say
-from gmiseg_edge.data.intensity import parse_normalisation
+from gmiseg_edge.data.intensity import parse_window
 
 
 @app.command()
@@ -44,7 +44,7 @@ def adapt(
         options = AdaptOptions(
             model_dir=model_dir, support=support, task=task, out=out, kind=adapter, rank=rank,
             time_budget=time_budget, seed=seed, patience=patience, prompt=prompt, label=label,
-            normalisation=parse_normalisation(window), cache_dir=cache_dir or default_cache_dir(),
+            window=parse_window(window), cache_dir=cache_dir or default_cache_dir(),
             add=not no_add, threads=threads,
         )
         bar = Progress(TextColumn("training {task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),

@@ -86,6 +86,14 @@ def parse_points(texts: Sequence[str] | None) -> tuple[tuple[float, float, int],
     return tuple(points)
 
 
+def parse_named_folder(item: str, flag: str = "--support") -> tuple[str, Path]:
+    """``--support NAME=DIR`` -> (NAME, DIR); a ValueError naming ``flag`` otherwise."""
+    name, sep, folder = item.partition("=")
+    if not sep or not name or not folder:
+        raise ValueError(f"{flag} must be NAME=DIR, got {item!r}")
+    return name, Path(folder)
+
+
 def csv_list(text: str) -> tuple[str, ...]:
     """``a, b,c`` -> ("a", "b", "c")."""
     return tuple(part.strip() for part in text.split(",") if part.strip())

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from gmiseg_edge.cli.parse import csv_list
+from gmiseg_edge.cli.parse import csv_list, parse_named_folder
 from gmiseg_edge.cli.render import ms
 from gmiseg_edge.serve.app import ServeConfig, run_server
 from gmiseg_edge.serve.bench import SERVER_STAGES, ServerBenchResult, run_server_bench
@@ -31,23 +31,24 @@ def serve(
     max_batch: Annotated[int, typer.Option(help="encode: largest dynamic batch (1: no batching)")] = 8,
     queue_delay_us: Annotated[int, typer.Option(help="encode: longest wait for a batch, microseconds")] = 5000,
     instances: Annotated[int, typer.Option(help="decode/segment: requests run at once")] = 2,
-    task: Annotated[list[str] | None, typer.Option(help="NAME=DIR: serve a support set (a dataset folder of "
-                                                   "examples) as task NAME of model segment_task; repeatable")] = None,
+    support: Annotated[list[str] | None, typer.Option(help="NAME=DIR: serve a support set (a dataset folder of "
+                                                      "examples) as NAME of model segment_support; repeatable")] = None,
+    task: Annotated[list[str] | None, typer.Option(hidden=True, help="deprecated name of --support")] = None,
 ) -> None:
-    """Serve a model folder through a real Triton Inference Server (PyTriton): models encode, decode, segment."""
-    from gmiseg_edge.cli import _user_errors, say
+    """Serve a model folder through a real Triton Inference Server (PyTriton): models encode, decode, segment (and
+    segment_support with --support)."""
+    from gmiseg_edge.cli import _user_errors, say, warn
 
+    if task:
+        warn("--task NAME=DIR is deprecated and goes in the next release: use --support NAME=DIR (--task names a "
+             "task decoder elsewhere)")
     with _user_errors():
-        tasks = []
-        for item in task or []:
-            name, sep, folder = item.partition("=")
-            if not sep or not name or not folder:
-                raise ValueError(f"--task must be NAME=DIR, got {item!r}")
-            tasks.append((name, Path(folder)))
+        support_sets = ([parse_named_folder(item, "--support") for item in support or []]
+                        + [parse_named_folder(item, "--task") for item in task or []])
         config = ServeConfig(model_dir=model_dir, http_port=http_port, grpc_port=grpc_port,
                              metrics_port=metrics_port, address=address, backend=backend, precision=precision,
                              threads=threads, cache_dir=cache_dir, cache_max_gb=cache_max_gb, max_batch=max_batch,
-                             queue_delay_us=queue_delay_us, instances=instances, tasks=tuple(tasks))
+                             queue_delay_us=queue_delay_us, instances=instances, support_sets=tuple(support_sets))
         run_server(config, log=say)
 
 

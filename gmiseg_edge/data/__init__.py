@@ -12,12 +12,9 @@ from gmiseg_edge.data.formats import FORMATS, Format, describe_formats, file_ste
 from gmiseg_edge.data.images import Image2D, Volume
 from gmiseg_edge.data.intensity import (
     WINDOWS,
-    Normalisation,  # TEMPORARY: removed by the lead after the issue-23 merge
     Window,
     WindowRange,
     apply_window,
-    get_window,  # TEMPORARY
-    normalise,  # TEMPORARY
     parse_window,
     percentile_to_uint8,
     rescale_to_uint8,
@@ -56,7 +53,6 @@ __all__ = [
     "Format",
     "Image2D",
     "MissingFileError",
-    "Normalisation",  # TEMPORARY
     "Pair",
     "SampleCase",
     "Slice2D",
@@ -70,7 +66,6 @@ __all__ = [
     "file_suffix",
     "find_pairs",
     "format_of",
-    "get_window",  # TEMPORARY
     "instance_masks",
     "is_dicom",
     "label_values",
@@ -81,7 +76,6 @@ __all__ = [
     "load_sample_pair",
     "load_sample_slice",
     "middle_indices",
-    "normalise",  # TEMPORARY
     "output_suffix",
     "parse_window",
     "percentile_to_uint8",

@@ -120,9 +120,3 @@ def parse_window(text: str) -> Window:
         return (low, high)
     return text
 
-
-# TEMPORARY: removed by the lead after the issue-23 merge (old names still used in runtime/, jobs/, cli/, serve/)
-normalise = apply_window
-Normalisation = Window
-get_window = window_range
-parse_normalisation = parse_window

@@ -1,4 +1,4 @@
-"""The user-facing jobs as library functions: segment files (``segment_files``), evaluate (``evaluate``),
+"""The user-facing jobs as library functions: segment files (``segment``), evaluate (``evaluate``),
 benchmark (``bench``), the main job (``demo``), overlay pictures (``overlays``).
 
 They take plain values (paths, options objects, callbacks for progress) and return results; they print

@@ -23,7 +23,7 @@ from gmiseg_edge.core.files import user_cache_dir
 from gmiseg_edge.core.manifest import Manifest, check_task_name
 from gmiseg_edge.core.selection import spread
 from gmiseg_edge.core.transforms import ImageGeometry
-from gmiseg_edge.data.intensity import Normalisation
+from gmiseg_edge.data.intensity import Window
 from gmiseg_edge.export.task_decoder import (
     TASK_KEY,
     EncodedCase,
@@ -69,7 +69,7 @@ class AdaptOptions:
     val_fraction: float = 0.2  # share of the supports held back for early stopping
     prompt: str = "mixed"
     label: int | None = None
-    normalisation: Normalisation = "percentile"
+    window: Window = "percentile"  # non-uint8 intensities to uint8
     axis: int = 2
     cache_dir: Path | None = field(default_factory=default_cache_dir)
     add: bool = True  # add the task decoder to the model folder
@@ -118,7 +118,7 @@ def adapt(options: AdaptOptions, log: Log | None = None, progress: Progress | No
     start = time.perf_counter()
     seconds: dict[str, float] = {}
     manifest, config = check_options(options)
-    samples = load_samples(options.support, normalisation=options.normalisation, axis=options.axis,
+    samples = load_samples(options.support, window=options.window, axis=options.axis,
                            label=options.label)
     predictor = load(options.model_dir, backend="ort", precision="fp32", threads=options.threads,
                      cache=options.cache_dir)

@@ -17,7 +17,7 @@ import numpy as np
 
 from gmiseg_edge.core.prompts import simulate_box
 from gmiseg_edge.data import Volume, find_pairs, select_label
-from gmiseg_edge.data.intensity import Normalisation
+from gmiseg_edge.data.intensity import Window
 from gmiseg_edge.data.samples import load_sample_pair, sample_index
 from gmiseg_edge.data.slicing import largest_index, slice_2d
 from gmiseg_edge.metrics import normalized_surface_dice, score
@@ -34,7 +34,14 @@ class VolumeCase:
     mask: np.ndarray
     spacing: tuple[float, ...]
     dataset: str
-    window: Normalisation
+    window: Window
+
+
+def case_window(entry: dict) -> Window:
+    """The window of a ``cases.json`` entry: its ``window`` key, else the legacy ``normalisation``, else
+    ``percentile``; a JSON list [low, high] becomes a tuple."""
+    window = entry.get("window", entry.get("normalisation", "percentile"))
+    return tuple(window) if isinstance(window, list) else window
 
 
 def sample_volume_cases() -> Iterator[VolumeCase]:
@@ -43,8 +50,7 @@ def sample_volume_cases() -> Iterator[VolumeCase]:
         image, labels = load_sample_pair(entry["name"])
         if not isinstance(image, Volume):
             continue
-        window = entry.get("normalisation", "percentile")
-        window = tuple(window) if isinstance(window, list) else window
+        window = case_window(entry)
         for label, value in entry["labels"].items():
             mask = select_label(labels.array, value, path=labels.path)
             if mask.any():
@@ -52,7 +58,7 @@ def sample_volume_cases() -> Iterator[VolumeCase]:
                                  f"{entry['modality']} volumes", window)
 
 
-def folder_volume_cases(root: str | Path, window: Normalisation) -> Iterator[VolumeCase]:
+def folder_volume_cases(root: str | Path, window: Window) -> Iterator[VolumeCase]:
     """Each volume of a dataset folder (2D pairs are skipped: nothing to propagate through)."""
     for pair in find_pairs(root):
         image, labels = pair.read()

@@ -39,8 +39,8 @@ from gmiseg_edge.serve.protocol import (
     POINTS,
     SCORE,
     SEGMENT,
-    SEGMENT_TASK,
-    TASK,
+    SEGMENT_SUPPORT,
+    SUPPORT,
     UNCERTAINTY,
 )
 
@@ -72,7 +72,7 @@ class ServeConfig:
     instances: int = 2  # decode and segment: requests run at once (each its own Triton model instance)
     exit_timeout_s: int = 10
     log_verbose: int = 0
-    tasks: tuple[tuple[str, Path], ...] = ()  # (name, support-set folder): served by segment_task
+    support_sets: tuple[tuple[str, Path], ...] = ()  # (name, support-set folder): served by segment_support
 
     def __post_init__(self) -> None:
         ports = (self.http_port, self.grpc_port, self.metrics_port)
@@ -142,23 +142,24 @@ def _tensors(triton_types: Any) -> dict[str, Sequence[Any]]:
     key = tensor(name=KEY, dtype=bytes, shape=(1,))
     answer = [tensor(name=MASK, dtype=np.uint8, shape=(-1, -1)), tensor(name=SCORE, dtype=np.float32, shape=(1,)),
               tensor(name=LOW_RES_LOGITS, dtype=np.float32, shape=(256, 256))]
-    task = [tensor(name=MASK, dtype=np.uint8, shape=(-1, -1)), tensor(name=SCORE, dtype=np.float32, shape=(1,)),
-            tensor(name=UNCERTAINTY, dtype=np.float32, shape=(-1, -1))]
+    support = [tensor(name=MASK, dtype=np.uint8, shape=(-1, -1)), tensor(name=SCORE, dtype=np.float32, shape=(1,)),
+               tensor(name=UNCERTAINTY, dtype=np.float32, shape=(-1, -1))]
     return {"encode_in": [image], "encode_out": [key], "decode_in": [key, *prompt], "decode_out": answer,
             "segment_in": [image, *prompt], "segment_out": [*answer, key],
-            "task_in": [image, tensor(name=TASK, dtype=bytes, shape=(1,))], "task_out": task}
+            "support_in": [image, tensor(name=SUPPORT, dtype=bytes, shape=(1,))], "support_out": support}
 
 
-def load_tasks(predictor: Any, tasks: Sequence[tuple[str, Path]], log: Callable[[str], None]) -> dict[str, Any]:
-    """Each task's support set (a dataset folder of example images and masks), encoded through the cache."""
-    from gmiseg_edge.jobs.segment_files import SegmentOptions, load_supports
+def load_support_sets(predictor: Any, support_sets: Sequence[tuple[str, Path]],
+                      log: Callable[[str], None]) -> dict[str, Any]:
+    """Each named support set (a dataset folder of example images and masks), encoded through the cache."""
+    from gmiseg_edge.jobs.segment import SupportSetPrompt, load_supports
 
     loaded = {}
-    for name, folder in tasks:
+    for name, folder in support_sets:
         if name in loaded:
-            raise ValueError(f"task {name!r} given twice")
-        loaded[name] = load_supports(predictor, SegmentOptions(support=Path(folder)))
-        log(f"task {name}: {len(loaded[name].supports)} support(s) from {folder}")
+            raise ValueError(f"support set {name!r} given twice")
+        loaded[name] = load_supports(predictor, SupportSetPrompt(Path(folder)))
+        log(f"support set {name}: {len(loaded[name].supports)} support(s) from {folder}")
     return loaded
 
 
@@ -174,7 +175,7 @@ def run_server(config: ServeConfig, log: Callable[[str], None] = print) -> None:
                            f"environment: {SERVE_ENV_HINT}") from None
     predictor = load(config.model_dir, backend=config.backend, precision=config.precision, threads=config.threads,
                      cache=config.cache_dir, cache_max_gb=config.cache_max_gb)
-    models = ServingModels(predictor, tasks=load_tasks(predictor, config.tasks, log))
+    models = ServingModels(predictor, support_sets=load_support_sets(predictor, config.support_sets, log))
     decoders = models.task_decoders()
     if decoders:
         log(f"task decoders (input 'decoder' of decode and segment): {', '.join(decoders)}")
@@ -201,9 +202,10 @@ def run_server(config: ServeConfig, log: Callable[[str], None] = print) -> None:
                     tensors["decode_out"], config=single, strict=True)
         triton.bind(SEGMENT, [_single_callable(SEGMENT, models.segment)] * config.instances,
                     tensors["segment_in"], tensors["segment_out"], config=single, strict=True)
-        if models.tasks:
-            triton.bind(SEGMENT_TASK, [_single_callable(SEGMENT_TASK, models.segment_task)] * config.instances,
-                        tensors["task_in"], tensors["task_out"], config=single, strict=True)
+        if models.support_sets:
+            support = _single_callable(SEGMENT_SUPPORT, models.segment_support)
+            triton.bind(SEGMENT_SUPPORT, [support] * config.instances, tensors["support_in"], tensors["support_out"],
+                        config=single, strict=True)
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:

@@ -35,8 +35,8 @@ from gmiseg_edge.serve.protocol import (
     POINTS,
     SCORE,
     SEGMENT,
-    SEGMENT_TASK,
-    TASK,
+    SEGMENT_SUPPORT,
+    SUPPORT,
     UNCERTAINTY,
 )
 
@@ -129,9 +129,11 @@ class SegmentClient:
         inputs.update(_prompt_arrays(points, labels, box, mask_input, decoder))
         return _prediction(self._infer(SEGMENT, inputs), with_key=True)
 
-    def segment_task(self, image: np.ndarray, task: str) -> ServedPrediction:
-        """Segment ``image`` with the server's support set ``task`` (``uncertainty``: the supports' disagreement)."""
-        result = self._infer(SEGMENT_TASK, {IMAGE: as_hwc(image), TASK: np.asarray([task.encode()], dtype=object)})
+    def segment_support(self, image: np.ndarray, support: str) -> ServedPrediction:
+        """Segment ``image`` with the server's support set named ``support`` (``uncertainty``: the supports'
+        disagreement)."""
+        result = self._infer(SEGMENT_SUPPORT, {IMAGE: as_hwc(image),
+                                               SUPPORT: np.asarray([support.encode()], dtype=object)})
         return ServedPrediction(mask=result.as_numpy(MASK).astype(bool), score=float(result.as_numpy(SCORE)[0]),
                                 low_res_logits=None, uncertainty=result.as_numpy(UNCERTAINTY))
 

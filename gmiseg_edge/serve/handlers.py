@@ -30,7 +30,7 @@ from gmiseg_edge.serve.protocol import (
     MAX_SIDE,
     POINTS,
     SCORE,
-    TASK,
+    SUPPORT,
     UNCERTAINTY,
     EmbeddingKey,
     UnknownKeyError,
@@ -47,7 +47,7 @@ def check_served_image(image: np.ndarray, name: str = f"input '{IMAGE}'", max_si
         raise InputError(f"{name}: expected uint8 [H, W, C] (C = 1 or 3), got shape {list(image.shape)}")
     if image.dtype != np.uint8:
         raise InputError(f"{name}: expected uint8, got {image.dtype}; map intensities to 0..255 first "
-                         "(gmiseg_edge.data.normalise)")
+                         "with a window (gmiseg_edge.data.to_uint8)")
     if max(image.shape[:2]) > max_side:
         raise InputError(f"{name}: {image.shape[0]}x{image.shape[1]} is larger than the server takes "
                          f"({max_side} pixels a side)")
@@ -76,10 +76,10 @@ class ServingModels:
     """
 
     def __init__(self, predictor: Predictor, max_side: int = MAX_SIDE,
-                 tasks: Mapping[str, SupportSetSegmenter] | None = None) -> None:
+                 support_sets: Mapping[str, SupportSetSegmenter] | None = None) -> None:
         self.predictor = predictor
         self.max_side = max_side
-        self.tasks = dict(tasks or {})  # task name -> its support set (on this predictor)
+        self.support_sets = dict(support_sets or {})  # name -> its support set (on this predictor)
 
     def encode(self, images: Sequence[np.ndarray]) -> list[str]:
         """Embedding keys of ``images`` ((H, W, C) uint8 each); the cache misses run as one encoder batch."""
@@ -103,18 +103,18 @@ class ServingModels:
         encoded = self.predictor.encode(pixels)  # a cache hit: the embedding was stored by predict
         return {**prediction_outputs(prediction), KEY: np.asarray([self._key(encoded).encode()], dtype=object)}
 
-    def segment_task(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Segment the image with the support set of the task named by input 'task' (no prompt)."""
-        if TASK not in inputs or IMAGE not in inputs:
-            raise InputError(f"inputs '{IMAGE}' and '{TASK}' are required")
-        names = np.asarray(inputs[TASK]).reshape(-1)
+    def segment_support(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Segment the image with the support set named by input 'support' (no prompt)."""
+        if SUPPORT not in inputs or IMAGE not in inputs:
+            raise InputError(f"inputs '{IMAGE}' and '{SUPPORT}' are required")
+        names = np.asarray(inputs[SUPPORT]).reshape(-1)
         name = names[0].decode("utf-8", errors="replace") if names.size == 1 and isinstance(names[0], bytes) else None
-        if name not in self.tasks:
-            raise InputError(f"input '{TASK}': unknown task {name!r}; this server has "
-                             f"{', '.join(sorted(self.tasks)) or 'no tasks'}")
+        if name not in self.support_sets:
+            raise InputError(f"input '{SUPPORT}': unknown support set {name!r}; this server has "
+                             f"{', '.join(sorted(self.support_sets)) or 'no support sets'}")
         image = np.asarray(inputs[IMAGE])
         pixels = check_served_image(image, max_side=self.max_side)
-        result = self.tasks[name].segment(pixels)
+        result = self.support_sets[name].segment(pixels)
         return {MASK: result.mask.astype(np.uint8), SCORE: np.asarray([result.score], dtype=np.float32),
                 UNCERTAINTY: result.uncertainty.astype(np.float32)}
 

@@ -8,8 +8,9 @@
             empty: the base decoder)
 ``segment`` image + the prompt inputs of ``decode`` (``decoder`` too) -> the outputs of ``decode`` and the
             image's key
-``segment_task`` (served when tasks are given) image + task BYTES [1] (a support set's name) -> mask, score
-            (the supports' weighted predicted IoU, 0 when the structure is absent), uncertainty FP32 [H, W]
+``segment_support`` (served when support sets are given) image + support BYTES [1] (a support set's name)
+            -> mask, score (the supports' weighted predicted IoU, 0 when the structure is absent), uncertainty
+            FP32 [H, W]. (Renamed from ``segment_task``, input ``task``: a *task* is a task decoder, DESIGN §11.)
 
 An embedding key is ``<sha256 of the embedding cache key>-<H>x<W>``: the runtime's cache key (encoder file,
 preprocessing, pixels) and the image size the mask is returned at, so a server restarted on the same disk cache
@@ -23,9 +24,9 @@ from dataclasses import dataclass
 
 from gmiseg_edge.core.errors import InputError
 
-ENCODE, DECODE, SEGMENT, SEGMENT_TASK = "encode", "decode", "segment", "segment_task"
+ENCODE, DECODE, SEGMENT, SEGMENT_SUPPORT = "encode", "decode", "segment", "segment_support"
 MODELS = (ENCODE, DECODE, SEGMENT)
-IMAGE, KEY, TASK, UNCERTAINTY, DECODER = "image", "key", "task", "uncertainty", "decoder"
+IMAGE, KEY, SUPPORT, UNCERTAINTY, DECODER = "image", "key", "support", "uncertainty", "decoder"
 POINTS, LABELS, BOX, MASK_INPUT = "points", "labels", "box", "mask_input"
 PROMPT_INPUTS = (POINTS, LABELS, BOX, MASK_INPUT)
 MASK, SCORE, LOW_RES_LOGITS = "mask", "score", "low_res_logits"

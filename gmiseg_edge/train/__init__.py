@@ -7,7 +7,7 @@ training samples and examples (:mod:`.samples`), the loop with checkpoints, resu
     result = train(TrainConfig(data="ds/train", val="ds/val", out="adapter.safetensors", epochs=10))
 """
 
-from gmiseg_edge.data.intensity import parse_normalisation, parse_window  # parse_normalisation: TEMPORARY
+from gmiseg_edge.data.intensity import parse_window
 from gmiseg_edge.train.augment import AugmentConfig, augment, flip, gaussian_noise, random_flip
 from gmiseg_edge.train.callbacks import Callback, EpochRecord, StartInfo, StepInfo, TrainResult
 from gmiseg_edge.train.checkpoint import CheckpointError, checkpoint_path
@@ -54,7 +54,6 @@ __all__ = [
     "load_samples",
     "lowres_target",
     "make_example",
-    "parse_normalisation",  # TEMPORARY: removed by the lead after the issue-23 merge (cli/__init__.py)
     "parse_window",  # re-exported from gmiseg_edge.data.intensity
     "random_flip",
     "segmentation_loss",

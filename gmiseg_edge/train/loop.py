@@ -12,7 +12,7 @@ import hashlib
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import InitVar, asdict, dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,11 +78,8 @@ class TrainConfig:
     focal_weight: float = 1.0
     dice_weight: float = 1.0
     device: str = "auto"
-    normalisation: InitVar[Window | None] = None  # TEMPORARY: removed by the lead after the issue-23 merge
 
-    def __post_init__(self, normalisation: Window | None) -> None:
-        if normalisation is not None:  # TEMPORARY: the old name of ``window`` (cli/__init__.py still passes it)
-            object.__setattr__(self, "window", normalisation)
+    def __post_init__(self) -> None:
         for name in ("data", "out", "val", "base_checkpoint", "init"):
             value = getattr(self, name)
             if value is not None:

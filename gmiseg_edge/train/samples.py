@@ -52,14 +52,12 @@ class Example:
 
 def load_samples(
     folder: str | Path, *, window: Window = "percentile", axis: int = 2, label: int | None = None,
-    normalisation: Window | None = None,  # TEMPORARY: removed by the lead after the issue-23 merge (jobs/adapt.py)
 ) -> list[TrainSample]:
     """Every usable 2D sample of a dataset folder (``images/`` + ``masks/`` or ``dataset.json``).
 
     ``label``: the label of interest (None: every non-zero label), unless a ``dataset.json`` entry names its
     own. Cases whose mask holds no foreground are skipped; a folder left with no sample is an error naming it.
     """
-    window = normalisation if normalisation is not None else window  # TEMPORARY (see the signature)
     folder = Path(folder)
     samples: list[TrainSample] = []
     empty: list[str] = []

@@ -115,14 +115,15 @@ def test_nsd_beside_the_other_metrics_on_samples(model_dir):
 def test_support_set_masks_are_automatic_in_the_seg(model_dir, tmp_path):
     from pathlib import Path
 
-    from gmiseg_edge.jobs.segment_files import SegmentOptions, _FileSegmenter, write_mask
+    from gmiseg_edge.jobs.segment import SegmentOptions, SupportSetPrompt, write_mask
     from gmiseg_edge.runtime import load
 
     hu, affine, labels = sample_ct()
     write_series(tmp_path / "series", hu, affine)
     volume = read_image(tmp_path / "series")
-    run = _FileSegmenter(load(model_dir, backend="ort"), SegmentOptions(support=Path("liver_examples")), None)
-    path = write_mask(volume, labels == 5, tmp_path / "series_mask.dcm", run)
+    options = SegmentOptions(prompt=SupportSetPrompt(Path("liver_examples")))
+    path = write_mask(volume, labels == 5, tmp_path / "series_mask.dcm", options,
+                      load(model_dir, backend="ort").model_name)
     (segment,) = pydicom.dcmread(path).SegmentSequence
     assert segment.SegmentAlgorithmType == "AUTOMATIC" and segment.SegmentLabel == "liver_examples"
     assert np.array_equal(read_dicom_seg(path, volume).astype(bool), labels == 5)

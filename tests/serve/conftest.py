@@ -109,7 +109,7 @@ class ServerProcess:
         while time.monotonic() - start < timeout:
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited ({self.proc.returncode}):\n{self.log.read_text()[-4000:]}")
-            models = ("encode", "decode", "segment") + (("segment_task",) if "--task" in self.proc.args else ())
+            models = ("encode", "decode", "segment") + (("segment_support",) if "--support" in self.proc.args else ())
             paths = ["/v2/health/ready"] + [f"/v2/models/{m}/ready" for m in models]
             if all(self.get(path)[0] == 200 for path in paths):
                 return time.monotonic() - start

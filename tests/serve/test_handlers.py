@@ -100,20 +100,20 @@ def test_bls_pipeline_equals_predict(model_dir, served, case):
         assert np.allclose(out["low_res_logits"], expected.low_res_logits[expected.index], atol=1e-5)
 
 
-def test_segment_task_uses_the_named_support_set(served, tmp_path):
+def test_segment_support_uses_the_named_support_set(served, tmp_path):
     from PIL import Image
 
-    from gmiseg_edge.serve.app import load_tasks
+    from gmiseg_edge.serve.app import load_support_sets
 
     liver = next(c for c in load_sample_cases() if c.name == "totalseg_abdomen/liver")
     for folder in ("images", "masks"):
         (tmp_path / "liver" / folder).mkdir(parents=True)
     Image.fromarray(liver.image).save(tmp_path / "liver" / "images" / "a.png")
     Image.fromarray(liver.mask.astype(np.uint8)).save(tmp_path / "liver" / "masks" / "a.png")
-    tasks = load_tasks(served.predictor, [("liver", tmp_path / "liver")], log=lambda _: None)
-    models = ServingModels(served.predictor, tasks=tasks)
-    out = models.segment_task({"image": liver.image[:, :, None], "task": np.asarray([b"liver"], dtype=object)})
-    expected = tasks["liver"].segment(liver.image)
+    support_sets = load_support_sets(served.predictor, [("liver", tmp_path / "liver")], log=lambda _: None)
+    models = ServingModels(served.predictor, support_sets=support_sets)
+    out = models.segment_support({"image": liver.image[:, :, None], "support": np.asarray([b"liver"], dtype=object)})
+    expected = support_sets["liver"].segment(liver.image)
     assert np.array_equal(out["mask"].astype(bool), expected.mask) and out["uncertainty"].shape == liver.image.shape
-    with pytest.raises(InputError, match=r"'task': unknown task 'spleen'; this server has liver"):
-        models.segment_task({"image": liver.image[:, :, None], "task": np.asarray([b"spleen"], dtype=object)})
+    with pytest.raises(InputError, match=r"'support': unknown support set 'spleen'; this server has liver"):
+        models.segment_support({"image": liver.image[:, :, None], "support": np.asarray([b"spleen"], dtype=object)})

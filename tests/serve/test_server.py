@@ -55,12 +55,12 @@ def write_cases(path, items, keys=None):
 
 
 @pytest.fixture(scope="module")
-def task_folder(tmp_path_factory):
-    """A support set of one example (the liver slice) as a dataset folder: the server's task 'liver'."""
+def support_folder(tmp_path_factory):
+    """A support set of one example (the liver slice) as a dataset folder: the server's support set 'liver'."""
     from PIL import Image
 
     liver = next(c for c in load_sample_cases() if c.name == "totalseg_abdomen/liver")
-    root = tmp_path_factory.mktemp("task")
+    root = tmp_path_factory.mktemp("support")
     for folder, array in (("images", liver.image), ("masks", liver.mask.astype(np.uint8))):
         (root / folder).mkdir()
         Image.fromarray(array).save(root / folder / "a.png")
@@ -68,10 +68,10 @@ def task_folder(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(serve_env, model_dir, tmp_path_factory, task_folder):
+def server(serve_env, model_dir, tmp_path_factory, support_folder):
     root = tmp_path_factory.mktemp("serve")
     process = ServerProcess(serve_env, model_dir, root / "cache", root / "server.log", free_ports(3),
-                            extra=("--task", f"liver={task_folder}"))
+                            extra=("--support", f"liver={support_folder}"))
     process.root = root
     process.startup_s = process.wait_ready()
     yield process
@@ -101,17 +101,17 @@ def test_served_masks_equal_the_in_process_runtime(checks, reference):
     assert checks["keys"][0].endswith("-512x512") and checks["keys"][1].endswith("-101x122")
 
 
-def test_segment_task_serves_the_support_set(checks, reference, model_dir, task_folder):
+def test_segment_support_serves_the_support_set(checks, reference, model_dir, support_folder):
     from PIL import Image
 
     from gmiseg_edge.runtime import SupportSetSegmenter
 
     segmenter = SupportSetSegmenter(load(model_dir, backend="ort", threads=2))
-    segmenter.add_support(np.asarray(Image.open(task_folder / "images" / "a.png")),
-                          np.asarray(Image.open(task_folder / "masks" / "a.png")) > 0)
+    segmenter.add_support(np.asarray(Image.open(support_folder / "images" / "a.png")),
+                          np.asarray(Image.open(support_folder / "masks" / "a.png")) > 0)
     expected = segmenter.segment(reference[1]["image"]).mask
-    assert dice(checks["masks"]["task_liver"], expected) >= 0.999
-    assert "'task': unknown task 'spleen'; this server has liver" in checks["errors"]["unknown task"]
+    assert dice(checks["masks"]["support_liver"], expected) >= 0.999
+    assert "'support': unknown support set 'spleen'; this server has liver" in checks["errors"]["unknown support"]
 
 
 def test_bad_requests_are_refused_naming_the_input_and_the_server_keeps_serving(checks, reference):

@@ -69,13 +69,13 @@ def checks(url: str, cases_path: str, out: str) -> dict:
             "point outside": refused(lambda: client.decode(key, points=[[1e5, 3]], labels=[1])),
             "labels mismatch": refused(lambda: client.decode(key, points=[[3, 3], [4, 4]], labels=[1])),
             "empty prompt": refused(lambda: client.decode(key)),
-            "unknown task": refused(lambda: client.segment_task(items[1]["image"], "spleen")),
+            "unknown support": refused(lambda: client.segment_support(items[1]["image"], "spleen")),
             "unknown decoder": refused(lambda: client.decode(key, box=[1, 1, 5, 5], decoder="nope")),
             "box float64": refused(lambda: raw("decode", {"key": np.asarray([key.encode()], dtype=object),
                                                           "box": np.asarray([1, 1, 5, 5], np.float64)})),
         }
         masks["after_errors_0"] = client.decode(key, box=items[0]["box"]).mask
-        masks["task_liver"] = client.segment_task(items[1]["image"], "liver").mask
+        masks["support_liver"] = client.segment_support(items[1]["image"], "liver").mask
     np.savez_compressed(out, **masks)
     return report
 

@@ -1,0 +1,90 @@
+"""Prompt sources at work: the support set of a :class:`SupportSetPrompt`, and the segmenter of one 2D image
+(or slice) that turns each kind of prompt into a mask or label map."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gmiseg_edge.core.prompts import box_from_mask, boxes_from_labels, instance_labels
+from gmiseg_edge.core.selection import spread
+from gmiseg_edge.data import Volume, find_pairs, labelled_indices, select_label, slice_2d
+from gmiseg_edge.data.intensity import Window, to_uint8
+from gmiseg_edge.jobs.segment.prompts import (
+    ONE_OBJECT,
+    BoxesPrompt,
+    InstancesPrompt,
+    LabelPrompt,
+    Prompt,
+    SupportSetPrompt,
+)
+from gmiseg_edge.runtime.predictor import Predictor
+from gmiseg_edge.runtime.support_set import SupportSetSegmenter
+from gmiseg_edge.runtime.support_volume import SupportVolume, uncertainty_uint8
+
+AXIS = 2  # volumes are segmented slice by slice along the last axis (k)
+
+
+def load_supports(predictor: Predictor, prompt: SupportSetPrompt,
+                  window: Window = "percentile") -> SupportSetSegmenter:
+    """A segmenter holding every support of ``prompt.folder`` (encoded through the predictor's cache): each 2D
+    example, and up to ``prompt.slices`` labelled slices of each example volume, spread over the label's extent."""
+    segmenter = SupportSetSegmenter(predictor)
+    for pair in find_pairs(prompt.folder):
+        image, labels = pair.read()
+        label = prompt.label if prompt.label is not None else pair.label
+        mask = select_label(labels.array, label, path=labels.path)
+        if isinstance(image, Volume):
+            for k in spread(labelled_indices(mask, AXIS), prompt.slices):
+                segmenter.add_support(to_uint8(slice_2d(image.array, AXIS, k), window), slice_2d(mask, AXIS, k),
+                                      name=f"{pair.image} slice {k}")
+        else:
+            segmenter.add_support(to_uint8(image.array, window), mask, name=str(pair.image))
+    return segmenter
+
+
+def support_note(found: SupportVolume) -> str:
+    """What ``segment`` says of a support set's volume: slices marked and kept, and whether it was searched."""
+    choice = found.choice
+    if not choice.keep.any():
+        return "support set: structure not found in any slice"
+    note = (f"support set: {int(found.marked.sum())} slice(s) marked, {int(choice.keep.sum())} kept connected to "
+            f"slice {choice.anchor}")
+    if choice.searched:
+        note += ("; found by appearance alone, away from where the supports' anatomy puts it (another patient's "
+                 "lesion, or a look-alike in a scan without it): check it")
+    return note
+
+
+class SliceSegmenter:
+    """Segments one 2D image (or one slice) by the prompt: a bool mask, or a label map for several objects.
+
+    ``supports``: the loaded support set of a :class:`SupportSetPrompt` (a 2D image; volumes go through
+    :func:`gmiseg_edge.runtime.support_volume.segment_volume`)."""
+
+    def __init__(self, predictor: Predictor, prompt: Prompt | None, supports: SupportSetSegmenter | None = None,
+                 ) -> None:
+        self.predictor = predictor
+        self.prompt = prompt
+        self.supports = supports
+        self.uncertainty: np.ndarray | None = None  # the last support-set query's, as uint8 (0..255 for 0..0.5)
+
+    def __call__(self, pixels: np.ndarray, truth: np.ndarray | None) -> np.ndarray:
+        """The mask of ``pixels`` (uint8); ``truth``: the slice's label map, read by label and instance prompts."""
+        prompt = self.prompt
+        if isinstance(prompt, SupportSetPrompt):
+            assert self.supports is not None
+            prediction = self.supports.segment(pixels)
+            self.uncertainty = uncertainty_uint8(prediction)
+            return prediction.mask
+        if isinstance(prompt, BoxesPrompt):
+            return self.predictor.predict(pixels, boxes=prompt.boxes).label_map()
+        if isinstance(prompt, InstancesPrompt):
+            assert truth is not None
+            _, boxes = boxes_from_labels(instance_labels(truth) if truth.dtype == bool else truth)
+            if not len(boxes):
+                return np.zeros(truth.shape, np.uint8)
+            return self.predictor.predict(pixels, boxes=boxes).label_map()
+        if isinstance(prompt, ONE_OBJECT):
+            return self.predictor.predict(pixels, **prompt.keywords()).mask
+        assert isinstance(prompt, LabelPrompt) and truth is not None
+        return self.predictor.predict(pixels, box=box_from_mask(truth)).mask
