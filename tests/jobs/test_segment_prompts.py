@@ -43,7 +43,7 @@ def test_options_need_a_prompt_unless_the_inputs_bring_theirs_and_a_known_format
     SegmentOptions().check(prompts_in_inputs=True)
     with pytest.raises(InputError, match="challenge cases"):
         SegmentOptions(prompt=LabelPrompt(1)).check(prompts_in_inputs=True)
-    with pytest.raises(InputError, match="--format 'mha': expected one of auto, nifti, nrrd, dicom-seg"):
+    with pytest.raises(InputError, match="--format 'mha': expected one of auto, nifti, nrrd, metaimage, dicom-seg"):
         SegmentOptions(prompt=LabelPrompt(1), format="mha").check()
 
 
