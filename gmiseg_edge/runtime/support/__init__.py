@@ -1,0 +1,8 @@
+"""Support sets, step by step (DESIGN §7): one module per step.
+
+The 3D path (support *volumes* on a query *volume*): :mod:`.geometry` (voxel grids in LPS, one slice order),
+:mod:`.register3d` (each support volume registered to the query in physical space), :mod:`.volume_prior` (the
+warped labels fused by locally weighted voting: the 3D prior and the supports' disagreement),
+:mod:`.appearance3d` (the embedding probe over the query volume as one search, for structures whose place
+varies between patients), :mod:`.segment3d` (the choice between the two, SAM per slice, the result).
+"""
