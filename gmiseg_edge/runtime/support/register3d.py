@@ -98,8 +98,9 @@ def _working(sitk, image, spacing: float):
     """``image`` smoothed and resampled to isotropic ``spacing`` mm (step 1)."""
     own = np.asarray(image.GetSpacing(), float)
     sigma = np.maximum(spacing - own, 0.0) / 2
-    if sigma.max() > 0:
-        image = sitk.SmoothingRecursiveGaussian(image, [float(s) for s in np.maximum(sigma, 1e-3)])
+    for axis in range(3):  # axis by axis: an axis already coarser than the grid (or too short to filter) is left
+        if sigma[axis] > 0 and image.GetSize()[axis] >= 4:
+            image = sitk.RecursiveGaussian(image, float(sigma[axis]), direction=axis)
     size = [max(2, int(np.rint(n * s / spacing))) for n, s in zip(image.GetSize(), own, strict=True)]
     return sitk.Resample(image, size, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(), [spacing] * 3,
                          image.GetDirection(), 0.0, sitk.sitkFloat32)

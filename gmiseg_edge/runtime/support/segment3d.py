@@ -27,7 +27,11 @@ The method, exactly (:func:`segment_volume_from_supports`):
    point (the most interior pixel of their largest piece); with ``mask_prompt`` the prior also goes in as
    ``mask_input``. SAM's single-mask output ``s`` is fused with the prior: ``p = (s + prior) / 2``
    (``fusion="fused"``; ``"sam"``: ``p = s``; ``"prior"``: no decoder, ``p = prior``). The mask is ``p > 0.5``.
-7. **Result** in the query's own voxel order: mask, probability, prior, uncertainty, which way it was located
+7. **Beyond the supports' view** (anatomy): a support scan may hold fewer slices than the query (a partial scan);
+   where the mask reaches the last query slice inside every support's field of view and the query goes on, the
+   structure is carried on from that slice by propagation (DESIGN §10: box and stop rules from the previous
+   slice), outwards only.
+8. **Result** in the query's own voxel order: mask, probability, prior, uncertainty, which way it was located
    (``located``), the slices decoded, the appearance component's confidence, and the time spent encoding,
    registering and decoding (``timings``).
 """
@@ -180,18 +184,44 @@ def _decode(predictor: Predictor, encoded, prior: np.ndarray, fusion: str, mask_
     return sam if fusion == "sam" else (sam + prior) / 2
 
 
+def _beyond_view(predictor: Predictor, volume: np.ndarray, mask: np.ndarray, covered: np.ndarray, window: Any) -> int:
+    """Step 7: where the mask reaches the last slice the supports see and the query goes on, carry the structure
+    on from that slice by propagation (:func:`gmiseg_edge.runtime.propagate.propagate`, its own stop rules), in
+    that direction only; ``mask`` is extended in place. Returns the number of slices added."""
+    seen = np.flatnonzero(covered)
+    added = 0
+    for edge, step in ((int(seen.min()), -1), (int(seen.max()), 1)):
+        beyond = range(edge + step, -1 if step < 0 else volume.shape[2], step)
+        if not len(beyond) or not mask[:, :, edge].any():
+            continue
+        lo, hi = (0, edge + 1) if step < 0 else (edge, volume.shape[2])
+        seed = edge - lo
+        result = predictor.propagate(volume[:, :, lo:hi], seed, mask=np.ascontiguousarray(mask[:, :, edge].T), axis=2,
+                                     normalise=window)
+        for k in beyond:
+            plane = result.mask[:, :, k - lo]
+            if plane.any():
+                mask[:, :, k] = plane
+                added += 1
+    return added
+
+
 def _register_all(query: Canonical, query_u8: np.ndarray, supports: list[tuple[Canonical, np.ndarray, np.ndarray]],
                   deformable: bool, progress: Progress | None, messages: list[str],
-                  ) -> tuple[list[Registration3D], list[WarpedSupport]]:
+                  reuse: dict[str, Registration3D] | None) -> tuple[list[Registration3D], list[WarpedSupport]]:
     registrations, warped = [], []
     for index, (support, support_u8, label) in enumerate(supports):
         if progress is not None:
             progress("register", index, len(supports))
-        registration = register_volume(query_u8, query.affine, support_u8, support.affine, name=support.name,
-                                       deformable=deformable)
+        registration = None if reuse is None else reuse.get(support.name)
+        if registration is None:
+            registration = register_volume(query_u8, query.affine, support_u8, support.affine, name=support.name,
+                                           deformable=deformable)
+            if reuse is not None:
+                reuse[support.name] = registration
         registrations.append(registration)
         if not registration.ok:
-            messages.append(f"{support.name} dropped: {registration.message}")
+            messages.append(f"support dropped: {registration.message}")
             continue
         if registration.message:
             messages.append(f"{support.name}: {registration.message}")
@@ -222,11 +252,14 @@ def segment_volume_from_supports(
     mask_prompt: bool = True,
     deformable: bool = True,
     progress: Progress | None = None,
+    registrations: dict[str, Registration3D] | None = None,
 ) -> VolumeSupportResult:
     """Segment ``query`` (a :class:`Volume`, or a 3D array with ``spacing``) from ``supports``: (support
     :class:`Volume`, its label: an array on its grid, non-zero = structure, or a label :class:`Volume`) pairs of
     other patients; the module's method. ``window``: the intensity mapping to uint8 (a CT window such as
-    ``"abdomen"``, ``(low, high)``, ``"percentile"``); ``progress(step, done, total)``."""
+    ``"abdomen"``, ``(low, high)``, ``"percentile"``); ``progress(step, done, total)``; ``registrations``: a dict
+    kept by the caller for one query, support name -> registration, filled and reused (registration does not
+    depend on the label: several structures of one query share it)."""
     if locate not in LOCATES:
         raise InputError(f"locate must be one of {LOCATES}, got {locate!r}")
     if fusion not in FUSIONS:
@@ -258,7 +291,7 @@ def segment_volume_from_supports(
     messages: list[str] = []
     start = time.perf_counter()
     registrations, warped = ([], []) if locate == "appearance" else _register_all(
-        query_c, query_u8, prepared, deformable, progress, messages)
+        query_c, query_u8, prepared, deformable, progress, messages, registrations)
     register_seconds = time.perf_counter() - start
     fused: VolumePrior | None = fuse(query_u8, query_c.spacing, warped) if warped else None
     located = locate
@@ -266,7 +299,7 @@ def segment_volume_from_supports(
         located = "anatomy" if fused is not None and (len(warped) < 2 or fused.agreement >= AGREEMENT_MIN) \
             else "appearance"
         if fused is None:
-            messages.append("no support could be registered: located by appearance")
+            messages.append("no registered support puts the structure in the query: located by appearance")
     shape = query_c.array.shape
     prior = np.zeros(shape, np.float32) if fused is None else fused.prior
     uncertainty = np.zeros(shape, np.float32) if fused is None else fused.uncertainty
@@ -274,7 +307,9 @@ def segment_volume_from_supports(
     confidence = None
     decode_seconds = 0.0
     priors: dict[int, np.ndarray] = {}
-    if located == "anatomy":
+    if located == "anatomy" and fused is None:
+        messages.append("located by anatomy (as asked), but no support is left to locate it with: empty mask")
+    elif located == "anatomy":
         assert fused is not None
         peak = prior.max(axis=(0, 1))
         margin = int(np.ceil(MARGIN_MM / query_c.spacing[2]))
@@ -307,6 +342,14 @@ def segment_volume_from_supports(
         if progress is not None:
             progress("decode", begin + len(chunk), len(order))
     mask = probability > 0.5
+    propagate_seconds = 0.0
+    if located == "anatomy" and fused is not None and mask.any():
+        tick = time.perf_counter()
+        extended = _beyond_view(predictor, query_c.array, mask, fused.covered, window)
+        propagate_seconds = time.perf_counter() - tick
+        if extended:
+            messages.append(f"the structure reaches the edge of the supports' field of view: carried on by "
+                            f"propagation over {extended} more slice(s)")
     if not mask.any() and not any("empty mask" in m for m in messages):
         messages.append(f"located by {located}, but no slice's answer holds the structure: empty mask")
     return VolumeSupportResult(
@@ -315,4 +358,5 @@ def segment_volume_from_supports(
         agreement=float("nan") if fused is None else fused.agreement, registrations=tuple(registrations),
         messages=tuple(messages), timings={"encode": timed.seconds, "encoded_slices": float(timed.images),
                                            "register": register_seconds, "decode": decode_seconds,
+                                           "propagate": propagate_seconds,
                                            "total": time.perf_counter() - started})
