@@ -266,8 +266,8 @@ def register_volume(fixed: np.ndarray, fixed_affine: np.ndarray, moving: np.ndar
                 stages.append("bspline")
             else:
                 notes.append("b-spline stage did not improve the metric")
-    except RuntimeError as exc:  # SimpleITK: e.g. too few samples overlap after a bad step
-        return Registration3D(name, message=f"{name}: SimpleITK: {str(exc).strip().splitlines()[-1]}",
+    except RuntimeError as exc:  # SimpleITK (e.g. too few samples overlap after a bad step) or no overlap at all
+        return Registration3D(name, message=f"{name}: registration failed ({str(exc).strip().splitlines()[-1]})",
                               seconds=time.perf_counter() - start)
     seconds = time.perf_counter() - start
     if len(stages) == 1:
