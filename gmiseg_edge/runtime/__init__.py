@@ -23,6 +23,7 @@ _EXPORTS = {
     "EmbeddingCache": "gmiseg_edge.runtime.cache",
     "CacheStats": "gmiseg_edge.runtime.cache",
     "SupportSetSegmenter": "gmiseg_edge.runtime.support_set",
+    "segment_volume_from_supports": "gmiseg_edge.runtime.support.segment3d",
     "InputError": "gmiseg_edge.core.errors",
     "BackendError": "gmiseg_edge.core.errors",
 }
