@@ -14,8 +14,9 @@ Columns: ``box``: 3D Dice of SAM given the exact box of the truth on every slice
 reference); ``support``: 3D Dice of :func:`gmiseg_edge.runtime.support.segment3d.segment_volume_from_supports`;
 ``ratio``; ``located``: anatomy or appearance (the auto rule) with the appearance component's confidence;
 ``slices``: decoded vs holding the structure; times: registration (all supports), decoding, query slices encoded
-x the encoder's uncached time per slice (``t_enc``, measured on three query slices outside the cache), the
-modelled total (register + decode + encode) and the issue's budget ``2 x t_enc x true slices + register``.
+(and propagated beyond a partial support's view) x the encoder's uncached time per slice (``t_enc``, measured on
+three query slices outside the cache), the modelled total (register + decode + propagation + encode) and the
+issue's budget ``2 x t_enc x true slices + register``.
 """
 
 from __future__ import annotations
@@ -85,8 +86,8 @@ def run_case(predictor, name: str, structure: str, volume, truth, supports, wind
     result = segment_volume_from_supports(predictor, volume, supports, window, registrations=registrations)
     support_dice = dice(result.mask, truth)
     register = sum(r.seconds for r in result.registrations)
-    encoded = result.timings["encoded_slices"]
-    modelled = register + result.timings["decode"] + encoded * t_enc
+    encoded = result.timings["encoded_slices"] + result.timings["propagated_slices"]
+    modelled = register + result.timings["decode"] + result.timings["propagate"] + encoded * t_enc
     return {"query": name, "structure": structure, "supports": len(supports), "box": box, "support": support_dice,
             "ratio": support_dice / box if box > 0 else float("nan"), "located": result.located,
             "confidence": result.confidence, "agreement": result.agreement, "decoded_slices": len(result.slices),
@@ -108,10 +109,10 @@ def _t_enc(predictor, volume, window) -> float:
     return encoder_seconds(predictor, pixels, [depth // 3, depth // 2, 2 * depth // 3])
 
 
-def brats_rows(predictor, sizes: list[int]) -> list[dict]:
+def brats_rows(predictor, sizes: list[int], queries: list[int]) -> list[dict]:
     cases = {c: _brats(c) for c in range(5)}
     rows = []
-    for q in range(5):
+    for q in queries:
         volume, truth = cases[q]
         others = [c for c in range(5) if c != q]
         registrations: dict = {}
@@ -157,6 +158,7 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--only", choices=("all", "brats", "ct"), default="all")
     parser.add_argument("--sizes", type=int, nargs="+", default=[4], help="support patients per BraTS query")
+    parser.add_argument("--cases", type=int, nargs="+", default=list(range(5)), help="BraTS query cases")
     parser.add_argument("--json", default=None, help="write the rows here")
     args = parser.parse_args()
     if not DATA.is_dir():
@@ -167,7 +169,7 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     rows = []
     if args.only in ("all", "brats"):
-        rows += brats_rows(predictor, args.sizes)
+        rows += brats_rows(predictor, args.sizes, args.cases)
     if args.only in ("all", "ct"):
         rows += ct_rows(predictor)
     for label, subset in (("BraTS", [r for r in rows if r["query"].startswith("brats")]),

@@ -184,12 +184,14 @@ def _decode(predictor: Predictor, encoded, prior: np.ndarray, fusion: str, mask_
     return sam if fusion == "sam" else (sam + prior) / 2
 
 
-def _beyond_view(predictor: Predictor, volume: np.ndarray, mask: np.ndarray, covered: np.ndarray, window: Any) -> int:
+def _beyond_view(predictor: Predictor, volume: np.ndarray, mask: np.ndarray, covered: np.ndarray, window: Any,
+                 ) -> tuple[int, int]:
     """Step 7: where the mask reaches the last slice the supports see and the query goes on, carry the structure
     on from that slice by propagation (:func:`gmiseg_edge.runtime.propagate.propagate`, its own stop rules), in
-    that direction only; ``mask`` is extended in place. Returns the number of slices added."""
+    that direction only; ``mask`` is extended in place. Returns the slices added and the slices propagation
+    encoded."""
     seen = np.flatnonzero(covered)
-    added = 0
+    added = encoded = 0
     for edge, step in ((int(seen.min()), -1), (int(seen.max()), 1)):
         beyond = range(edge + step, -1 if step < 0 else volume.shape[2], step)
         if not len(beyond) or not mask[:, :, edge].any():
@@ -198,12 +200,13 @@ def _beyond_view(predictor: Predictor, volume: np.ndarray, mask: np.ndarray, cov
         seed = edge - lo
         result = predictor.propagate(volume[:, :, lo:hi], seed, mask=np.ascontiguousarray(mask[:, :, edge].T), axis=2,
                                      normalise=window)
+        encoded += result.encoded
         for k in beyond:
             plane = result.mask[:, :, k - lo]
             if plane.any():
                 mask[:, :, k] = plane
                 added += 1
-    return added
+    return added, encoded
 
 
 def _register_all(query: Canonical, query_u8: np.ndarray, supports: list[tuple[Canonical, np.ndarray, np.ndarray]],
@@ -342,10 +345,10 @@ def segment_volume_from_supports(
         if progress is not None:
             progress("decode", begin + len(chunk), len(order))
     mask = probability > 0.5
-    propagate_seconds = 0.0
+    propagate_seconds, propagated = 0.0, 0
     if located == "anatomy" and fused is not None and mask.any():
         tick = time.perf_counter()
-        extended = _beyond_view(predictor, query_c.array, mask, fused.covered, window)
+        extended, propagated = _beyond_view(predictor, query_c.array, mask, fused.covered, window)
         propagate_seconds = time.perf_counter() - tick
         if extended:
             messages.append(f"the structure reaches the edge of the supports' field of view: carried on by "
@@ -358,5 +361,5 @@ def segment_volume_from_supports(
         agreement=float("nan") if fused is None else fused.agreement, registrations=tuple(registrations),
         messages=tuple(messages), timings={"encode": timed.seconds, "encoded_slices": float(timed.images),
                                            "register": register_seconds, "decode": decode_seconds,
-                                           "propagate": propagate_seconds,
+                                           "propagate": propagate_seconds, "propagated_slices": float(propagated),
                                            "total": time.perf_counter() - started})
