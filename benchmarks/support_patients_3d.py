@@ -81,15 +81,21 @@ def box_reference(predictor, volume, truth: np.ndarray, window) -> tuple[float, 
     return dice(mask, truth_c), len(held)
 
 
-def run_case(predictor, name: str, structure: str, volume, truth, supports, window, registrations, t_enc) -> dict:
+def run_case(predictor, name: str, structure: str, volume, truth, supports, window, registrations, t_enc,
+             compare: bool) -> dict:
     box, true_slices = box_reference(predictor, volume, truth, window)
     result = segment_volume_from_supports(predictor, volume, supports, window, registrations=registrations)
     support_dice = dice(result.mask, truth)
+    other = float("nan")
+    if compare:  # the way the auto rule did not take, for measuring the rule
+        forced = "appearance" if result.located == "anatomy" else "anatomy"
+        other = dice(segment_volume_from_supports(predictor, volume, supports, window, locate=forced,
+                                                  registrations=registrations).mask, truth)
     register = sum(r.seconds for r in result.registrations)
     encoded = result.timings["encoded_slices"] + result.timings["propagated_slices"]
     modelled = register + result.timings["decode"] + result.timings["propagate"] + encoded * t_enc
     return {"query": name, "structure": structure, "supports": len(supports), "box": box, "support": support_dice,
-            "ratio": support_dice / box if box > 0 else float("nan"), "located": result.located,
+            "ratio": support_dice / box if box > 0 else float("nan"), "located": result.located, "other_way": other,
             "confidence": result.confidence, "agreement": result.agreement, "decoded_slices": len(result.slices),
             "true_slices": true_slices, "kept_true": int(np.isin(result.slices, _true_canonical(volume, truth)).sum()),
             "register_s": register, "decode_s": result.timings["decode"], "encoded_slices": int(encoded),
@@ -109,7 +115,7 @@ def _t_enc(predictor, volume, window) -> float:
     return encoder_seconds(predictor, pixels, [depth // 3, depth // 2, 2 * depth // 3])
 
 
-def brats_rows(predictor, sizes: list[int], queries: list[int]) -> list[dict]:
+def brats_rows(predictor, sizes: list[int], queries: list[int], compare: bool) -> list[dict]:
     cases = {c: _brats(c) for c in range(5)}
     rows = []
     for q in queries:
@@ -120,13 +126,13 @@ def brats_rows(predictor, sizes: list[int], queries: list[int]) -> list[dict]:
         for n in sizes:
             supports = [cases[c] for c in others[:n]]
             row = run_case(predictor, f"brats case_{q}", "whole tumour", volume, truth, supports, "percentile",
-                           registrations, t_enc)
+                           registrations, t_enc, compare)
             print(_line(row), flush=True)
             rows.append(row)
     return rows
 
 
-def ct_rows(predictor) -> list[dict]:
+def ct_rows(predictor, compare: bool) -> list[dict]:
     scans = {"ct_a": _ct("ct_a"), "ct_b": _ct("ct_b")}
     rows = []
     for query, support in (("ct_b", "ct_a"), ("ct_a", "ct_b")):
@@ -138,7 +144,7 @@ def ct_rows(predictor) -> list[dict]:
             if not (labels == value).any() or not (support_labels == value).any():
                 continue
             row = run_case(predictor, query, structure, volume, labels == value,
-                           [(support_volume, support_labels == value)], "abdomen", registrations, t_enc)
+                           [(support_volume, support_labels == value)], "abdomen", registrations, t_enc, compare)
             print(_line(row), flush=True)
             rows.append(row)
     return rows
@@ -146,6 +152,8 @@ def ct_rows(predictor) -> list[dict]:
 
 def _line(r: dict) -> str:
     located = r["located"] + (f" ({r['confidence']:.2f})" if r["confidence"] is not None else "")
+    if np.isfinite(r.get("other_way", float("nan"))):
+        located += f"; other way {r['other_way']:.3f}"
     return (f"| {r['structure']} | {r['query']} | {r['supports']} | {r['box']:.3f} | {r['support']:.3f} | "
             f"{r['ratio']:.2f} | {located} | {r['decoded_slices']} ({r['kept_true']}) / {r['true_slices']} | "
             f"{r['register_s']:.1f} | {r['decode_s']:.1f} | {r['encoded_slices']} x {r['t_enc']:.2f} | "
@@ -159,6 +167,7 @@ def main() -> None:
     parser.add_argument("--only", choices=("all", "brats", "ct"), default="all")
     parser.add_argument("--sizes", type=int, nargs="+", default=[4], help="support patients per BraTS query")
     parser.add_argument("--cases", type=int, nargs="+", default=list(range(5)), help="BraTS query cases")
+    parser.add_argument("--compare", action="store_true", help="also the Dice of the way the auto rule did not take")
     parser.add_argument("--json", default=None, help="write the rows here")
     args = parser.parse_args()
     if not DATA.is_dir():
@@ -169,9 +178,9 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     rows = []
     if args.only in ("all", "brats"):
-        rows += brats_rows(predictor, args.sizes, args.cases)
+        rows += brats_rows(predictor, args.sizes, args.cases, args.compare)
     if args.only in ("all", "ct"):
-        rows += ct_rows(predictor)
+        rows += ct_rows(predictor, args.compare)
     for label, subset in (("BraTS", [r for r in rows if r["query"].startswith("brats")]),
                           ("CT", [r for r in rows if r["query"].startswith("ct")]), ("all", rows)):
         for n in sorted({r["supports"] for r in subset}):
