@@ -132,10 +132,11 @@ def brats_rows(predictor, sizes: list[int], queries: list[int], compare: bool) -
     return rows
 
 
-def ct_rows(predictor, compare: bool) -> list[dict]:
+def ct_rows(predictor, compare: bool, queries: list[str]) -> list[dict]:
     scans = {"ct_a": _ct("ct_a"), "ct_b": _ct("ct_b")}
     rows = []
-    for query, support in (("ct_b", "ct_a"), ("ct_a", "ct_b")):
+    for query in queries:
+        support = "ct_a" if query == "ct_b" else "ct_b"
         volume, labels = scans[query]
         support_volume, support_labels = scans[support]
         registrations: dict = {}
@@ -167,6 +168,7 @@ def main() -> None:
     parser.add_argument("--only", choices=("all", "brats", "ct"), default="all")
     parser.add_argument("--sizes", type=int, nargs="+", default=[4], help="support patients per BraTS query")
     parser.add_argument("--cases", type=int, nargs="+", default=list(range(5)), help="BraTS query cases")
+    parser.add_argument("--ct-queries", nargs="+", choices=("ct_b", "ct_a"), default=["ct_b", "ct_a"])
     parser.add_argument("--compare", action="store_true", help="also the Dice of the way the auto rule did not take")
     parser.add_argument("--json", default=None, help="write the rows here")
     args = parser.parse_args()
@@ -180,7 +182,7 @@ def main() -> None:
     if args.only in ("all", "brats"):
         rows += brats_rows(predictor, args.sizes, args.cases, args.compare)
     if args.only in ("all", "ct"):
-        rows += ct_rows(predictor, args.compare)
+        rows += ct_rows(predictor, args.compare, args.ct_queries)
     for label, subset in (("BraTS", [r for r in rows if r["query"].startswith("brats")]),
                           ("CT", [r for r in rows if r["query"].startswith("ct")]), ("all", rows)):
         for n in sorted({r["supports"] for r in subset}):
