@@ -11,7 +11,7 @@ import pytest
 
 from gmiseg_edge.core.errors import InputError
 from gmiseg_edge.data import load_sample_pair, read_volume
-from gmiseg_edge.data.readers import Volume
+from gmiseg_edge.data.images import Volume
 from gmiseg_edge.metrics import dice
 from gmiseg_edge.runtime.support.geometry import canonical, from_sitk, sitk_image
 from gmiseg_edge.runtime.support.register3d import register_volume

@@ -3,7 +3,7 @@
 A :class:`~gmiseg_edge.data.readers.Volume` keeps the file's voxel order and an affine in the file's space
 (RAS for NIfTI, LPS for DICOM, the header's for NRRD). :func:`canonical` permutes and flips its axes (never
 resamples) so that i runs to the patient's left, j to posterior and k to superior, with the matching affine
-in LPS (:func:`gmiseg_edge.data.align.lps_affine`): then slice k, shown as :func:`~gmiseg_edge.data.slice_2d`
+in LPS (:func:`gmiseg_edge.data.images.lps_affine`): then slice k, shown as :func:`~gmiseg_edge.data.slice_2d`
 shows it (rows j, columns i), is an axial slice in the radiological display, whatever order the file had, and
 two files holding the same voxels in another order (RAS vs LPS) give the same arrays. :meth:`Canonical.restore`
 maps an answer back to the file's order. :func:`sitk_image` gives the SimpleITK image of a canonical array
@@ -19,8 +19,7 @@ import numpy as np
 from nibabel import orientations
 
 from gmiseg_edge.core.errors import InputError
-from gmiseg_edge.data.align import lps_affine
-from gmiseg_edge.data.readers import Volume
+from gmiseg_edge.data.images import Volume, lps_affine
 
 LPS = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)  # nibabel orientation: i -> +x (L), j -> +y (P), k -> +z (S)
 

@@ -53,8 +53,8 @@ from gmiseg_edge.core.graph_io import LOW_RES
 from gmiseg_edge.core.prompts import make_prompt
 from gmiseg_edge.core.transforms import postprocess_logits
 from gmiseg_edge.data.align import align_labels
-from gmiseg_edge.data.intensity import rescale_to_uint8
-from gmiseg_edge.data.readers import Volume
+from gmiseg_edge.data.images import Volume
+from gmiseg_edge.data.intensity import Window, rescale_to_uint8
 from gmiseg_edge.runtime.predictor import Predictor
 from gmiseg_edge.runtime.propagate import SliceSource
 from gmiseg_edge.runtime.support import appearance3d
@@ -144,7 +144,7 @@ def _label_array(support: Volume, label: Any, name: str) -> np.ndarray:
     return label != 0
 
 
-def _uint8(volume: Canonical, window: Any) -> tuple[np.ndarray, Callable[[int], np.ndarray]]:
+def _uint8(volume: Canonical, window: Window | None) -> tuple[np.ndarray, Callable[[int], np.ndarray]]:
     """The canonical array as uint8 (one mapping for the volume) and its slice k as SAM sees it (J, I)."""
     source = SliceSource(volume.array, 2, window, name=volume.name)
     array = volume.array if source.window is None else rescale_to_uint8(volume.array, *source.window)
@@ -184,7 +184,7 @@ def _decode(predictor: Predictor, encoded, prior: np.ndarray, fusion: str, mask_
     return sam if fusion == "sam" else (sam + prior) / 2
 
 
-def _beyond_view(predictor: Predictor, volume: np.ndarray, mask: np.ndarray, covered: np.ndarray, window: Any,
+def _beyond_view(predictor: Predictor, volume: np.ndarray, mask: np.ndarray, covered: np.ndarray, window: Window | None,
                  ) -> tuple[int, int]:
     """Step 7: where the mask reaches the last slice the supports see and the query goes on, carry the structure
     on from that slice by propagation (:func:`gmiseg_edge.runtime.propagate.propagate`, its own stop rules), in
@@ -199,7 +199,7 @@ def _beyond_view(predictor: Predictor, volume: np.ndarray, mask: np.ndarray, cov
         lo, hi = (0, edge + 1) if step < 0 else (edge, volume.shape[2])
         seed = edge - lo
         result = predictor.propagate(volume[:, :, lo:hi], seed, mask=np.ascontiguousarray(mask[:, :, edge].T), axis=2,
-                                     normalise=window)
+                                     window=window)
         encoded += result.encoded
         for k in beyond:
             plane = result.mask[:, :, k - lo]
@@ -247,7 +247,7 @@ def segment_volume_from_supports(
     predictor: Predictor,
     query: Volume | np.ndarray,
     supports: Sequence[tuple[Volume, Any]],
-    window: Any = None,
+    window: Window | None = None,
     *,
     spacing: Sequence[float] | None = None,
     locate: str = "auto",
