@@ -45,7 +45,7 @@ from gmiseg_edge.runtime import load
 def prompt_from_flags(box: Box | None = None, boxes: Sequence[Box] = (), points: Sequence[Point] = (),
                       support: Path | None = None, label: int | None = None, instances: bool = False,
                       slice_index: int | None = None, propagate: bool = False, uncertainty: bool = False,
-                      prompts_in_inputs: bool = False) -> Prompt | None:
+                      prompts_in_inputs: bool = False, prior: bool = False) -> Prompt | None:
     """The one prompt source the flags give (None when every input brings its own, ``prompts_in_inputs``); an
     InputError naming the flags for a combination that is not one source. ``box``/``boxes``: as
     :func:`~gmiseg_edge.cli.parse.parse_boxes` splits them (one object, or one object per box)."""
@@ -71,6 +71,8 @@ def prompt_from_flags(box: Box | None = None, boxes: Sequence[Box] = (), points:
         raise InputError("--slice only applies to --box/--point prompts on a volume")
     if uncertainty and support is None:
         raise InputError("--uncertainty is the disagreement of a support set's examples: it needs --support")
+    if prior and support is None:
+        raise InputError("--prior is where a support set's example volumes locate the structure: it needs --support")
     if propagate and support is not None:
         raise InputError("--propagate starts from --box/--point with --slice K, or from --label (its largest "
                          "labelled slice); not from --support: a volume with --support is segmented slice by "
@@ -79,7 +81,7 @@ def prompt_from_flags(box: Box | None = None, boxes: Sequence[Box] = (), points:
     if instances:
         return InstancesPrompt(label)
     if support is not None:
-        return SupportSetPrompt(support, label, uncertainty=uncertainty)
+        return SupportSetPrompt(support, label, uncertainty=uncertainty, prior=prior)
     if boxes:
         return BoxesPrompt(tuple(boxes), slice_index)
     if points:
@@ -117,6 +119,9 @@ def segment(
     uncertainty: Annotated[bool, typer.Option(
         "--uncertainty", help="with --support: also write <stem>_uncertainty (the examples' disagreement, "
         "0..255 for 0..0.5)")] = False,
+    prior: Annotated[bool, typer.Option(
+        "--prior", help="with --support of example volumes on a volume: also write <stem>_prior (where the "
+        "registered examples put the structure, 0..255 for 0..1)")] = False,
     propagate: Annotated[bool, typer.Option(
         "--propagate", help="volumes: carry the structure from the --slice prompt (or the largest --label slice) "
         "through its neighbours until it ends")] = False,
@@ -141,7 +146,7 @@ def segment(
         in_inputs = inputs_bring_prompts(inputs)
         check_output_format(output_format)
         prompt = prompt_from_flags(single_box, several_boxes, points, support, label, instances, slice_index,
-                                   propagate, uncertainty, in_inputs)
+                                   propagate, uncertainty, in_inputs, prior)
         options = SegmentOptions(prompt=prompt, window=window_value, overlay=overlay, series=series,
                                  format=output_format, structure=structure)
         options.check(prompts_in_inputs=in_inputs)

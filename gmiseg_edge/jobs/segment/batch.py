@@ -14,7 +14,7 @@ from gmiseg_edge.jobs.segment.options import SegmentOptions
 from gmiseg_edge.jobs.segment.prompts import SupportSetPrompt
 from gmiseg_edge.jobs.segment.report import FileResult, failure_reason, write_report
 from gmiseg_edge.jobs.segment.routes import Progress, segment_file
-from gmiseg_edge.jobs.segment.sources import SliceSegmenter, load_supports
+from gmiseg_edge.jobs.segment.sources import SliceSegmenter, load_supports, support_volumes
 from gmiseg_edge.jobs.segment.writing import prepare_output_folder
 from gmiseg_edge.runtime.predictor import Predictor
 
@@ -29,7 +29,8 @@ def segment_files(predictor: Predictor, inputs: Sequence[InputFile], out: str | 
     out = prepare_output_folder(out)
     prompt = options.prompt
     supports = load_supports(predictor, prompt, options.window) if isinstance(prompt, SupportSetPrompt) else None
-    segmenter = SliceSegmenter(predictor, prompt, supports)
+    volumes = support_volumes(prompt) if isinstance(prompt, SupportSetPrompt) else None
+    segmenter = SliceSegmenter(predictor, prompt, supports, volumes)
     results = []
     for item, name in zip(inputs, names, strict=True):
         start = time.perf_counter()

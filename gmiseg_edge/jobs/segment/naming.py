@@ -65,6 +65,12 @@ def uncertainty_path(mask_path: Path) -> Path:
     return mask_path.with_name(name.replace("_mask.", "_uncertainty.", 1))
 
 
+def prior_path(mask_path: Path) -> Path:
+    """``x_mask.nii.gz`` -> ``x_prior.nii.gz``: the 3D support path's located prior, uint8 0..255 for 0..1."""
+    return uncertainty_path(mask_path).with_name(uncertainty_path(mask_path).name.replace("_uncertainty.", "_prior.",
+                                                                                          1))
+
+
 def overlay_path(out: Path, name: str, slice_index: int | None = None) -> Path:
     """A 2D input's overlay ``<name>_overlay.png``, or slice ``slice_index``'s in the folder
     ``<name>_overlay/``."""

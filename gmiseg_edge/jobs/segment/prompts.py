@@ -82,14 +82,16 @@ class SupportSetPrompt:
     slices per support volume spread over the label's extent, form one
     :class:`~gmiseg_edge.runtime.SupportSetSegmenter`. Every slice of a volume is segmented with the presence
     decision, then only the run of slices connected to the most confident one is kept
-    (:mod:`gmiseg_edge.runtime.support_volume`); a 2D image is segmented without it. ``label``: the structure in
-    the examples' (and the evaluated inputs') label maps; ``uncertainty``: also write the examples'
-    disagreement."""
+    (:mod:`gmiseg_edge.runtime.support_volume`); a 2D image is segmented without it. When every example is a
+    volume, a volume input takes the 3D path instead (:mod:`gmiseg_edge.runtime.support.segment3d`: each example
+    volume registered onto it as a volume). ``label``: the structure in the examples' (and the evaluated inputs')
+    label maps; ``uncertainty``: also write the examples' disagreement; ``prior``: also write the 3D path's prior."""
 
     folder: Path
     label: int | None = None
     slices: int = 3
     uncertainty: bool = False
+    prior: bool = False
 
 
 @dataclass(frozen=True)

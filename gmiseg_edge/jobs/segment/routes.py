@@ -30,7 +30,7 @@ from gmiseg_edge.data.challenge import CHALLENGE_SUFFIX
 from gmiseg_edge.data.intensity import to_uint8
 from gmiseg_edge.jobs.challenge import segment_challenge_file
 from gmiseg_edge.jobs.segment.inputs import InputFile, read_truth
-from gmiseg_edge.jobs.segment.naming import output_path, overlay_path, uncertainty_path
+from gmiseg_edge.jobs.segment.naming import output_path, overlay_path, prior_path, uncertainty_path
 from gmiseg_edge.jobs.segment.options import SegmentOptions
 from gmiseg_edge.jobs.segment.prompts import (
     ON_A_SLICE,
@@ -45,6 +45,7 @@ from gmiseg_edge.jobs.segment.report import FileResult
 from gmiseg_edge.jobs.segment.sources import AXIS, SliceSegmenter, support_note
 from gmiseg_edge.jobs.segment.writing import write_mask, write_overlay_png, write_slice_overlays
 from gmiseg_edge.metrics import dice
+from gmiseg_edge.runtime.support.segment3d import segment_volume_from_supports
 from gmiseg_edge.runtime.support_volume import segment_volume
 
 Progress = Callable[[str, int, int], None]  # (file name, slices done, slices in this file)
@@ -130,6 +131,8 @@ def _support_volume(item: InputFile, image: Volume, truth: np.ndarray | None, ou
     decision (a slice where no support finds the structure stays empty), then only the run of slices connected to
     the most confident one (when none is found that way, the slices found by appearance alone, noted)."""
     assert isinstance(options.prompt, SupportSetPrompt) and segmenter.supports is not None
+    if segmenter.volumes is not None:
+        return _support_volume_3d(item, image, truth, output, name, options, segmenter, report, start)
     depth = image.array.shape[AXIS]
     found = segment_volume(segmenter.supports, lambda k: to_uint8(slice_2d(image.array, AXIS, k), options.window),
                            depth, lambda done, total: report(item.image.name, done, total))
@@ -137,7 +140,28 @@ def _support_volume(item: InputFile, image: Volume, truth: np.ndarray | None, ou
     mask3d = np.ascontiguousarray(found.mask.transpose(2, 1, 0))
     spread3d = np.ascontiguousarray(found.uncertainty.transpose(2, 1, 0)) if options.prompt.uncertainty else None
     return _volume_written(item, image, truth, mask3d, output, name, options, segmenter, range(depth), depth, start,
-                           note=support_note(found), uncertainty=spread3d)
+                           note="support set, 2D path (slice by slice): " + support_note(found), uncertainty=spread3d)
+
+
+def _support_volume_3d(item: InputFile, image: Volume, truth: np.ndarray | None, output: Path, name: str,
+                       options: SegmentOptions, segmenter: SliceSegmenter, report: Progress, start: float,
+                       ) -> FileResult:
+    """A volume from example volumes (:mod:`gmiseg_edge.runtime.support.segment3d`): each registered onto it in
+    3D, the structure located by anatomy or appearance, SAM on the slices it holds; the prior when asked."""
+    assert isinstance(options.prompt, SupportSetPrompt) and segmenter.volumes is not None
+    result = segment_volume_from_supports(segmenter.predictor, image, segmenter.volumes, options.window,
+                                          progress=lambda step, done, total: report(f"{item.image.name} ({step})",
+                                                                                    done, total))
+    if options.prompt.prior:
+        save_like(image, np.round(np.clip(result.prior, 0, 1) * 255).astype(np.uint8), prior_path(output))
+    spread3d = np.round(np.clip(result.uncertainty, 0, 0.5) * 510).astype(np.uint8) \
+        if options.prompt.uncertainty else None
+    located = f"located by {result.located}" + (f" (confidence {result.confidence:.2f})"
+                                                 if result.confidence is not None else "")
+    note = (f"support set, 3D path (volumes registered as volumes): {located}, {len(result.slices)} slice(s) "
+            f"decoded" + "".join(f"; {m}" for m in result.messages))
+    return _volume_written(item, image, truth, result.mask, output, name, options, segmenter, list(result.slices),
+                           len(result.slices), start, note=note, uncertainty=spread3d)
 
 
 def _propagate(item: InputFile, image: Volume, truth: np.ndarray | None, output: Path, name: str,

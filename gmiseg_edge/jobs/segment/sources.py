@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gmiseg_edge.core.errors import InputError
 from gmiseg_edge.core.prompts import box_from_mask, boxes_from_labels, instance_labels
 from gmiseg_edge.core.selection import spread
 from gmiseg_edge.data import Volume, find_pairs, labelled_indices, select_label, slice_2d
@@ -42,6 +43,21 @@ def load_supports(predictor: Predictor, prompt: SupportSetPrompt,
     return segmenter
 
 
+def support_volumes(prompt: SupportSetPrompt) -> list[tuple[Volume, np.ndarray]] | None:
+    """The examples of ``prompt.folder`` as (volume, structure mask) pairs for the 3D path when every example is a
+    volume; None when they are 2D images (2D path). Examples mixing both are refused."""
+    pairs = []
+    for pair in find_pairs(prompt.folder):
+        image, labels = pair.read()
+        label = prompt.label if prompt.label is not None else pair.label
+        pairs.append((image, select_label(labels.array, label, path=labels.path)))
+    kinds = {isinstance(image, Volume) for image, _ in pairs}
+    if len(kinds) > 1:
+        raise InputError(f"{prompt.folder}: the support set mixes 2D images and volumes; give all examples as 2D "
+                         "images or all as volumes")
+    return pairs if kinds == {True} else None
+
+
 def support_note(found: SupportVolume) -> str:
     """What ``segment`` says of a support set's volume: slices marked and kept, and whether it was searched."""
     choice = found.choice
@@ -59,13 +75,15 @@ class SliceSegmenter:
     """Segments one 2D image (or one slice) by the prompt: a bool mask, or a label map for several objects.
 
     ``supports``: the loaded support set of a :class:`SupportSetPrompt` (a 2D image; volumes go through
-    :func:`gmiseg_edge.runtime.support_volume.segment_volume`)."""
+    :func:`gmiseg_edge.runtime.support_volume.segment_volume`); ``volumes``: the example volumes when every
+    example is one (a volume input then takes the 3D path)."""
 
     def __init__(self, predictor: Predictor, prompt: Prompt | None, supports: SupportSetSegmenter | None = None,
-                 ) -> None:
+                 volumes: list[tuple[Volume, np.ndarray]] | None = None) -> None:
         self.predictor = predictor
         self.prompt = prompt
         self.supports = supports
+        self.volumes = volumes
         self.uncertainty: np.ndarray | None = None  # the last support-set query's, as uint8 (0..255 for 0..0.5)
 
     def __call__(self, pixels: np.ndarray, truth: np.ndarray | None) -> np.ndarray:
