@@ -83,7 +83,8 @@ class SupportSetPrompt:
     :class:`~gmiseg_edge.runtime.SupportSetSegmenter`. Every slice of a volume is segmented with the presence
     decision, then only the run of slices connected to the most confident one is kept
     (:mod:`gmiseg_edge.runtime.support_volume`); a 2D image is segmented without it. When every example is a
-    volume, a volume input takes the 3D path instead (:mod:`gmiseg_edge.runtime.support.segment3d`: each example
+    volume (and it and the input hold at least 8 slices: a thin slab goes slice by slice), a volume input takes
+    the 3D path instead (:mod:`gmiseg_edge.runtime.support.segment3d`: each example
     volume registered onto it as a volume). ``label``: the structure in the examples' (and the evaluated inputs')
     label maps; ``uncertainty``: also write the examples' disagreement; ``prior``: also write the 3D path's prior."""
 

@@ -45,7 +45,7 @@ from gmiseg_edge.jobs.segment.report import FileResult
 from gmiseg_edge.jobs.segment.sources import AXIS, SliceSegmenter, support_note
 from gmiseg_edge.jobs.segment.writing import write_mask, write_overlay_png, write_slice_overlays
 from gmiseg_edge.metrics import dice
-from gmiseg_edge.runtime.support.segment3d import segment_volume_from_supports
+from gmiseg_edge.runtime.support.segment3d import segment_volume_from_supports, volumetric
 from gmiseg_edge.runtime.support_volume import segment_volume
 
 Progress = Callable[[str, int, int], None]  # (file name, slices done, slices in this file)
@@ -131,7 +131,7 @@ def _support_volume(item: InputFile, image: Volume, truth: np.ndarray | None, ou
     decision (a slice where no support finds the structure stays empty), then only the run of slices connected to
     the most confident one (when none is found that way, the slices found by appearance alone, noted)."""
     assert isinstance(options.prompt, SupportSetPrompt) and segmenter.supports is not None
-    if segmenter.volumes is not None:
+    if segmenter.volumes is not None and volumetric(image, *(v for v, _ in segmenter.volumes)):
         return _support_volume_3d(item, image, truth, output, name, options, segmenter, report, start)
     depth = image.array.shape[AXIS]
     found = segment_volume(segmenter.supports, lambda k: to_uint8(slice_2d(image.array, AXIS, k), options.window),

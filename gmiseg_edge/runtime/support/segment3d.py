@@ -63,6 +63,7 @@ from gmiseg_edge.runtime.support.register3d import Registration3D, register_volu
 from gmiseg_edge.runtime.support.volume_prior import VolumePrior, WarpedSupport, fuse
 from gmiseg_edge.runtime.support_set import MASK_LOGIT, grid_weights
 
+MIN_SLICES = 8  # a volume of fewer slices along its thinnest axis is a slab: 3D registration cannot work on it
 LOCATES = ("auto", "anatomy", "appearance")
 FUSIONS = ("fused", "sam", "prior")
 AGREEMENT_MIN = 0.3
@@ -108,6 +109,12 @@ class _Timed:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._predictor, name)
+
+
+def volumetric(*volumes: Volume | np.ndarray) -> bool:
+    """True when every volume holds at least ``MIN_SLICES`` voxels along each axis: the 3D path can register them
+    (a slab of a few slices goes slice by slice, the 2D path)."""
+    return all(min(np.shape(getattr(v, "array", v))) >= MIN_SLICES for v in volumes)
 
 
 def as_volume(array: np.ndarray, spacing: Sequence[float] | None, name: str = "query") -> Volume:
