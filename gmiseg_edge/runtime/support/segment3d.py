@@ -32,8 +32,10 @@ The method, exactly (:func:`segment_volume_from_supports`):
    structure is carried on from that slice by propagation (DESIGN §10: box and stop rules from the previous
    slice), outwards only.
 8. **Result** in the query's own voxel order: mask, probability, prior, uncertainty, which way it was located
-   (``located``), the slices decoded, the appearance component's confidence, and the time spent encoding,
-   registering and decoding (``timings``).
+   (``located``), the slices decoded, the appearance component's confidence, and ``timings``: seconds encoding
+   the query's slices (``encode``; ``encoded_slices`` the distinct slices asked for), registering, decoding,
+   propagating, and fitting the probe on the supports (``support_probe``; their embeddings are cached, so a
+   second query with the same supports pays little of it).
 """
 
 from __future__ import annotations
@@ -93,18 +95,24 @@ class VolumeSupportResult:
 
 
 class _Timed:
-    """The predictor with its ``encode_many`` timed (the encoder's share of ``timings``)."""
+    """The predictor with its ``encode_many`` timed (the encoder's share of ``timings``) and the distinct query
+    slices it was given counted (an embedding asked for twice, e.g. by the search and then the decoding, is one
+    encoder run: the cache holds it)."""
 
     def __init__(self, predictor: Predictor) -> None:
         self._predictor = predictor
         self.seconds = 0.0
-        self.images = 0
+        self._seen: set[int] = set()
+
+    @property
+    def images(self) -> int:
+        return len(self._seen)
 
     def encode_many(self, images):
         start = time.perf_counter()
         encoded = self._predictor.encode_many(images)
         self.seconds += time.perf_counter() - start
-        self.images += len(images)
+        self._seen.update(hash(np.ascontiguousarray(image).tobytes()) for image in images)
         return encoded
 
     def __getattr__(self, name: str) -> Any:
@@ -154,7 +162,7 @@ def _label_array(support: Volume, label: Any, name: str) -> np.ndarray:
 def _uint8(volume: Canonical, window: Window | None) -> tuple[np.ndarray, Callable[[int], np.ndarray]]:
     """The canonical array as uint8 (one mapping for the volume) and its slice k as SAM sees it (J, I)."""
     source = SliceSource(volume.array, 2, window, name=volume.name)
-    array = volume.array if source.window is None else rescale_to_uint8(volume.array, *source.window)
+    array = volume.array if source.range is None else rescale_to_uint8(volume.array, *source.range)
     return array, lambda k: np.ascontiguousarray(array[:, :, k].T)
 
 
@@ -315,7 +323,7 @@ def segment_volume_from_supports(
     uncertainty = np.zeros(shape, np.float32) if fused is None else fused.uncertainty
     probability = np.zeros(shape, np.float32)
     confidence = None
-    decode_seconds = 0.0
+    decode_seconds = support_seconds = 0.0
     priors: dict[int, np.ndarray] = {}
     if located == "anatomy" and fused is None:
         messages.append("located by anatomy (as asked), but no support is left to locate it with: empty mask")
@@ -330,8 +338,10 @@ def segment_volume_from_supports(
         priors = {int(k): np.ascontiguousarray(prior[:, :, k].T) for k in np.flatnonzero(keep)}
     else:
         prior = np.zeros(shape, np.float32)  # the appearance prior replaces the anatomical one
-        probe = appearance3d.fit_probe(timed, [(_uint8(s, window)[1], np.transpose(lab, (2, 1, 0)))
+        tick = time.perf_counter()
+        probe = appearance3d.fit_probe(predictor, [(_uint8(s, window)[1], np.transpose(lab, (2, 1, 0)))
                                                for s, _, lab in prepared])
+        support_seconds = time.perf_counter() - tick
         found = appearance3d.search(timed, probe, query_pixels, shape[2], query_c.spacing[2])
         if found is None:
             messages.append("the appearance search found nothing that looks like the structure: empty mask")
@@ -368,5 +378,6 @@ def segment_volume_from_supports(
         agreement=float("nan") if fused is None else fused.agreement, registrations=tuple(registrations),
         messages=tuple(messages), timings={"encode": timed.seconds, "encoded_slices": float(timed.images),
                                            "register": register_seconds, "decode": decode_seconds,
+                                           "support_probe": support_seconds,
                                            "propagate": propagate_seconds, "propagated_slices": float(propagated),
                                            "total": time.perf_counter() - started})
