@@ -48,14 +48,14 @@ def kind(case) -> str:
 def segmenter_for(predictor, supports, **options) -> SupportSetSegmenter:
     segmenter = SupportSetSegmenter(predictor, **options)
     for support in supports:
-        segmenter.add_support(support.image, support.mask, name=support.name)
+        segmenter.add_support(support.image, support.mask, name=support.name, spacing=support.spacing)
     return segmenter
 
 
 def three_ways(predictor, supports, query, **options) -> tuple[float, float, float, int]:
     """Dice of the prior alone, SAM alone and the final (fused) mask, from one ``segment`` call, and how many
     supports took their appearance candidate."""
-    result = segmenter_for(predictor, supports, **options).segment(query.image)
+    result = segmenter_for(predictor, supports, **options).segment(query.image, spacing=query.spacing)
     sam = np.tensordot(result.weights, np.stack([m.sam_probability for m in result.matches]), axes=1)
     switched = sum(m.chosen == "appearance" and m.anatomy is not None for m in result.matches)
     return dice(result.prior > 0.5, query.mask), dice(sam > 0.5, query.mask), dice(result.mask, query.mask), switched
@@ -88,11 +88,11 @@ def presence_rows(predictor, count: int, **options):
                     continue
                 case = next(c for c in labelled if c.slice_index == index)
                 tested += 1
-                kept += bool(segmenter.segment(case.image, require_presence=True).mask.any())
+                kept += bool(segmenter.segment(case.image, require_presence=True, spacing=case.spacing).mask.any())
             else:
                 case = load_sample_slice(name, index, axis=2, label=label)
                 absent += 1
-                fp += bool(segmenter.segment(case.image, require_presence=True).mask.any())
+                fp += bool(segmenter.segment(case.image, require_presence=True, spacing=case.spacing).mask.any())
         rows.append((f"{name}/{label}", f"{fp}/{absent}", f"{kept}/{tested}"))
     return rows
 
