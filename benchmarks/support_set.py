@@ -15,6 +15,7 @@ For every (case, label) of the shipped sample data the query is the slice with t
     up to ``--supports`` spread. The abdomen sample is one scan: its ``cross`` column uses slices of the same scan
     at least ``--far`` slices from the query (marked ``†``); breast1 has no other patient ("-").
 
+Every support and query is given its pixel spacing (``spacing=``, from the file's header).
 ``require_presence=False`` here (the structure is on the query). The presence table then counts, with
 ``require_presence=True`` and the ``same`` supports, how many slices *without* the structure get a non-empty
 mask (false positives) and how many labelled slices are kept (true positives), for the volumes that have
@@ -106,7 +107,7 @@ def main() -> None:
     parser.add_argument("--far", type=int, default=5, help="single-scan 'cross' supports: slices at least this far")
     parser.add_argument("--no-mask-prompt", action="store_true", help="no prior as mask_input to the decoder")
     parser.add_argument("--rigid", action="store_true", help="no B-spline stage")
-    parser.add_argument("--choice", default="auto", choices=("auto", "anatomy", "appearance"),
+    parser.add_argument("--choice", default="auto", choices=("auto", "local", "anatomy", "appearance"),
                         help="candidate per support: chosen by evidence, or always the anatomy / appearance one")
     parser.add_argument("--appearance", default="auto", choices=("auto", "probe", "prototype"),
                         help="appearance direction: the linear probe from 2 supports on and prototypes for one (auto), "

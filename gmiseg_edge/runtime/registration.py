@@ -4,12 +4,15 @@ mask warped onto the query, as in multi-atlas segmentation. Torch-free (SimpleIT
 The method, exactly (``register``):
 
 1. Both images are taken as float intensities in one *physical* frame: each image carries its own pixel
-   spacing in mm (``fixed_spacing``, ``moving_spacing``: (row, col), default 1 mm), and the frame's unit is the
-   query's finest pixel side, ``u = min(fixed_spacing)`` mm (pixel (row, col) of an image of spacing (sy, sx)
-   sits at (x, y) = (col sx / u, row sy / u)). Equal spacings are therefore the plain pixel frame, and a 3 mm
-   support on a 0.8 mm query is met at scale 1, not at a 3.75x scale for the similarity stage to find. Images
-   larger than ``max_size`` pixels on their long side are area-downsampled for registration only, with spacing
-   and origin set so that the frame is unchanged. A transform found at low resolution therefore maps original
+   spacing in mm (``fixed_spacing``, ``moving_spacing``: (row, col), default 1 mm), and the frame's unit ``u``
+   is the query's pixel *as registered*: its finest pixel side, or its long side's extent in mm / ``max_size``
+   when that is larger (pixel (row, col) of an image of spacing (sy, sx) sits at (x, y) = (col sx / u,
+   row sy / u)). A 3 mm support on a 0.8 mm query is met at scale 1, not at a 3.75x scale for the similarity
+   stage to find, and one body registers the same whatever the query's pixel size (the optimiser's steps are
+   in units of ``u``; with the finest pixel side as the unit, a 0.8 mm query took steps 3.75x smaller against
+   its own extent than the same slice at 3 mm, and one of three real registrations diverged). Images larger
+   than ``max_size`` pixels on their long side are area-downsampled for registration only, with spacing and
+   origin set so that the frame is unchanged. A transform found at low resolution therefore maps original
    query pixels to original support pixels directly.
 2. **Similarity stage**: a 2D similarity transform (rotation, isotropic scale, shift) initialised by aligning
    the image centres, optimised on Mattes mutual information (32 bins, a seeded 30% random sample of the
@@ -209,8 +212,10 @@ def register(
 
     start = time.perf_counter()
     fixed_gray, moving_gray = _gray(fixed), _gray(moving)
-    unit = min(_spacing(fixed_spacing, "fixed_spacing"))
-    fixed_frame = tuple(s / unit for s in _spacing(fixed_spacing, "fixed_spacing"))
+    fixed_mm = _spacing(fixed_spacing, "fixed_spacing")
+    extent = max(fixed_gray.shape[0] * fixed_mm[0], fixed_gray.shape[1] * fixed_mm[1])
+    unit = max(min(fixed_mm), extent / max_size)  # the query's registration pixel (module step 1)
+    fixed_frame = tuple(s / unit for s in fixed_mm)
     moving_frame = tuple(s / unit for s in _spacing(moving_spacing, "moving_spacing"))
     sizes = {"fixed_size": fixed_gray.shape[:2], "moving_size": moving_gray.shape[:2],
              "fixed_spacing": fixed_frame, "moving_spacing": moving_frame}

@@ -120,7 +120,9 @@ MIN_PRESENCE_WEIGHT = 0.05
 FUSIONS = ("fused", "prior", "sam")
 INTENSITY_BINS = 32
 MIN_INTENSITY_CONTRAST = 1.0  # nats: grey levels below this tell the structure from its ring too weakly to vote
-CHOICES = ("auto", "anatomy", "appearance")
+CHOICES = ("auto", "local", "anatomy", "appearance")
+LOCAL_CONTRAST = 0.5  # choice="local": z over the anatomy candidate minus z over its ring on the query, at least
+# half the support's own structure-vs-ring difference (1 in z units), keeps the anatomy candidate
 UNLIKE = 0.0  # the anatomy candidate's mask looks no more like the structure than like its surroundings ...
 MARGIN = 0.25  # ... and the appearance candidate's looks more like it by a clear margin: take the appearance one
 APPEARANCES = ("auto", "probe", "prototype")
@@ -379,7 +381,8 @@ class SupportSetSegmenter:
         ``spacing``: the pixel size in mm, (row, col) or one number for a 2D image, one number per array axis
         for a volume. Not given: 1 mm per pixel (:data:`.support.spacing.DEFAULT_SPACING`), right when the
         supports and the queries share one pixel size; give it when they do not (registration and every size
-        rule work in mm).
+        rule work in mm). Supports and queries must show the body the same way round: slice volumes read from
+        files after :func:`gmiseg_edge.data.orient.to_lps` (two scans can be stored turned against each other).
 
         ``modality``: ``"CT"``, ``"MR"``, ... when the image is given as uint8; raw intensities say it themselves
         (Hounsfield units down to air are CT, :mod:`.support.modality`). A support of another modality than the
@@ -550,8 +553,9 @@ class SupportSetSegmenter:
         first = self._decode_candidate(query, match, match.candidates[0])
         decoded = [first]
         chosen = first
-        if (self.choice == "auto" and first.kind == "anatomy" and len(match.candidates) > 1
-                and _looks_unlike(match, first)):
+        if (self.choice in ("auto", "local") and first.kind == "anatomy" and len(match.candidates) > 1
+                and _looks_unlike(match, first)
+                and not (self.choice == "local" and _stands_out(match, first))):
             other = self._decode_candidate(query, match, match.candidates[1])
             decoded.append(other)
             if other.likeness - first.likeness >= MARGIN:
@@ -712,6 +716,24 @@ def _looks_unlike(match: SupportMatch, candidate: Candidate) -> bool:
     embedding, grey = candidate.looks
     informative = match.intensity is not None and match.intensity.contrast >= MIN_INTENSITY_CONTRAST
     return embedding < UNLIKE and not (informative and np.isfinite(grey) and grey >= UNLIKE)
+
+
+def _stands_out(match: SupportMatch, candidate: Candidate) -> bool:
+    """``choice="local"``: the decoded candidate stands out from its own surroundings *on the query* in the
+    support's appearance direction: mean z over it minus mean z over its ring (RING_CELLS embedding cells wide)
+    is at least LOCAL_CONTRAST. Unlike the likeness, this needs no threshold carried over from the support's
+    image, so a shift of every score between two patients' scans does not move it."""
+    if match.similarity is None or candidate.probability is None:
+        return False
+    region = candidate.probability > 0.5
+    if not region.any():
+        return False
+    cell = max(region.shape) / 64
+    size = 2 * max(1, round(RING_CELLS * cell)) + 1
+    ring = (cv2.dilate(region.astype(np.uint8), np.ones((size, size), np.uint8)) > 0) & ~region
+    if not ring.any():
+        return False
+    return float(match.similarity[region].mean() - match.similarity[ring].mean()) >= LOCAL_CONTRAST
 
 
 def _likeness(match: SupportMatch, probability: np.ndarray, component: np.ndarray) -> dict:
