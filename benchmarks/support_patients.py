@@ -40,9 +40,9 @@ import numpy as np
 from gmiseg_edge.core.errors import DataError
 from gmiseg_edge.core.prompts import box_from_mask
 from gmiseg_edge.core.selection import spread
-from gmiseg_edge.data import Volume, normalise, read_pair, slice_2d, slice_spacing
+from gmiseg_edge.data import Volume, apply_window, read_pair, slice_2d, slice_spacing
 from gmiseg_edge.data.orient import to_lps
-from gmiseg_edge.data.samples import _entry, load_sample_pair
+from gmiseg_edge.data.samples import _entry, _entry_window, load_sample_pair
 from gmiseg_edge.metrics import dice
 from gmiseg_edge.runtime import SupportSetSegmenter, load
 
@@ -115,16 +115,16 @@ def load_scans(shared: Path, kinds: set[str]) -> list[Scan]:
         if "brats" in kinds:
             for case in sorted((shared / "brats2018").glob("case_*")):
                 image, labels = oriented(*read_pair(case / "FLAIR.nii.gz", case / "GT_W.nii.gz"))
-                scans.append(Scan(f"brats/{case.name}", "brats", normalise(image.array, "percentile"),
+                scans.append(Scan(f"brats/{case.name}", "brats", apply_window(image.array, "percentile"),
                                   labels, image.spacing, {"whole_tumour": 1}))
         if "ct" in kinds:
             image, labels = oriented(*read_pair(shared / "totalseg_ct_a_full" / "ct.nii.gz",
                                                 shared / "totalseg_ct_a_full" / "seg.nii.gz"))
-            scans.append(Scan("ct_a_full", "ct", normalise(image.array, "abdomen"), labels, image.spacing,
+            scans.append(Scan("ct_a_full", "ct", apply_window(image.array, "abdomen"), labels, image.spacing,
                               CT_LABELS, "nibabel"))
             image, labels, reader = _ct_b(shared / "totalseg_ct_b")
             image, labels = oriented(image, labels)
-            scans.append(Scan("ct_b", "ct", normalise(image.array, "abdomen"), labels, image.spacing, CT_LABELS,
+            scans.append(Scan("ct_b", "ct", apply_window(image.array, "abdomen"), labels, image.spacing, CT_LABELS,
                               reader))
     else:
         print(f"{shared} is absent: the BraTS and CT patients are skipped (only the shipped samples run)\n")
@@ -132,7 +132,7 @@ def load_scans(shared: Path, kinds: set[str]) -> list[Scan]:
         for name in ("brain1", "brain2", "lung1", "lung2"):
             image, labels = oriented(*load_sample_pair(name))
             entry = _entry(name)
-            scans.append(Scan(name, name.rstrip("12"), normalise(image.array, entry["normalisation"]),
+            scans.append(Scan(name, name.rstrip("12"), apply_window(image.array, _entry_window(entry)),
                               labels, image.spacing, {"lesion": int(entry["labels"]["lesion"])}))
     return scans
 

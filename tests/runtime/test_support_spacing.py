@@ -100,7 +100,7 @@ def test_ct_supports_on_an_mr_query_are_refused_by_name(predictor):
     organ = cv2.circle(np.zeros((96, 96), np.uint8), (60, 40), 10, 1, -1) > 0
     mr = (np.clip(ct.astype(np.float32) + 1000, 0, None) * 3).astype(np.uint16)  # non-negative MR-like counts
     assert intensity_kind(ct) == "CT" and intensity_kind(mr) == "not CT" and intensity_kind(ct.astype(np.uint8)) is None
-    segmenter = SupportSetSegmenter(predictor, normalise="percentile")
+    segmenter = SupportSetSegmenter(predictor, window="percentile")
     segmenter.add_support(ct, organ, name="ct slice 4")
     runs = predictor.stats.encoder_runs
     with pytest.raises(InputError, match=r"query image holds non-CT .* support\(s\) ct slice 4 hold CT"):
