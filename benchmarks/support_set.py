@@ -15,6 +15,7 @@ For every (case, label) of the shipped sample data the query is the slice with t
     up to ``--supports`` spread. The abdomen sample is one scan: its ``cross`` column uses slices of the same scan
     at least ``--far`` slices from the query (marked ``†``); breast1 has no other patient ("-").
 
+Every support and query is given its pixel spacing (``spacing=``, from the file's header).
 ``require_presence=False`` here (the structure is on the query). The presence table then counts, with
 ``require_presence=True`` and the ``same`` supports, how many slices *without* the structure get a non-empty
 mask (false positives) and how many labelled slices are kept (true positives), for the volumes that have
@@ -48,14 +49,14 @@ def kind(case) -> str:
 def segmenter_for(predictor, supports, **options) -> SupportSetSegmenter:
     segmenter = SupportSetSegmenter(predictor, **options)
     for support in supports:
-        segmenter.add_support(support.image, support.mask, name=support.name)
+        segmenter.add_support(support.image, support.mask, name=support.name, spacing=support.spacing)
     return segmenter
 
 
 def three_ways(predictor, supports, query, **options) -> tuple[float, float, float, int]:
     """Dice of the prior alone, SAM alone and the final (fused) mask, from one ``segment`` call, and how many
     supports took their appearance candidate."""
-    result = segmenter_for(predictor, supports, **options).segment(query.image)
+    result = segmenter_for(predictor, supports, **options).segment(query.image, spacing=query.spacing)
     sam = np.tensordot(result.weights, np.stack([m.sam_probability for m in result.matches]), axes=1)
     switched = sum(m.chosen == "appearance" and m.anatomy is not None for m in result.matches)
     return dice(result.prior > 0.5, query.mask), dice(sam > 0.5, query.mask), dice(result.mask, query.mask), switched
@@ -88,11 +89,11 @@ def presence_rows(predictor, count: int, **options):
                     continue
                 case = next(c for c in labelled if c.slice_index == index)
                 tested += 1
-                kept += bool(segmenter.segment(case.image, require_presence=True).mask.any())
+                kept += bool(segmenter.segment(case.image, require_presence=True, spacing=case.spacing).mask.any())
             else:
                 case = load_sample_slice(name, index, axis=2, label=label)
                 absent += 1
-                fp += bool(segmenter.segment(case.image, require_presence=True).mask.any())
+                fp += bool(segmenter.segment(case.image, require_presence=True, spacing=case.spacing).mask.any())
         rows.append((f"{name}/{label}", f"{fp}/{absent}", f"{kept}/{tested}"))
     return rows
 
@@ -106,7 +107,7 @@ def main() -> None:
     parser.add_argument("--far", type=int, default=5, help="single-scan 'cross' supports: slices at least this far")
     parser.add_argument("--no-mask-prompt", action="store_true", help="no prior as mask_input to the decoder")
     parser.add_argument("--rigid", action="store_true", help="no B-spline stage")
-    parser.add_argument("--choice", default="auto", choices=("auto", "anatomy", "appearance"),
+    parser.add_argument("--choice", default="auto", choices=("auto", "local", "anatomy", "appearance"),
                         help="candidate per support: chosen by evidence, or always the anatomy / appearance one")
     parser.add_argument("--appearance", default="auto", choices=("auto", "probe", "prototype"),
                         help="appearance direction: the linear probe from 2 supports on and prototypes for one (auto), "

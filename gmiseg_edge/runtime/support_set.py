@@ -5,7 +5,18 @@ neighbours (liver for spleen, the left kidney for the right); registration alone
 was in the support's patient, not where it is in the query's. Each support therefore gives two candidate
 priors, anatomy-guided and appearance-only, both decoded by SAM when needed, and keeps the anatomy one unless
 evidence computed on the query says it is wrong and the other is right. The algorithm, exactly (``g`` = 64 the
-embedding grid; maps are at the query's size):
+embedding grid; maps are at the query's size).
+
+**Sizes.** Every support and query carries its pixel spacing in mm (``spacing=``; 1 mm per pixel when not given,
+:mod:`.support.spacing`). Registration runs in the physical frame, so the one size that relates a support to the
+query, the warp, is in mm. The sizes within one image stay relative to it: the anatomy prior's reach is the
+warped structure's own radius (measured on the query), with a floor of ``MIN_RADIUS`` = 3 px, and the match
+region's margin is ``AROUND`` = 4 px. Measured with both in mm (3 mm and 4 mm), the same-scan table fell from
+0.815 to 0.750 (abdomen rows, whose registration did not change: kidney_left 0.910 -> 0.414, spleen 0.746 ->
+0.660; at 3 mm per pixel both become about one pixel), so they stay in pixels. Sizes of the *encoder's* view
+stay in embedding cells (the ring of 4 cells, the 3 x 3 score mean, the agreement's smoothing over one cell): a
+cell is a fixed fraction of the field of view the encoder sees, whatever the pixel size, and a ring narrower
+than a few cells holds no cell of its own.
 
 1. **Support** (``add_support``): the image is encoded through the predictor's embedding cache. Its mask is
    mapped to the g x g grid of the padded S x S frame (area weights): its *structure* cells (weight >= 0.5, or
@@ -25,24 +36,26 @@ embedding grid; maps are at the query's size):
    weight on the features that tell the structure from its surroundings; a prototype weighs every feature the
    same, and the few a lesion shares with another patient's drown among the rest.
 2. **Anatomy**: the support image is registered to the query (:mod:`.registration`: similarity, affine,
-   B-spline, Mattes mutual information) and its mask warped (linear): ``A`` in [0, 1]. A failed registration
+   B-spline, Mattes mutual information; in mm, each image at its own spacing) and its mask warped (linear):
+   ``A`` in [0, 1]. A failed registration
    (or a query given only as an :class:`EncodedImage`) leaves this support with appearance only.
 3. **Appearance**: ``z = (score - threshold) / contrast`` upsampled to the query's size (+0.5 is the
    support's own structure on average, -0.5 its ring) and ``E = sigmoid(4 z)``. ``near = exp(-d^2 / (2
    r^2))`` with ``d`` the distance to ``A >= 0.5`` and ``r`` the warped structure's equivalent radius (at
-   least 3 px).
+   least ``MIN_RADIUS`` = 3 px).
 4. **Candidates** of the support. *Anatomy*: ``P = (A + E * near) / 2``, so a look-alike far from the
    anatomical prior is suppressed and appearance sharpens the warped mask near it. *Appearance*: the
    connected region of ``E >= 0.5`` over the whole query with the largest sum of ``z`` (the peak of ``E`` when
    none), ``P = E * near`` with ``near`` now around that region. Without anatomy only the appearance one.
 5. **Presence** of the support: the mean of ``E`` over the first candidate's best prior component.
    **Weight**: ``match * max(presence, 0.05)``, ``match`` the normalised mutual information of the query and
-   the warped support image around the structure (:func:`.registration.match_quality`; half the smallest
-   registered support's for an appearance-only support). **Local agreement** of a registered support (locally
-   weighted voting, as in multi-atlas segmentation): with ``d`` the query's grey levels minus the warped
-   support image's, ``L = exp(-((d - median d) / s)^2 / 2)``, ``s = 1.4826 MAD(d) + 1`` (a robust spread of
-   ``d``, in grey levels), smoothed by a Gaussian of one embedding cell (``max(H, W) / 64`` px): near 1 where
-   the support's warped anatomy matches the query, near 0 where it does not.
+   the warped support image within ``2 r + AROUND`` (4 px) of the structure
+   (:func:`.registration.match_quality`; half the smallest registered support's for an appearance-only
+   support). **Local agreement** of a registered support (locally weighted voting, as in multi-atlas
+   segmentation): with ``d`` the query's grey levels minus the warped support image's,
+   ``L = exp(-((d - median d) / s)^2 / 2)``, ``s = 1.4826 MAD(d) + 1`` (a robust spread of ``d``, in grey levels),
+   smoothed by a Gaussian of one embedding cell (``max(H, W) / 64`` px): near 1 where the support's warped
+   anatomy matches the query, near 0 where it does not.
 6. **Decode** a candidate: the connected component of ``P >= 0.5`` holding most prior mass (or of
    ``P >= max(P) / 2`` when nothing reaches 0.5) gives the box (its extent) and a positive point (its most
    interior pixel); for the anatomy candidate a negative point goes on the strongest look-alike outside the
@@ -98,16 +111,22 @@ from gmiseg_edge.runtime.embedding_probe import fit_direction
 from gmiseg_edge.runtime.images import check_image
 from gmiseg_edge.runtime.predictor import EncodedImage, Predictor
 from gmiseg_edge.runtime.registration import Registration, match_quality, register
+from gmiseg_edge.runtime.support.modality import check_same_kind, intensity_kind, stated_kind
+from gmiseg_edge.runtime.support.selection import image_descriptor, most_alike
+from gmiseg_edge.runtime.support.spacing import DEFAULT_SPACING, Spacing, pixel_spacing, slice_spacing
 
 EMPTY_LOGIT = -20.0
 RING_CELLS = 4
 MASK_LOGIT = 8.0
-MIN_RADIUS = 3.0
+MIN_RADIUS = 3.0  # px: a located region's radius is taken as at least this (see "Sizes" in the module docstring)
+AROUND = 4.0  # px: the registration match is measured within twice the structure's radius plus this
 MIN_PRESENCE_WEIGHT = 0.05
 FUSIONS = ("fused", "prior", "sam")
 INTENSITY_BINS = 32
 MIN_INTENSITY_CONTRAST = 1.0  # nats: grey levels below this tell the structure from its ring too weakly to vote
-CHOICES = ("auto", "anatomy", "appearance")
+CHOICES = ("auto", "local", "anatomy", "appearance")
+LOCAL_CONTRAST = 0.5  # choice="local": z over the anatomy candidate minus z over its ring on the query, at least
+# half the support's own structure-vs-ring difference (1 in z units), keeps the anatomy candidate
 UNLIKE = 0.0  # the anatomy candidate's mask looks no more like the structure than like its surroundings ...
 MARGIN = 0.25  # ... and the appearance candidate's looks more like it by a clear margin: take the appearance one
 APPEARANCES = ("auto", "probe", "prototype")
@@ -160,6 +179,9 @@ class Support:
     ring: np.ndarray  # bool (g, g): cells around it
     background_cells: np.ndarray  # bool (g, g): every valid cell outside the structure
     intensity: IntensityModel | None = None
+    spacing: tuple[float, float] = DEFAULT_SPACING  # (row mm, col mm) of the image's pixels
+    kind: str | None = None  # "CT", "not CT" or None (unknown): :mod:`.support.modality`
+    descriptor: np.ndarray | None = field(default=None, repr=False)  # whole-image likeness (.support.selection)
 
 
 @dataclass(frozen=True)
@@ -208,6 +230,7 @@ class SupportMatch:
     query_gray: np.ndarray | None = field(default=None, repr=False)  # None: query given as an EncodedImage
     candidates: tuple[Candidate, ...] = field(default=(), repr=False)
     agreement: np.ndarray | None = field(default=None, repr=False)  # L (step 5); None when not registered
+    spacing: tuple[float, float] = DEFAULT_SPACING  # the query's (row mm, col mm)
 
 
 @dataclass(frozen=True)
@@ -308,13 +331,17 @@ class SupportSetSegmenter:
 
     def __init__(self, predictor: Predictor, window: Window | None = None, *, fusion: str = "fused",
                  mask_prompt: bool = True, deformable: bool = True, register_supports: bool = True,
-                 refine: bool = False, choice: str = "auto", appearance: str = "auto") -> None:
+                 refine: bool = False, choice: str = "auto", appearance: str = "auto",
+                 select: int | None = None) -> None:
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         if choice not in CHOICES:
             raise ValueError(f"choice must be one of {CHOICES}, got {choice!r}")
         if appearance not in APPEARANCES:
             raise ValueError(f"appearance must be one of {APPEARANCES}, got {appearance!r}")
+        if select is not None and select < 1:
+            raise ValueError(f"select must be a positive number of supports or None, got {select!r}")
+        self.select = select
         self.choice = choice
         self.appearance_method = appearance
         self.predictor = predictor
@@ -349,22 +376,36 @@ class SupportSetSegmenter:
             self._dims = dims
 
     def add_support(self, image: np.ndarray, mask: np.ndarray, name: str = "support", *, axis: int = 0,
-                    max_slices: int = 8) -> list[Support] | Support:
+                    max_slices: int = 8, spacing: Spacing = None, modality: str | None = None,
+                    ) -> list[Support] | Support:
         """Add a 2D support (image (H, W) or (H, W, 3) with mask (H, W)), or a 3D one (image and mask (D, H, W),
         slices along ``axis``): its labelled slices, at most ``max_slices`` spread over the label's extent, become
-        2D supports named ``"<name> slice <i>"``. Returns the support (the list of them for a volume)."""
+        2D supports named ``"<name> slice <i>"``. Returns the support (the list of them for a volume).
+
+        ``spacing``: the pixel size in mm, (row, col) or one number for a 2D image, one number per array axis
+        for a volume. Not given: 1 mm per pixel (:data:`.support.spacing.DEFAULT_SPACING`), right when the
+        supports and the queries share one pixel size; give it when they do not (registration and every size
+        rule work in mm). Supports and queries must show the body the same way round: slice volumes read from
+        files after :func:`gmiseg_edge.data.orient.to_lps` (two scans can be stored turned against each other).
+
+        ``modality``: ``"CT"``, ``"MR"``, ... when the image is given as uint8; raw intensities say it themselves
+        (Hounsfield units down to air are CT, :mod:`.support.modality`). A support of another modality than the
+        supports before it, or than a query, is an :class:`InputError`."""
         mask = np.asarray(mask)
         image_shape = np.shape(image)
+        kind = stated_kind(modality) or intensity_kind(np.asarray(image))
+        check_same_kind(kind, [(s.name, s.kind) for s in self.supports], name=f"support {name}")
         if mask.ndim == 3:
             if image_shape != mask.shape:
                 raise InputError(f"{name}: 3D mask of shape {mask.shape} differs from its image's {image_shape}")
             labelled = [i for i in range(mask.shape[axis]) if np.take(mask, i, axis=axis).any()]
             if not labelled:
                 raise InputError(f"{name} mask is empty: a support needs at least one foreground voxel")
+            step = slice_spacing(spacing, axis, name=name)
             self._claim_dims(3, name)
             labelled = spread(labelled, max_slices)
-            return [self._add_2d(np.take(image, i, axis=axis), np.take(mask, i, axis=axis), f"{name} slice {i}")
-                    for i in labelled]
+            return [self._add_2d(np.take(image, i, axis=axis), np.take(mask, i, axis=axis), f"{name} slice {i}",
+                                 step, kind) for i in labelled]
         if mask.ndim != 2:
             raise InputError(f"{name} mask: expected (H, W) or a volume (D, H, W), got shape {mask.shape}")
         pixels = check_image(image, self.window, name=f"{name} image")
@@ -374,10 +415,12 @@ class SupportSetSegmenter:
             raise InputError(f"{name} mask is empty: a support needs at least one foreground pixel")
         if np.all(mask):
             raise InputError(f"{name} mask covers the whole image: a support needs background around its structure")
+        step = pixel_spacing(spacing, name=name)
         self._claim_dims(2, name)
-        return self._add_2d(pixels, mask, name)
+        return self._add_2d(pixels, mask, name, step, kind)
 
-    def _add_2d(self, image: np.ndarray, mask: np.ndarray, name: str) -> Support:
+    def _add_2d(self, image: np.ndarray, mask: np.ndarray, name: str,
+                spacing: tuple[float, float] = DEFAULT_SPACING, kind: str | None = None) -> Support:
         pixels = check_image(image, self.window, name=f"{name} image")
         encoded = self.predictor.encode(pixels)
         grid = encoded.embedding.shape[-1]
@@ -393,7 +436,8 @@ class SupportSetSegmenter:
         background = _prototype(encoded.embedding, ring.astype(np.float32))
         cell = max(mask.shape) / grid
         support = Support(name, pixels, mask != 0, encoded, foreground, background, structure, ring, outside,
-                          IntensityModel.of(pixels, mask != 0, RING_CELLS * cell))
+                          IntensityModel.of(pixels, mask != 0, RING_CELLS * cell), spacing, kind,
+                          image_descriptor(encoded.embedding, valid))
         with self._lock:
             self._supports.append(support)
             self._models = None
@@ -433,19 +477,21 @@ class SupportSetSegmenter:
         """E (step 3) at the query's size."""
         return _sigmoid(4 * self.similarity(query, support))
 
-    def match(self, query: EncodedImage, pixels: np.ndarray | None, support: Support) -> SupportMatch:
+    def match(self, query: EncodedImage, pixels: np.ndarray | None, support: Support,
+              spacing: tuple[float, float] = DEFAULT_SPACING) -> SupportMatch:
         """Steps 2-5 for one support (weight before the appearance-only correction of ``segment``): both
         candidates' priors; the anatomy candidate is the chosen one until :meth:`decode` weighs the evidence."""
         similarity = self.similarity(query, support)
         appearance = _sigmoid(4 * similarity)
         registration = anatomy = None
         if pixels is not None and self.register_supports:
-            registration = register(pixels, support.image, deformable=self.deformable)
+            registration = register(pixels, support.image, deformable=self.deformable, fixed_spacing=spacing,
+                                    moving_spacing=support.spacing)
             if registration.ok:
                 anatomy = np.clip(registration.warp(support.mask.astype(np.float32)), 0, 1)
                 if anatomy.max() < 0.5:  # warped out of the query: treat as failed
                     anatomy = None
-        look_alike = _appearance_prior(appearance, similarity)
+        look_alike = _appearance_prior(appearance, similarity, spacing)
         candidates = []
         agreement = None
         query_gray = None if pixels is None else _gray(pixels)
@@ -453,11 +499,11 @@ class SupportSetSegmenter:
             match = 0.0
         else:
             core = anatomy >= 0.5
-            radius, distance = _reach(core)
+            radius, distance = _reach(core, spacing)
             near = _near(distance, radius)
             prior = ((anatomy + appearance * near) / 2).astype(np.float32)
             candidates.append(Candidate("anatomy", prior, float(appearance[_best_component(prior)].mean())))
-            around = distance <= 2 * radius + 4
+            around = distance <= 2 * radius + AROUND
             assert registration is not None
             warped = registration.warp(_gray(support.image))
             match = match_quality(pixels, warped, around)
@@ -471,7 +517,7 @@ class SupportSetSegmenter:
         return SupportMatch(support.name, registration, anatomy, appearance, first.prior, first.presence,
                             match, match * max(first.presence, MIN_PRESENCE_WEIGHT), similarity=similarity,
                             chosen=first.kind, candidates=tuple(candidates), intensity=support.intensity,
-                            query_gray=query_gray, agreement=agreement)
+                            query_gray=query_gray, agreement=agreement, spacing=spacing)
 
     def _decode_candidate(self, query: EncodedImage, match: SupportMatch, candidate: Candidate) -> Candidate:
         """Step 6-7 for one candidate: prompts from its prior, SAM's output, fused with the prior."""
@@ -484,7 +530,7 @@ class SupportSetSegmenter:
         labels = [1]
         if candidate.kind == "anatomy" and match.anatomy is not None:
             core = match.anatomy >= 0.5
-            radius, distance = _reach(core)
+            radius, distance = _reach(core, match.spacing)
             lookalike = match.appearance * (distance > 2 * radius)
             if lookalike.max() >= 0.5:
                 row, col = np.unravel_index(int(np.argmax(lookalike)), lookalike.shape)
@@ -511,8 +557,9 @@ class SupportSetSegmenter:
         first = self._decode_candidate(query, match, match.candidates[0])
         decoded = [first]
         chosen = first
-        if (self.choice == "auto" and first.kind == "anatomy" and len(match.candidates) > 1
-                and _looks_unlike(match, first)):
+        if (self.choice in ("auto", "local") and first.kind == "anatomy" and len(match.candidates) > 1
+                and _looks_unlike(match, first)
+                and not (self.choice == "local" and _stands_out(match, first))):
             other = self._decode_candidate(query, match, match.candidates[1])
             decoded.append(other)
             if other.likeness - first.likeness >= MARGIN:
@@ -527,38 +574,49 @@ class SupportSetSegmenter:
 
     # -- the query --------------------------------------------------------------------------------------------
 
-    def segment(self, query_image: np.ndarray | EncodedImage, require_presence: bool = False) -> SupportPrediction:
-        """Segment the query with every support (the module's algorithm)."""
-        query, matches = self._answer(query_image)
+    def segment(self, query_image: np.ndarray | EncodedImage, require_presence: bool = False, *,
+                spacing: Spacing = None, modality: str | None = None) -> SupportPrediction:
+        """Segment the query with every support (the module's algorithm). ``spacing``: the query's pixel size in
+        mm ((row, col) or one number); not given: 1 mm per pixel, as for supports (:meth:`add_support`).
+        ``modality``: as for supports; a query of another modality than the supports is an :class:`InputError`."""
+        query, matches = self._answer(query_image, spacing, modality)
         return _combine(query.size, matches, require_presence)
 
-    def segment_with_search(self, query_image: np.ndarray | EncodedImage,
-                            ) -> tuple[SupportPrediction, SupportPrediction]:
+    def segment_with_search(self, query_image: np.ndarray | EncodedImage, *, spacing: Spacing = None,
+                            modality: str | None = None) -> tuple[SupportPrediction, SupportPrediction]:
         """Two answers from one decoding, both with ``require_presence=True``: ``segment``'s, and the *searched*
         one, where a support that took its appearance candidate also takes that candidate's presence and weight
         (step 9). A volume uses the searched answers only when ``segment``'s find the structure in no slice
         (:mod:`.support_volume`): one slice's look-alike must not outvote the anatomy, but a structure the
         anatomy finds nowhere (a lesion that sits elsewhere in another patient) is then searched for. When no
         support switched, both are the same object."""
-        query, matches = self._answer(query_image)
+        query, matches = self._answer(query_image, spacing, modality)
         anchored = _combine(query.size, matches, True)
         searched = [_searched(m) for m in matches]
         if all(a is b for a, b in zip(matches, searched, strict=True)):  # no support switched: the same answer
             return anchored, anchored
         return anchored, _combine(query.size, searched, True)
 
-    def _answer(self, query_image: np.ndarray | EncodedImage) -> tuple[EncodedImage, list[SupportMatch]]:
+    def _answer(self, query_image: np.ndarray | EncodedImage,
+                spacing: Spacing = None, modality: str | None = None) -> tuple[EncodedImage, list[SupportMatch]]:
         """Steps 1-7 for every support: the encoded query and each support's decoded match, weighted."""
         supports = self.supports
         if not supports:
             raise InputError("no supports: call add_support(image, mask) first")
+        step = pixel_spacing(spacing, name="query image")
+        if not isinstance(query_image, EncodedImage):
+            kind = stated_kind(modality) or intensity_kind(np.asarray(query_image))
+            check_same_kind(kind, [(s.name, s.kind) for s in supports])
         if isinstance(query_image, EncodedImage):
             pixels = None  # no pixels to register: appearance only (stated fallback)
             query = query_image
         else:
             pixels = check_image(query_image, self.window, name="query image")
             query = self.predictor.encode(pixels)
-        matches = [self.decode(query, self.match(query, pixels, support)) for support in supports]
+        if self.select is not None and len(supports) > self.select:
+            descriptor = image_descriptor(query.embedding, self._valid(query.prepared, query.embedding.shape[-1]))
+            supports = [supports[i] for i in most_alike(descriptor, [s.descriptor for s in supports], self.select)]
+        matches = [self.decode(query, self.match(query, pixels, support, step)) for support in supports]
         registered = [m.match for m in matches if m.anatomy is not None]
         fallback = 0.5 * min(registered) if registered else 1.0
         return query, [m if m.anatomy is not None else
@@ -625,8 +683,10 @@ def _gray(image: np.ndarray) -> np.ndarray:
     return image.mean(axis=2).astype(np.float32) if image.ndim == 3 else image.astype(np.float32)
 
 
-def _reach(core: np.ndarray) -> tuple[float, np.ndarray]:
-    """A located region's equivalent radius (at least ``MIN_RADIUS`` px) and every pixel's distance to it."""
+def _reach(core: np.ndarray, spacing: tuple[float, float]) -> tuple[float, np.ndarray]:
+    """A located region's equivalent radius in pixels (at least ``MIN_RADIUS``) and every pixel's distance to it.
+    ``spacing`` (the image's) is not used: the floor in mm cost same-scan supports (module docstring, Sizes)."""
+    del spacing
     radius = max(MIN_RADIUS, float(np.sqrt(core.sum() / np.pi)))
     return radius, cv2.distanceTransform((~core).astype(np.uint8), cv2.DIST_L2, 3)
 
@@ -636,7 +696,7 @@ def _near(distance: np.ndarray, radius: float) -> np.ndarray:
     return np.exp(-0.5 * (distance / radius) ** 2).astype(np.float32)
 
 
-def _appearance_prior(appearance: np.ndarray, similarity: np.ndarray) -> np.ndarray:
+def _appearance_prior(appearance: np.ndarray, similarity: np.ndarray, spacing: tuple[float, float]) -> np.ndarray:
     """The appearance candidate's prior: E faded (like the anatomy prior) away from the query's best look-alike,
     the connected region of ``E >= 0.5`` with the largest summed z (or the peak of E when none reaches 0.5)."""
     region = (appearance >= 0.5).astype(np.uint8)
@@ -649,7 +709,7 @@ def _appearance_prior(appearance: np.ndarray, similarity: np.ndarray) -> np.ndar
         mass = np.bincount(labels.ravel(), weights=np.maximum(similarity, 0).ravel(), minlength=count)
         mass[0] = -1
         core = labels == int(np.argmax(mass))
-    radius, distance = _reach(core)
+    radius, distance = _reach(core, spacing)
     return (appearance * _near(distance, radius)).astype(np.float32)
 
 
@@ -660,6 +720,24 @@ def _looks_unlike(match: SupportMatch, candidate: Candidate) -> bool:
     embedding, grey = candidate.looks
     informative = match.intensity is not None and match.intensity.contrast >= MIN_INTENSITY_CONTRAST
     return embedding < UNLIKE and not (informative and np.isfinite(grey) and grey >= UNLIKE)
+
+
+def _stands_out(match: SupportMatch, candidate: Candidate) -> bool:
+    """``choice="local"``: the decoded candidate stands out from its own surroundings *on the query* in the
+    support's appearance direction: mean z over it minus mean z over its ring (RING_CELLS embedding cells wide)
+    is at least LOCAL_CONTRAST. Unlike the likeness, this needs no threshold carried over from the support's
+    image, so a shift of every score between two patients' scans does not move it."""
+    if match.similarity is None or candidate.probability is None:
+        return False
+    region = candidate.probability > 0.5
+    if not region.any():
+        return False
+    cell = max(region.shape) / 64
+    size = 2 * max(1, round(RING_CELLS * cell)) + 1
+    ring = (cv2.dilate(region.astype(np.uint8), np.ones((size, size), np.uint8)) > 0) & ~region
+    if not ring.any():
+        return False
+    return float(match.similarity[region].mean() - match.similarity[ring].mean()) >= LOCAL_CONTRAST
 
 
 def _likeness(match: SupportMatch, probability: np.ndarray, component: np.ndarray) -> dict:

@@ -97,10 +97,12 @@ def uncertainty_uint8(prediction: SupportPrediction) -> np.ndarray:
 
 
 def segment_volume(segmenter: SupportSetSegmenter, pixels: Callable[[int], np.ndarray], depth: int,
-                   progress: Callable[[int, int], None] | None = None) -> SupportVolume:
+                   progress: Callable[[int, int], None] | None = None, *,
+                   spacing: tuple[float, float] | None = None) -> SupportVolume:
     """Steps 1-3 on a volume of ``depth`` slices: ``pixels(k)`` gives slice k as the supports' images are given
     (uint8 (H, W) or (H, W, 3)); each slice is segmented once (:meth:`~.SupportSetSegmenter.segment_with_search`);
-    ``progress(done, depth)`` before the first and after each."""
+    ``progress(done, depth)`` before the first and after each; ``spacing`` the slices' (row mm, col mm) pixel
+    size (not given: 1 mm, :meth:`~.SupportSetSegmenter.segment`)."""
     if depth < 1:
         raise ValueError(f"a volume needs at least one slice, got depth {depth}")
     masks: list[np.ndarray] = []
@@ -111,7 +113,7 @@ def segment_volume(segmenter: SupportSetSegmenter, pixels: Callable[[int], np.nd
     if progress is not None:
         progress(0, depth)
     for k in range(depth):
-        anchored, searched = segmenter.segment_with_search(pixels(k))
+        anchored, searched = segmenter.segment_with_search(pixels(k), spacing=spacing)
         masks.append(anchored.mask)
         spreads.append(uncertainty_uint8(anchored))
         confidence[k] = slice_confidence(anchored)

@@ -1,5 +1,9 @@
 """Support sets, step by step (DESIGN §7): one module per step.
 
+The 2D path (the segmenter itself is :mod:`gmiseg_edge.runtime.support_set`): :mod:`.spacing` (each support and
+query in millimetres), :mod:`.modality` (supports of another modality than the query are refused),
+:mod:`.selection` (atlas selection by whole-image likeness, an option).
+
 The 3D path (support *volumes* on a query *volume*): :mod:`.geometry` (voxel grids in LPS, one slice order),
 :mod:`.register3d` (each support volume registered to the query in physical space), :mod:`.volume_prior` (the
 warped labels fused by locally weighted voting: the 3D prior and the supports' disagreement),
