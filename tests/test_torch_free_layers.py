@@ -13,7 +13,7 @@ def test_torch_free_modules_import_without_torch():
         import gmiseg_edge.jobs.segment, gmiseg_edge.jobs.evaluate, gmiseg_edge.jobs.bench, gmiseg_edge.jobs.demo
         import gmiseg_edge.jobs.overlays, gmiseg_edge.jobs.bench.report, gmiseg_edge.jobs.bench.tasks
         import gmiseg_edge.cli.adapt, gmiseg_edge.runtime.tasks
-        import gmiseg_edge.runtime.loader, gmiseg_edge.runtime.support_set, gmiseg_edge.runtime.cache
+        import gmiseg_edge.runtime.loader, gmiseg_edge.runtime.support.segmenter, gmiseg_edge.runtime.cache
         import gmiseg_edge.runtime.backends.onnxrt.runner, gmiseg_edge.runtime.backends.trt.runner
         import gmiseg_edge.runtime.backends.trt.build, gmiseg_edge.runtime.backends.trt.device
         import gmiseg_edge.core.manifest, gmiseg_edge.core.prediction, gmiseg_edge.runtime.backends.onnxrt.session

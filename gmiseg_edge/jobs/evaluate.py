@@ -55,7 +55,7 @@ from gmiseg_edge.metrics import (
     summarise_values,
 )
 from gmiseg_edge.runtime import check_precision, load
-from gmiseg_edge.runtime.support_set import SupportSetSegmenter
+from gmiseg_edge.runtime.support.segmenter import SupportSetSegmenter
 
 PROMPT_MODES = ("box", "points", "support", "propagate")
 REFERENCES = ("torch",)

@@ -22,7 +22,7 @@ _EXPORTS = {
     "Prediction": "gmiseg_edge.core.prediction",
     "EmbeddingCache": "gmiseg_edge.runtime.cache",
     "CacheStats": "gmiseg_edge.runtime.cache",
-    "SupportSetSegmenter": "gmiseg_edge.runtime.support_set",
+    "SupportSetSegmenter": "gmiseg_edge.runtime.support.segmenter",
     "segment_volume_from_supports": "gmiseg_edge.runtime.support.segment3d",
     "InputError": "gmiseg_edge.core.errors",
     "BackendError": "gmiseg_edge.core.errors",

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gmiseg_edge.runtime.support_set import SupportPrediction, SupportSetSegmenter
+from gmiseg_edge.runtime.support.segmenter import SupportPrediction, SupportSetSegmenter
 
 
 def slice_confidence(prediction: SupportPrediction) -> float:

@@ -37,7 +37,7 @@ from gmiseg_edge.serve.protocol import (
 )
 
 if TYPE_CHECKING:
-    from gmiseg_edge.runtime.support_set import SupportSetSegmenter
+    from gmiseg_edge.runtime.support.segmenter import SupportSetSegmenter
 
 
 def check_served_image(image: np.ndarray, name: str = f"input '{IMAGE}'", max_side: int = MAX_SIDE) -> np.ndarray:

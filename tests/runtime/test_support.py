@@ -102,7 +102,7 @@ def test_a_lone_support_scores_by_its_prototype_and_two_by_the_probe(model_dir):
     supports on, the probe fitted to all of them."""
     from gmiseg_edge.data import load_sample_cases
     from gmiseg_edge.runtime.embedding_probe import fit_direction
-    from gmiseg_edge.runtime.support_set import _unit_cells
+    from gmiseg_edge.runtime.support.segmenter import _unit_cells
 
     cases = load_sample_cases(["lung2"], slices="all")[::5][:2]
     segmenter = SupportSetSegmenter(load(model_dir, backend="ort"))

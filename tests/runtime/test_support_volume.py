@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gmiseg_edge.runtime.support_set import SupportPrediction
+from gmiseg_edge.runtime.support.segmenter import SupportPrediction
 from gmiseg_edge.runtime.support_volume import choose_slices, connected_slices, slice_confidence
 
 

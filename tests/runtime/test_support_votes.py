@@ -1,11 +1,11 @@
-"""Locally weighted voting (runtime.support_set, steps 5 and 8): each registered support votes where its warped
+"""Locally weighted voting (runtime.support.segmenter, steps 5 and 8): each registered support votes where its warped
 image matches the query. numpy and OpenCV only."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from gmiseg_edge.runtime.support_set import SupportMatch, _combine, local_agreement
+from gmiseg_edge.runtime.support.segmenter import SupportMatch, _combine, local_agreement
 
 
 def _texture(shape=(48, 48), seed=0) -> np.ndarray:

@@ -19,7 +19,7 @@ from gmiseg_edge.jobs.segment.prompts import (
     SupportSetPrompt,
 )
 from gmiseg_edge.runtime.predictor import Predictor
-from gmiseg_edge.runtime.support_set import SupportSetSegmenter
+from gmiseg_edge.runtime.support.segmenter import SupportSetSegmenter
 from gmiseg_edge.runtime.support_volume import SupportVolume, uncertainty_uint8
 
 AXIS = 2  # volumes are segmented slice by slice along the last axis (k)

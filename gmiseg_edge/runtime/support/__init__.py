@@ -1,6 +1,6 @@
 """Support sets, step by step (DESIGN §7): one module per step.
 
-The 2D path (the segmenter itself is :mod:`gmiseg_edge.runtime.support_set`): :mod:`.spacing` (each support and
+The 2D path: :mod:`.segmenter` (the support-set segmenter, nine steps; DESIGN §7), :mod:`.spacing` (each support and
 query in millimetres), :mod:`.modality` (supports of another modality than the query are refused),
 :mod:`.selection` (atlas selection by whole-image likeness, an option).
 

@@ -62,8 +62,8 @@ from gmiseg_edge.runtime.propagate import SliceSource
 from gmiseg_edge.runtime.support import appearance3d
 from gmiseg_edge.runtime.support.geometry import Canonical, canonical
 from gmiseg_edge.runtime.support.register3d import Registration3D, register_volume
+from gmiseg_edge.runtime.support.segmenter import MASK_LOGIT, grid_weights
 from gmiseg_edge.runtime.support.volume_prior import VolumePrior, WarpedSupport, fuse
-from gmiseg_edge.runtime.support_set import MASK_LOGIT, grid_weights
 
 MIN_SLICES = 8  # a volume of fewer slices along its thinnest axis is a slab: 3D registration cannot work on it
 LOCATES = ("auto", "anatomy", "appearance")
