@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,15 @@ from gmiseg_edge.metrics import dice
 from gmiseg_edge.runtime.support_volume import segment_volume
 
 Progress = Callable[[str, int, int], None]  # (file name, slices done, slices in this file)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a volume's Dice is computed on: ``what`` in words (reported), ``slices`` along the last axis (None:
+    the whole volume)."""
+
+    what: str
+    slices: Sequence[int] | None
 
 
 def segment_file(item: InputFile, out: Path, options: SegmentOptions, segmenter: SliceSegmenter,
@@ -95,7 +105,7 @@ def _image_2d(item: InputFile, image: Image2D, output: Path, name: str, options:
         save_like(image, segmenter.uncertainty, uncertainty_path(output))
     overlays = [write_overlay_png(overlay_path(output.parent, name), pixels, mask)] if options.overlay else []
     return FileResult(item.image, output, 1, dice(mask != 0, truth) if truth is not None else None, overlays,
-                      time.perf_counter() - start)
+                      time.perf_counter() - start, dice_on="the image" if truth is not None else "")
 
 
 def _volume_slices(item: InputFile, image: Volume, truth: np.ndarray | None, output: Path, name: str,
@@ -121,7 +131,12 @@ def _volume_slices(item: InputFile, image: Volume, truth: np.ndarray | None, out
         slice_truth = slice_2d(truth, AXIS, k) if truth is not None else None
         mask3d[:, :, k] = segmenter(pixels, slice_truth).T
     report(item.image.name, len(indices), len(indices))
-    return _volume_written(item, image, truth, mask3d, output, name, options, segmenter, indices, len(indices), start)
+    if isinstance(prompt, ON_A_SLICE):  # one prompted slice is scored on that slice, not on the whole label map
+        scope = Scope(f"the prompted slice {indices[0]}", indices)
+    else:  # the segmented slices are the labelled ones: elsewhere both are empty, so this is the volume's Dice
+        scope = Scope(f"the {len(indices)} labelled slice(s)", None)
+    return _volume_written(item, image, truth, mask3d, output, name, options, segmenter, indices, len(indices), start,
+                           scope=scope)
 
 
 def _support_volume(item: InputFile, image: Volume, truth: np.ndarray | None, output: Path, name: str,
@@ -137,7 +152,8 @@ def _support_volume(item: InputFile, image: Volume, truth: np.ndarray | None, ou
     mask3d = np.ascontiguousarray(found.mask.transpose(2, 1, 0))
     spread3d = np.ascontiguousarray(found.uncertainty.transpose(2, 1, 0)) if options.prompt.uncertainty else None
     return _volume_written(item, image, truth, mask3d, output, name, options, segmenter, range(depth), depth, start,
-                           note=support_note(found), uncertainty=spread3d)
+                           note=support_note(found), uncertainty=spread3d,
+                           scope=Scope(f"the whole volume ({depth} slices)", None))
 
 
 def _propagate(item: InputFile, image: Volume, truth: np.ndarray | None, output: Path, name: str,
@@ -161,14 +177,16 @@ def _propagate(item: InputFile, image: Volume, truth: np.ndarray | None, output:
                                            **keywords)
     kept = [int(k) for k in np.flatnonzero(result.kept)]
     return _volume_written(item, image, truth, result.mask, output, name, options, segmenter, kept,
-                           result.slices_visited, start, note=f"propagation: {result.summary()}", skip_empty=False)
+                           result.slices_visited, start, note=f"propagation: {result.summary()}", skip_empty=False,
+                           scope=Scope(f"the propagated volume ({len(kept)} slice(s) kept, all {depth} scored)", None))
 
 
 def _volume_written(item: InputFile, image: Volume, truth: np.ndarray | None, mask3d: np.ndarray, output: Path,
                     name: str, options: SegmentOptions, segmenter: SliceSegmenter, indices: Sequence[int],
-                    slices: int, start: float, note: str = "", uncertainty: np.ndarray | None = None,
+                    slices: int, start: float, scope: Scope, note: str = "", uncertainty: np.ndarray | None = None,
                     skip_empty: bool = True) -> FileResult:
-    """Write a volume's mask (then its disagreement map and overlays of ``indices``) and its result."""
+    """Write a volume's mask (then its disagreement map and overlays of ``indices``) and its result, Dice on
+    ``scope``."""
     write_mask(image, mask3d, output, options, segmenter.predictor.model_name)
     if uncertainty is not None:
         save_like(image, uncertainty, uncertainty_path(output))
@@ -176,5 +194,9 @@ def _volume_written(item: InputFile, image: Volume, truth: np.ndarray | None, ma
     if options.overlay:  # after the mask: a volume whose mask fails leaves no overlays
         overlays = write_slice_overlays(output.parent, name, image.array, mask3d, indices, options.window,
                                         skip_empty=skip_empty)
-    return FileResult(item.image, output, slices, dice(mask3d != 0, truth) if truth is not None else None,
-                      overlays, time.perf_counter() - start, note=note)
+    score = None
+    if truth is not None:
+        picked = list(scope.slices) if scope.slices is not None else slice(None)
+        score = dice(mask3d[:, :, picked] != 0, truth[:, :, picked])
+    return FileResult(item.image, output, slices, score, overlays, time.perf_counter() - start, note=note,
+                      dice_on=scope.what if truth is not None else "")
