@@ -129,6 +129,7 @@ def demo(
     with _user_errors():
         result = run_main_job(model, out, csv_list(precision), runs, not no_torch, log=say)
     console.print(export_table(result.export))
+    say(f"model folder: {result.export.folder} (the --model-dir of segment, eval, bench, adapt, serve)")
     say(f"{len(result.overlays)} overlay PNGs in {Path(out) / 'overlays'}")
     if result.label_maps:  # instance data: one object per instance, a colour each in its overlay
         say(f"instance label maps: {', '.join(str(p) for p in result.label_maps)}")
