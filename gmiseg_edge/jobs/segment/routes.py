@@ -28,7 +28,7 @@ from gmiseg_edge.data import (
     slice_2d,
 )
 from gmiseg_edge.data.challenge import CHALLENGE_SUFFIX
-from gmiseg_edge.data.intensity import to_uint8
+from gmiseg_edge.data.intensity import Window, to_uint8
 from gmiseg_edge.jobs.challenge import segment_challenge_file
 from gmiseg_edge.jobs.segment.inputs import InputFile, read_truth
 from gmiseg_edge.jobs.segment.naming import output_path, overlay_path, uncertainty_path
@@ -75,6 +75,7 @@ def segment_file(item: InputFile, out: Path, options: SegmentOptions, segmenter:
         return FileResult(item.image, output, case.image.shape[0] if case.is_3d else 1,
                           seconds=time.perf_counter() - start)
     image = read_image(item.image, series=options.series)
+    check_window_applies(item.image, image.array, options.window, isinstance(image, Image2D) and image.array.ndim == 3)
     if output.suffix == ".dcm" and not (isinstance(image, Volume) and image.format == "dicom"):
         raise InputError(f"{item.image}: --format dicom-seg needs a DICOM source series (a DICOM-SEG references "
                          "the series it segments); write nifti or nrrd")
@@ -86,6 +87,22 @@ def segment_file(item: InputFile, out: Path, options: SegmentOptions, segmenter:
     if isinstance(options.prompt, SupportSetPrompt):
         return _support_volume(item, image, truth, output, name, options, segmenter, report, start)
     return _volume_slices(item, image, truth, output, name, options, segmenter, report, start)
+
+
+#: windows that adapt to any intensities (the others are scanner values: a CT preset or low,high)
+ADAPTIVE_WINDOWS = ("percentile", "minmax")
+
+
+def check_window_applies(path: Path, pixels: np.ndarray, window: Window, colour: bool = False) -> None:
+    """Refuse a scanner window (a CT preset or low,high) on 8-bit pixels (a photo, a screenshot): they are used
+    as they are, so the window would be silently ignored; an InputError naming the file and the window."""
+    if pixels.dtype != np.uint8 or (isinstance(window, str) and window in ADAPTIVE_WINDOWS):
+        return
+    kind = "a colour image" if colour else "an image"
+    shown = window if isinstance(window, str) else f"{window[0]:g},{window[1]:g}"
+    raise InputError(f"{path}: {kind} with 8-bit pixels (0..255) is segmented as it is: --window {shown} maps "
+                     "scanner intensities (CT in HU, MR) and cannot apply to it; refused: give no --window (or "
+                     "percentile/minmax), or the scan itself")
 
 
 def _image_2d(item: InputFile, image: Image2D, output: Path, name: str, options: SegmentOptions,
