@@ -368,3 +368,4 @@ from gmiseg_edge.cli import segment as _segment  # noqa: E402, F401  (registers 
 
 if __name__ == "__main__":
     app()
+from gmiseg_edge.cli import samples as _samples  # noqa: E402, F401  (registers `samples` on app)
