@@ -10,12 +10,19 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import typer.core
+
+try:
+    from typer._click.exceptions import UsageError  # typer vendors click from 0.2x on
+except ImportError:  # pragma: no cover - older typer on click
+    from click import UsageError
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
 from gmiseg_edge.cli import serve as serve_commands
-from gmiseg_edge.cli.parse import csv_list
+from gmiseg_edge.cli.parse import csv_list, spaced_value_hint
 from gmiseg_edge.cli.render import bench_tables, eval_table, export_table
 from gmiseg_edge.core.errors import GmisegError
 from gmiseg_edge.core.files import write_json_atomic
@@ -29,7 +36,23 @@ from gmiseg_edge.models.zoo import DEFAULT_MODEL, MODELS
 from gmiseg_edge.runtime.backends.trt.build import build_engines, how_to_build
 from gmiseg_edge.runtime.backends.trt.device import tensorrt_status
 
+
+class _HintingGroup(typer.core.TyperGroup):
+    """The command group, with a hint for a flag's numbers given with spaces (``--box 44 27 104 81``)."""
+
+    def invoke(self, ctx: typer.Context):
+        args = [*ctx._protected_args, *ctx.args]  # the group's invoke empties them
+        try:
+            return super().invoke(ctx)
+        except UsageError as exc:
+            hint = spaced_value_hint(args)
+            if hint is not None and "extra argument" in exc.message:
+                exc.message = f"{exc.message}; {hint}"
+            raise
+
+
 app = typer.Typer(
+    cls=_HintingGroup,
     name="gmiseg-edge",
     help="GMISeg (Segment Anything + Loose LoRA) for medical images: train, export, run fast on the edge.",
     no_args_is_help=True,
@@ -38,6 +61,21 @@ app = typer.Typer(
 )
 console = Console(width=None if sys.stdout.isatty() else 120)
 errors = Console(stderr=True)
+
+
+def show(table: Table) -> None:
+    """Print a table whole: in a terminal at the terminal's width; into a file or log at the table's own width
+    (at least the console's), so no column is cut."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    natural = Measurement.get(console, console.options.update(max_width=10_000), table).maximum
+    width = console.width
+    console.width = max(width, natural)  # print() caps its width at the console's
+    try:
+        console.print(table)
+    finally:
+        console.width = width
 
 
 def say(message: str) -> None:
@@ -84,7 +122,7 @@ def models() -> None:
             status = "[green]present[/]" if weights_present(spec.name) else f"missing: fetch-weights {spec.name}"
         name = f"{spec.name} (default)" if spec.name == DEFAULT_MODEL else spec.name
         table.add_row(name, f"{spec.input_size}", f"{spec.num_params / 1e6:.2f}M", spec.license, status)
-    console.print(table)
+    show(table)
 
 
 @app.command("fetch-weights")
@@ -128,13 +166,14 @@ def demo(
     start = time.perf_counter()
     with _user_errors():
         result = run_main_job(model, out, csv_list(precision), runs, not no_torch, log=say)
-    console.print(export_table(result.export))
+    show(export_table(result.export))
+    say(f"model folder: {result.export.folder} (the --model-dir of segment, eval, bench, adapt, serve)")
     say(f"{len(result.overlays)} overlay PNGs in {Path(out) / 'overlays'}")
     if result.label_maps:  # instance data: one object per instance, a colour each in its overlay
         say(f"instance label maps: {', '.join(str(p) for p in result.label_maps)}")
-    console.print(eval_table(result.evaluation, f"{model} fp32, box prompts (seed 0)", instance_rows=False))
+    show(eval_table(result.evaluation, f"{model} fp32, box prompts (seed 0)", instance_rows=False))
     for table in bench_tables(result.bench):
-        console.print(table)
+        show(table)
     say(f"reports in {', '.join(str(p) for p in result.reports)}; main job took {time.perf_counter() - start:.0f} s")
 
 
@@ -164,7 +203,7 @@ def export(
     )
     with _user_errors():
         result = export_model(options, log=say)
-    console.print(export_table(result))
+    show(export_table(result))
     status = tensorrt_status()
     if status.available:
         with _user_errors():
@@ -273,7 +312,7 @@ def bench(
         with console.status("benchmarking ...") as status:
             result = run_bench(config, progress=lambda text: status.update(Text(f"benchmarking: {text}")))
     for table in bench_tables(result):
-        console.print(table)
+        show(table)
     if json_out is not None:
         say(f"wrote {write_json_atomic(json_out, result.to_dict())}")
     if plot is not None:
@@ -313,7 +352,7 @@ def eval_command(
     for kind, result in results.items():
         title = f"{result.model} {precision} on {result.backend}, {kind} prompts, seed {seed}" + (
             f", task {task}" if task else "")
-        console.print(eval_table(result, title, reference=bool(reference)))
+        show(eval_table(result, title, reference=bool(reference)))
     only = next(iter(results.values())) if len(results) == 1 else None
     if csv_out is not None:
         say(f"wrote {write_csv_rows(csv_out, [row for r in results.values() for row in r.rows()])}")
@@ -329,3 +368,4 @@ from gmiseg_edge.cli import segment as _segment  # noqa: E402, F401  (registers 
 
 if __name__ == "__main__":
     app()
+from gmiseg_edge.cli import samples as _samples  # noqa: E402, F401  (registers `samples` on app)

@@ -20,7 +20,8 @@ def adapt(
     model_dir: Annotated[Path, typer.Option(help="model folder written by `gmiseg-edge export`")],
     support: Annotated[Path, typer.Option(help="support set: a dataset folder (images/ + masks/, or dataset.json)")],
     task: Annotated[str, typer.Option(help="task name (a-z, 0-9, _ and -): the decoder becomes decoders/<task>.onnx")],
-    out: Annotated[Path | None, typer.Option(help="adapter file to write (default: <task>.safetensors here)")] = None,
+    out: Annotated[Path | None, typer.Option(help="also write the adapter file here (default: only the model "
+                                             "folder's decoders/<task>.safetensors; with --no-add, adapters/)")] = None,
     adapter: Annotated[str, typer.Option(help="adapter kind: loose (Loose LoRA) or lora")] = "loose",
     rank: Annotated[int, typer.Option(help="adapter rank")] = 4,
     time_budget: Annotated[float, typer.Option(help="seconds of training (then the held-back part is scored)")] = 10.0,
@@ -32,6 +33,9 @@ def adapt(
     cache_dir: Annotated[Path | None, typer.Option(
         help="disk embedding cache (default: the user cache's embeddings/)")] = None,
     no_add: Annotated[bool, typer.Option("--no-add", help="only write the adapter; do not add its decoder")] = False,
+    add_unchanged: Annotated[bool, typer.Option(
+        "--add-unchanged", help="add the task even when no epoch beat the untouched decoder on the held-back "
+        "supports (its masks then equal the base decoder's)")] = False,
     threads: Annotated[int | None, typer.Option(help="CPU threads of the encoder runs")] = None,
 ) -> None:
     """Train a task adapter (LoRA / Loose LoRA on the mask decoder) from a support set on cached embeddings, and
@@ -45,7 +49,7 @@ def adapt(
             model_dir=model_dir, support=support, task=task, out=out, kind=adapter, rank=rank,
             time_budget=time_budget, seed=seed, patience=patience, prompt=prompt, label=label,
             window=parse_window(window), cache_dir=cache_dir or default_cache_dir(),
-            add=not no_add, threads=threads,
+            add=not no_add, add_unchanged=add_unchanged, threads=threads,
         )
         bar = Progress(TextColumn("training {task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
                        TimeElapsedColumn(), console=console, transient=True)

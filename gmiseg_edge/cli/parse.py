@@ -8,6 +8,30 @@ from pathlib import Path
 
 from gmiseg_edge.core.errors import InputError
 
+#: flags whose one value holds several numbers separated by commas
+COMMA_FLAGS = {"--box": "x0,y0,x1,y1", "--point": "x,y,label", "--window": "low,high"}
+
+
+def spaced_value_hint(args: Sequence[str]) -> str | None:
+    """When a comma flag's numbers were given with spaces (``--box 44 27 104 81``), the form it takes."""
+    def number(text: str) -> bool:
+        try:
+            float(text)
+        except ValueError:
+            return False
+        return True
+
+    for i, arg in enumerate(args[:-1]):
+        if arg in COMMA_FLAGS and number(args[i + 1]) and number(args[i + 2] if i + 2 < len(args) else ""):
+            values = [args[i + 1]]
+            for extra in args[i + 2:]:
+                if not number(extra):
+                    break
+                values.append(extra)
+            return (f"{arg} takes its numbers as one value separated by commas ({arg} {COMMA_FLAGS[arg]}): "
+                    f"{arg} {','.join(values)}")
+    return None
+
 
 def parse_box(text: str | None) -> tuple[float, float, float, float] | None:
     """``--box x0,y0,x1,y1`` -> four floats."""

@@ -40,7 +40,9 @@ def eval_table(result, title: str, reference: bool = False, instance_rows: bool 
     columns += ["vs torch"] if reference else []
     columns += ["note"] if notes else []
     for column in columns:
-        table.add_column(column, min_width=18 if column == "case" else None)  # "mean ± std (n=134)" on one line
+        # the case (dataset/structure/slice) is never cut: "mean ± std (n=134)" on one line
+        table.add_column(column, min_width=18 if column == "case" else None,
+                         overflow="fold" if column == "case" else "ellipsis")
     for case in result.cases:
         if not instance_rows and "/instance_" in case.name:
             continue

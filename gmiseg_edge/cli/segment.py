@@ -164,7 +164,7 @@ def segment(
     for r in results:
         if not r.ok:
             continue
-        score = "" if r.dice is None else f", Dice {r.dice:.4f}"
+        score = "" if r.dice is None else f", Dice {r.dice:.4f} on {r.dice_on}"
         say(f"{r.output} ({r.slices} slice(s), {r.seconds:.1f} s{score})")
         if r.note:
             say(f"  {r.note}")

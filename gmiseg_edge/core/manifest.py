@@ -151,6 +151,21 @@ def _check_schema(data: Any, path: Path) -> dict[str, Any]:
     return data
 
 
+#: where the commands write model folders, relative to the working folder: the main job's, then ``export``'s
+MADE_BY = (("the main job (`gmiseg-edge demo`)", Path("runs/demo")), ("`gmiseg-edge export`", Path("models")))
+
+
+def model_folders_hint(name: str = "") -> str:
+    """Where model folders made from this working folder are (the main job's first; ``name`` first among them),
+    or how to make one."""
+    for maker, parent in MADE_BY:
+        found = sorted(p.parent for p in parent.glob(f"*/{MANIFEST}"))
+        if found:
+            found.sort(key=lambda p: p.name != name)
+            return f"{maker} made {found[0]}: give --model-dir {found[0]}"
+    return "run `gmiseg-edge demo` (it writes runs/demo/lite_medsam) or `gmiseg-edge export` (models/lite_medsam)"
+
+
 class Manifest:
     """A parsed ``manifest.json`` and the folder it describes."""
 
@@ -164,6 +179,8 @@ class Manifest:
         """Read and check ``folder/manifest.json``."""
         folder = Path(folder)
         path = folder / MANIFEST
+        if not folder.exists():
+            raise ManifestError(f"{folder}: model folder does not exist; {model_folders_hint(folder.name)}")
         if not path.is_file():
             raise ManifestError(f"{folder}: not a gmiseg-edge model folder (no {MANIFEST}); create one with "
                                 "`gmiseg-edge export`")

@@ -12,13 +12,14 @@ before anything runs; a failure leaves the model folder as it was.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gmiseg_edge.adapters import AdapterConfig, save_adapter
-from gmiseg_edge.core.errors import InputError, ManifestError
+from gmiseg_edge.core.errors import GmisegError, InputError, ManifestError
 from gmiseg_edge.core.files import user_cache_dir
 from gmiseg_edge.core.manifest import Manifest, check_task_name
 from gmiseg_edge.core.selection import spread
@@ -52,6 +53,14 @@ def default_cache_dir() -> Path:
     return user_cache_dir() / "embeddings"
 
 
+#: where ``adapt --no-add`` writes the adapter when no ``--out`` is given (inside the model folder)
+ADAPTERS_DIR = "adapters"
+
+
+class NoGainError(GmisegError):
+    """Training found nothing better than the untouched decoder: nothing is written or added."""
+
+
 @dataclass
 class AdaptOptions:
     """What ``gmiseg-edge adapt`` was asked for."""
@@ -59,7 +68,7 @@ class AdaptOptions:
     model_dir: Path
     support: Path
     task: str
-    out: Path | None = None  # the adapter file; default: <task>.safetensors in the working folder
+    out: Path | None = None  # the adapter file; default: only the model folder's copy (--no-add: ADAPTERS_DIR)
     kind: str = "loose_lora"
     rank: int = 4
     time_budget: float = 10.0
@@ -73,11 +82,17 @@ class AdaptOptions:
     axis: int = 2
     cache_dir: Path | None = field(default_factory=default_cache_dir)
     add: bool = True  # add the task decoder to the model folder
+    add_unchanged: bool = False  # add (or write) the adapter even when no epoch beat the untouched decoder
     threads: int | None = None
 
     @property
-    def adapter_path(self) -> Path:
-        return Path(self.out) if self.out is not None else Path(f"{self.task}.safetensors")
+    def adapter_path(self) -> Path | None:
+        """Where the adapter file goes: ``out``; else, with ``add``, only the copy ``add`` puts in the model folder's
+        ``decoders/`` (None here); else the model folder's ``adapters/<task>.safetensors``. Never the working
+        folder unasked."""
+        if self.out is not None:
+            return Path(self.out)
+        return None if self.add else Path(self.model_dir) / ADAPTERS_DIR / f"{self.task}.safetensors"
 
     def train_config(self) -> DecoderAdaptConfig:
         adapter = AdapterConfig(kind=self.kind, rank=self.rank, include_decoder=True, include_encoder=False)
@@ -107,7 +122,7 @@ def check_options(options: AdaptOptions) -> tuple[Manifest, DecoderAdaptConfig]:
     if options.add and options.task in manifest.tasks():
         raise ManifestError(f"{options.model_dir}: task {options.task!r} already exists; choose another name")
     config = options.train_config()
-    if options.adapter_path.exists():
+    if options.adapter_path is not None and options.adapter_path.exists():
         raise InputError(f"{options.adapter_path}: already exists; choose another --out")
     return manifest, config
 
@@ -142,19 +157,38 @@ def adapt(options: AdaptOptions, log: Log | None = None, progress: Progress | No
         f"; held-back Dice {training.base_dice:.4f} -> {training.best_dice:.4f} (epoch {training.best_epoch})")
     say(f"trained {len(training.history)} epochs on {training.n_train} supports ({training.stopped}, "
         f"{training.seconds:.1f} s){best}")
+    if unchanged(training) and not options.add_unchanged:
+        raise NoGainError(f"{options.support}: no epoch beat the untouched decoder on the held-back supports "
+                          f"(Dice {training.base_dice:.4f}, best epoch 0): the task decoder would equal the base "
+                          f"decoder, so nothing was written or added. Try more or other supports, a longer "
+                          f"--time-budget, or --add-unchanged to add it anyway")
 
-    mark = time.perf_counter()
-    identity = encoder_identity(manifest) | {TASK_KEY: options.task}
-    path = save_adapter(options.adapter_path, training.model, base_model_name=manifest.model_name,
-                        base_sha256=base_sha, extra_metadata=identity)
-    seconds["save"] = time.perf_counter() - mark
-    say(f"wrote {path} ({path.stat().st_size / 1024:.1f} KiB, {training.adapter_parameters:,} adapter parameters)")
-    task = None
-    if options.add:
+    with tempfile.TemporaryDirectory(prefix=".adapter-") as staging:
         mark = time.perf_counter()
-        cases = [EncodedCase(s.name, ImageGeometry.of(*s.original_size, manifest.preprocess.input_size),
-                             s.embedding, s.mask) for s in spread(supports, VALIDATION_CASES)]
-        task = add_task_decoder(options.model_dir, options.task, path, validation=cases, log=say)
-        seconds["add"] = time.perf_counter() - mark
+        identity = encoder_identity(manifest) | {TASK_KEY: options.task}
+        target = options.adapter_path or Path(staging) / f"{options.task}.safetensors"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        path = save_adapter(target, training.model, base_model_name=manifest.model_name,
+                            base_sha256=base_sha, extra_metadata=identity)
+        seconds["save"] = time.perf_counter() - mark
+        if options.adapter_path is not None:
+            say(f"wrote {path} ({path.stat().st_size / 1024:.1f} KiB, {training.adapter_parameters:,} adapter "
+                "parameters)")
+        task = None
+        if options.add:
+            mark = time.perf_counter()
+            cases = [EncodedCase(s.name, ImageGeometry.of(*s.original_size, manifest.preprocess.input_size),
+                                 s.embedding, s.mask) for s in spread(supports, VALIDATION_CASES)]
+            task = add_task_decoder(options.model_dir, options.task, path, validation=cases, log=say)
+            seconds["add"] = time.perf_counter() - mark
+            path = task.adapter  # the model folder's copy (the staging file goes with the staging folder)
+            if options.adapter_path is None:
+                say(f"the adapter is {path} ({training.adapter_parameters:,} adapter parameters)")
     seconds["total"] = time.perf_counter() - start
     return AdaptResult(path, training, task, seconds, runs, len(samples))
+
+
+def unchanged(training: DecoderAdaptResult) -> bool:
+    """True when parts were held back and no epoch scored above the untouched decoder on them (best epoch 0):
+    the adapter kept is the untrained one, whose decoder equals the base decoder."""
+    return training.best_dice is not None and training.best_epoch == 0

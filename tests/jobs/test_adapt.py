@@ -239,3 +239,32 @@ def test_the_commands_take_tasks(adapted, tmp_path):
     size = adapted["result"].task.bytes / 1e6
     assert "task decoders" in result.output and re.search(rf"lung\s*│\s*{size:.1f}\s*│", result.output), result.output
     assert folder_hash(adapted["folder"]) == before
+
+
+def test_an_adapter_that_changes_nothing_is_not_added_unasked(adapted, tmp_path, monkeypatch):
+    """Issue 27: with no epoch above the untouched decoder on the held-back supports (here the real training at a
+    learning rate of 0), adapt says so and writes and adds nothing; --add-unchanged adds it; the adapter file never
+    lands in the working folder unasked."""
+    import dataclasses
+
+    from gmiseg_edge.jobs import adapt as adapt_job
+
+    real = adapt_job.adapt_decoder
+    monkeypatch.setattr(adapt_job, "adapt_decoder", lambda model, supports, preprocess, config, progress=None: real(
+        model, supports, preprocess, dataclasses.replace(config, lr=0.0, max_epochs=2), progress))
+    folder = tmp_path / "model"
+    shutil.copytree(adapted["folder"], folder)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    supports = write_supports(tmp_path / "supports", adapted["cases"] * 2)  # 4: one held back
+    options = adapt_job.AdaptOptions(model_dir=folder, support=supports, task="same", val_fraction=0.25,
+                                     cache_dir=adapted["root"] / "cache", rank=2, time_budget=30)
+    before = folder_hash(folder)
+    with pytest.raises(adapt_job.NoGainError, match=r"best epoch 0\): the task decoder would equal the base"):
+        adapt_job.adapt(options)
+    assert folder_hash(folder) == before and list(work.iterdir()) == []
+    result = adapt_job.adapt(dataclasses.replace(options, add_unchanged=True))
+    assert result.training.best_epoch == 0 and result.task is not None
+    assert result.adapter == folder / "decoders" / "same.safetensors" and result.adapter.is_file()
+    assert list(work.iterdir()) == []  # nothing in the working folder

@@ -27,6 +27,7 @@ class FileResult:
     seconds: float = 0.0
     note: str = ""  # propagation: the slices visited and why it stopped; support set: the slices kept
     error: str = ""
+    dice_on: str = ""  # what Dice was computed on: the image, the prompted slice k, the labelled slices, ...
 
     @property
     def ok(self) -> bool:
@@ -35,7 +36,8 @@ class FileResult:
     def to_dict(self) -> dict[str, object]:
         return {"image": str(self.image), "status": "ok" if self.ok else "failed",
                 "output": str(self.output) if self.ok else None, "error": self.error or None,
-                "slices": self.slices, "dice": self.dice, "seconds": round(self.seconds, 3),
+                "slices": self.slices, "dice": self.dice, "dice_on": self.dice_on or None,
+                "seconds": round(self.seconds, 3),
                 "overlays": [str(p) for p in self.overlays], "note": self.note or None}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from gmiseg_edge.data import (
     slice_2d,
 )
 from gmiseg_edge.data.challenge import CHALLENGE_SUFFIX
-from gmiseg_edge.data.intensity import to_uint8
+from gmiseg_edge.data.intensity import Window, to_uint8
 from gmiseg_edge.jobs.challenge import segment_challenge_file
 from gmiseg_edge.jobs.segment.inputs import InputFile, read_truth
 from gmiseg_edge.jobs.segment.naming import output_path, overlay_path, prior_path, uncertainty_path
@@ -51,6 +52,15 @@ from gmiseg_edge.runtime.support_volume import segment_volume
 Progress = Callable[[str, int, int], None]  # (file name, slices done, slices in this file)
 
 
+@dataclass(frozen=True)
+class Scope:
+    """What a volume's Dice is computed on: ``what`` in words (reported), ``slices`` along the last axis (None:
+    the whole volume)."""
+
+    what: str
+    slices: Sequence[int] | None
+
+
 def segment_file(item: InputFile, out: Path, options: SegmentOptions, segmenter: SliceSegmenter,
                  progress: Progress | None = None, name: str | None = None) -> FileResult:
     """Segment one input file and write its mask (and overlays) into ``out`` as ``<name>_mask.<ext>`` (``name``:
@@ -66,6 +76,7 @@ def segment_file(item: InputFile, out: Path, options: SegmentOptions, segmenter:
         return FileResult(item.image, output, case.image.shape[0] if case.is_3d else 1,
                           seconds=time.perf_counter() - start)
     image = read_image(item.image, series=options.series)
+    check_window_applies(item.image, image.array, options.window, isinstance(image, Image2D) and image.array.ndim == 3)
     if output.suffix == ".dcm" and not (isinstance(image, Volume) and image.format == "dicom"):
         raise InputError(f"{item.image}: --format dicom-seg needs a DICOM source series (a DICOM-SEG references "
                          "the series it segments); write nifti or nrrd")
@@ -77,6 +88,22 @@ def segment_file(item: InputFile, out: Path, options: SegmentOptions, segmenter:
     if isinstance(options.prompt, SupportSetPrompt):
         return _support_volume(item, image, truth, output, name, options, segmenter, report, start)
     return _volume_slices(item, image, truth, output, name, options, segmenter, report, start)
+
+
+#: windows that adapt to any intensities (the others are scanner values: a CT preset or low,high)
+ADAPTIVE_WINDOWS = ("percentile", "minmax")
+
+
+def check_window_applies(path: Path, pixels: np.ndarray, window: Window, colour: bool = False) -> None:
+    """Refuse a scanner window (a CT preset or low,high) on 8-bit pixels (a photo, a screenshot): they are used
+    as they are, so the window would be silently ignored; an InputError naming the file and the window."""
+    if pixels.dtype != np.uint8 or (isinstance(window, str) and window in ADAPTIVE_WINDOWS):
+        return
+    kind = "a colour image" if colour else "an image"
+    shown = window if isinstance(window, str) else f"{window[0]:g},{window[1]:g}"
+    raise InputError(f"{path}: {kind} with 8-bit pixels (0..255) is segmented as it is: --window {shown} maps "
+                     "scanner intensities (CT in HU, MR) and cannot apply to it; refused: give no --window (or "
+                     "percentile/minmax), or the scan itself")
 
 
 def _image_2d(item: InputFile, image: Image2D, output: Path, name: str, options: SegmentOptions,
@@ -96,7 +123,7 @@ def _image_2d(item: InputFile, image: Image2D, output: Path, name: str, options:
         save_like(image, segmenter.uncertainty, uncertainty_path(output))
     overlays = [write_overlay_png(overlay_path(output.parent, name), pixels, mask)] if options.overlay else []
     return FileResult(item.image, output, 1, dice(mask != 0, truth) if truth is not None else None, overlays,
-                      time.perf_counter() - start)
+                      time.perf_counter() - start, dice_on="the image" if truth is not None else "")
 
 
 def _volume_slices(item: InputFile, image: Volume, truth: np.ndarray | None, output: Path, name: str,
@@ -122,7 +149,12 @@ def _volume_slices(item: InputFile, image: Volume, truth: np.ndarray | None, out
         slice_truth = slice_2d(truth, AXIS, k) if truth is not None else None
         mask3d[:, :, k] = segmenter(pixels, slice_truth).T
     report(item.image.name, len(indices), len(indices))
-    return _volume_written(item, image, truth, mask3d, output, name, options, segmenter, indices, len(indices), start)
+    if isinstance(prompt, ON_A_SLICE):  # one prompted slice is scored on that slice, not on the whole label map
+        scope = Scope(f"the prompted slice {indices[0]}", indices)
+    else:  # the segmented slices are the labelled ones: elsewhere both are empty, so this is the volume's Dice
+        scope = Scope(f"the {len(indices)} labelled slice(s)", None)
+    return _volume_written(item, image, truth, mask3d, output, name, options, segmenter, indices, len(indices), start,
+                           scope=scope)
 
 
 def _support_volume(item: InputFile, image: Volume, truth: np.ndarray | None, output: Path, name: str,
@@ -140,7 +172,8 @@ def _support_volume(item: InputFile, image: Volume, truth: np.ndarray | None, ou
     mask3d = np.ascontiguousarray(found.mask.transpose(2, 1, 0))
     spread3d = np.ascontiguousarray(found.uncertainty.transpose(2, 1, 0)) if options.prompt.uncertainty else None
     return _volume_written(item, image, truth, mask3d, output, name, options, segmenter, range(depth), depth, start,
-                           note="support set, 2D path (slice by slice): " + support_note(found), uncertainty=spread3d)
+                           note="support set, 2D path (slice by slice): " + support_note(found), uncertainty=spread3d,
+                           scope=Scope(f"the whole volume ({depth} slices)", None))
 
 
 def _support_volume_3d(item: InputFile, image: Volume, truth: np.ndarray | None, output: Path, name: str,
@@ -161,7 +194,8 @@ def _support_volume_3d(item: InputFile, image: Volume, truth: np.ndarray | None,
     note = (f"support set, 3D path (volumes registered as volumes): {located}, {len(result.slices)} slice(s) "
             f"decoded" + "".join(f"; {m}" for m in result.messages))
     return _volume_written(item, image, truth, result.mask, output, name, options, segmenter, list(result.slices),
-                           len(result.slices), start, note=note, uncertainty=spread3d)
+                           len(result.slices), start, note=note, uncertainty=spread3d,
+                           scope=Scope(f"the whole volume ({image.array.shape[AXIS]} slices)", None))
 
 
 def _propagate(item: InputFile, image: Volume, truth: np.ndarray | None, output: Path, name: str,
@@ -185,14 +219,16 @@ def _propagate(item: InputFile, image: Volume, truth: np.ndarray | None, output:
                                            **keywords)
     kept = [int(k) for k in np.flatnonzero(result.kept)]
     return _volume_written(item, image, truth, result.mask, output, name, options, segmenter, kept,
-                           result.slices_visited, start, note=f"propagation: {result.summary()}", skip_empty=False)
+                           result.slices_visited, start, note=f"propagation: {result.summary()}", skip_empty=False,
+                           scope=Scope(f"the propagated volume ({len(kept)} slice(s) kept, all {depth} scored)", None))
 
 
 def _volume_written(item: InputFile, image: Volume, truth: np.ndarray | None, mask3d: np.ndarray, output: Path,
                     name: str, options: SegmentOptions, segmenter: SliceSegmenter, indices: Sequence[int],
-                    slices: int, start: float, note: str = "", uncertainty: np.ndarray | None = None,
+                    slices: int, start: float, scope: Scope, note: str = "", uncertainty: np.ndarray | None = None,
                     skip_empty: bool = True) -> FileResult:
-    """Write a volume's mask (then its disagreement map and overlays of ``indices``) and its result."""
+    """Write a volume's mask (then its disagreement map and overlays of ``indices``) and its result, Dice on
+    ``scope``."""
     write_mask(image, mask3d, output, options, segmenter.predictor.model_name)
     if uncertainty is not None:
         save_like(image, uncertainty, uncertainty_path(output))
@@ -200,5 +236,9 @@ def _volume_written(item: InputFile, image: Volume, truth: np.ndarray | None, ma
     if options.overlay:  # after the mask: a volume whose mask fails leaves no overlays
         overlays = write_slice_overlays(output.parent, name, image.array, mask3d, indices, options.window,
                                         skip_empty=skip_empty)
-    return FileResult(item.image, output, slices, dice(mask3d != 0, truth) if truth is not None else None,
-                      overlays, time.perf_counter() - start, note=note)
+    score = None
+    if truth is not None:
+        picked = list(scope.slices) if scope.slices is not None else slice(None)
+        score = dice(mask3d[:, :, picked] != 0, truth[:, :, picked])
+    return FileResult(item.image, output, slices, score, overlays, time.perf_counter() - start, note=note,
+                      dice_on=scope.what if truth is not None else "")
