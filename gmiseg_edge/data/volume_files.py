@@ -15,6 +15,7 @@ import numpy as np
 
 from gmiseg_edge.core.errors import DataError
 from gmiseg_edge.core.files import atomic_path
+from gmiseg_edge.data.detached import named_file
 from gmiseg_edge.data.images import Volume, check_spacing, corrupt, lps_affine, ras_affine, to_3d
 
 _NRRD_GEOMETRY_KEYS = ("space", "space directions", "space origin", "spacings", "kinds", "space units")
@@ -61,8 +62,28 @@ def _nrrd_geometry(header: dict, path: Path) -> tuple[tuple[float, ...], np.ndar
     return spacing, affine
 
 
+def check_nrrd_data_file(path: Path) -> None:
+    """Refuse a header whose ``data file`` (a detached header's voxels) is not one file in its folder or below it
+    (:func:`~gmiseg_edge.data.detached.named_file`): a header must not make the reader open an arbitrary file."""
+    try:
+        header = nrrd.read_header(str(path))
+    except Exception as exc:
+        raise corrupt(path, "NRRD", exc) from exc
+    for field in ("data file", "datafile"):  # pynrrd reads either spelling
+        value = header.get(field)
+        if value is None:
+            continue
+        value = str(value).strip()
+        if value.upper().startswith("LIST") or "%" in value:
+            raise DataError(f"{field} {value!r}: a list of files or a file-name pattern is not read; convert the "
+                            "volume to one .nrrd file", path)
+        named_file(path, value, f"'{field}'")
+
+
 def read_nrrd(path: Path) -> Volume:
-    """An NRRD volume (``.nrrd``, or a detached ``.nhdr`` header): affine to the header's ``space``."""
+    """An NRRD volume (``.nrrd``, or a detached ``.nhdr`` header whose data file lies in its folder or below it):
+    affine to the header's ``space``."""
+    check_nrrd_data_file(path)
     try:
         array, header = nrrd.read(str(path), index_order="F")
     except Exception as exc:
