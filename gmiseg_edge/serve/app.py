@@ -52,7 +52,21 @@ SERVE_ENV_HINT = ('python3 -m venv .venv-serve && .venv-serve/bin/pip install -e
 
 
 class ServeRequestError(GmisegError):
-    """A request the served model refused; the message starts with the model and names the input at fault."""
+    """A request the served model refused; the message starts with the model and names the input at fault.
+
+    PyTriton sends a client ``traceback.format_exception(None, error, error.__traceback__)`` of an inference
+    callable's error: this class reads its ``__traceback__`` as None, so a refusal reaches the client as one line
+    (``...ServeRequestError: decode: input 'key': ...``), not as the server's stack. Python itself keeps the real
+    traceback (``sys.exc_info``: the server's log still shows it).
+    """
+
+    @property  # type: ignore[override]
+    def __traceback__(self) -> None:
+        return None
+
+    @__traceback__.setter
+    def __traceback__(self, _value: object) -> None:
+        pass
 
 
 @dataclass(frozen=True)

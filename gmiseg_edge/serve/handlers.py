@@ -36,6 +36,7 @@ from gmiseg_edge.serve.protocol import (
     EmbeddingKey,
     ServeLimits,
     UnknownKeyError,
+    check_not_empty,
 )
 
 if TYPE_CHECKING:
@@ -55,9 +56,8 @@ def check_served_image(image: np.ndarray, name: str = f"input '{IMAGE}'",
     if image.dtype != np.uint8:
         raise InputError(f"{name}: expected uint8, got {image.dtype}; map intensities to 0..255 first "
                          "with a window (gmiseg_edge.data.to_uint8)")
+    check_not_empty(name, image)
     height, width = image.shape[:2]
-    if min(height, width) < 1:
-        raise InputError(f"{name}: empty image of shape {list(image.shape)}")
     if max(height, width) > limits.max_side or height * width > limits.max_pixels:
         raise InputError(f"{name}: {height}x{width} is larger than this server takes ({limits.max_pixels} pixels, "
                          f"{limits.max_side} a side; serve --max-pixels/--max-side)")
@@ -219,8 +219,8 @@ def _prompt_arrays(inputs: Mapping[str, np.ndarray], limits: ServeLimits) -> dic
         if value is not None and value.shape[0] > limits.max_points:
             raise InputError(f"input '{name}': {value.shape[0]} points; this server takes at most "
                              f"{limits.max_points} a request (serve --max-points)")
-        if value is not None and value.shape[0] == 0:
-            raise InputError(f"input '{name}': no points (shape {list(value.shape)}); leave it out instead")
+        if value is not None:
+            check_not_empty(f"input '{name}'", value)
     return prompt
 
 

@@ -26,6 +26,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
+
 from gmiseg_edge.core.errors import InputError
 
 ENCODE, DECODE, SEGMENT, SEGMENT_SUPPORT = "encode", "decode", "segment", "segment_support"
@@ -43,6 +45,15 @@ _KEY = re.compile(r"^([0-9a-f]{64})-([1-9][0-9]{0,5})x([1-9][0-9]{0,5})$")
 
 class UnknownKeyError(InputError):
     """A well-formed embedding key that the server's cache does not hold (evicted, or never encoded here)."""
+
+
+def check_not_empty(name: str, value: np.ndarray) -> None:
+    """Refuse an input with no values (``name``: how the message names it, e.g. ``input 'points'``). The server
+    checks it, and so does the client before sending: PyTriton 0.7 cannot pass an empty tensor to a model
+    (``memoryview: cannot cast view with zeros in shape or strides``), so the client gives the model's message."""
+    if value.size == 0:
+        hint = "leave it out instead" if any(f"'{p}'" in name for p in PROMPT_INPUTS) else "send a non-empty one"
+        raise InputError(f"{name}: empty, shape {list(value.shape)}; {hint}")
 
 
 @dataclass(frozen=True)

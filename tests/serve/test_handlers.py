@@ -135,9 +135,10 @@ def test_a_key_is_looked_up_never_parsed_for_a_size(served, case):
 @pytest.mark.parametrize("inputs, words", [
     ({"points": np.zeros((20000, 2), np.float32), "labels": np.ones(20000, np.float32)},
      r"'points': 20000 points; this server takes at most 64"),
-    ({"points": np.zeros((0, 2), np.float32), "labels": np.zeros(0, np.float32)}, r"'points': no points"),
+    ({"points": np.zeros((0, 2), np.float32), "labels": np.zeros(0, np.float32)},
+     r"'points': empty, shape \[0, 2\]; leave it out instead"),
     ({"box": np.zeros((1000, 4), np.float32)}, r"'box': expected shape \[4\], got \[1000, 4\]"),
-    ({"image": np.zeros((0, 0, 1), np.uint8)}, r"'image': empty image"),
+    ({"image": np.zeros((0, 0, 1), np.uint8)}, r"'image': empty, shape \[0, 0, 1\]"),
     ({"image": np.zeros((5000, 5000, 1), np.uint8)}, r"'image': 5000x5000 is larger than this server takes"),
 ])
 def test_requests_beyond_the_limits_are_refused_before_any_work(served, case, inputs, words):
@@ -167,3 +168,19 @@ def test_limits_are_configurable(served, case, tmp_path):
     assert refused.exit_code == 1 and "limits must be >= 1" in refused.output, refused.output
     help_text = CliRunner().invoke(app, ["serve", "--help"]).output
     assert all(flag in help_text for flag in ("--max-points", "--max-pixels", "--max-side"))
+
+
+def test_a_refusal_reaches_the_client_as_one_line(served):
+    """Issue 26: PyTriton sent a client the server's whole stack around the model's message."""
+    import traceback
+
+    from gmiseg_edge.serve.app import ServeRequestError, _single_callable
+
+    infer = _single_callable("decode", served.decode)  # the callable `serve` binds
+    with pytest.raises(ServeRequestError) as refused:
+        infer([{"key": np.asarray([b"abc"], dtype=object), "box": np.zeros(4, np.float32)}])
+    error = refused.value
+    sent = "".join(traceback.format_exception(None, error, error.__traceback__))  # PyTriton 0.7's inference handler
+    assert sent == ("gmiseg_edge.serve.app.ServeRequestError: decode: input 'key': 'abc' is not an embedding key "
+                    "(expected '<64 hex>-<H>x<W>' as returned by the 'encode' or 'segment' model)\n"), sent
+    assert refused.tb is not None and "handlers.py" in "".join(traceback.format_tb(refused.tb))  # the log keeps it
