@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from gmiseg_edge.cli.parse import csv_list, parse_named_folder
 from gmiseg_edge.cli.render import ms
@@ -92,8 +93,8 @@ def bench_server(url: str, model_dir: Path | None, runs: int, warmup: int, threa
 
 def server_bench_table(result: ServerBenchResult) -> Table:
     """One row per stage and place: min/p50/p90/p99/max ms and calls per second."""
-    table = Table(title=f"{result.url}: {result.case} {result.image_shape}, {result.runs} interleaved runs, "
-                        "ms over gRPC (server) and in this process")
+    table = Table(title=Text(f"{result.url}: {result.case} {result.image_shape}, {result.runs} interleaved runs, "
+                             "ms over gRPC (server) and in this process"))
     for column in ("stage", "where", "min", "p50", "p90", "p99", "max", "calls/s"):
         table.add_column(column)
     for place, stages in result.stats().items():

@@ -51,6 +51,7 @@ OPTIONAL_SECTIONS = ("base_checkpoint", "adapter", "engines", "versions", "tasks
 TASKS_DIR = "decoders"  # the model folder's subfolder holding task decoders and their adapters
 TASK_FILES = ("decoder", "adapter")  # what each task entry lists under "files"
 _TASK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 16, 4096  # a model's square input side (SAM: 1024, lite_medsam: 256)
 
 
 def check_task_name(name: Any, where: Path | str = "task") -> str:
@@ -147,8 +148,30 @@ def _check_schema(data: Any, path: Path) -> dict[str, Any]:
         PreprocessConfig.from_dict(model["preprocess"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ManifestError(f"{path}: manifest field 'model.preprocess' is malformed ({exc!r})") from exc
+    size = model["preprocess"]["input_size"]
+    if isinstance(size, bool) or not isinstance(size, int) or not MIN_INPUT_SIZE <= size <= MAX_INPUT_SIZE:
+        raise ManifestError(f"{path}: manifest field 'model.preprocess.input_size' must be a whole number of pixels "
+                            f"from {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE}, got {size!r}")
+    for precision, report in data["validation"].items():
+        _check_report(report, f"validation.{precision}", path)
     _check_paths(data, path)
+    for task, entry in (data.get("tasks") or {}).items():
+        if "validation" in entry:
+            _check_report(entry["validation"], f"tasks.{task}.validation", path)
     return data
+
+
+def _check_report(report: Any, field: str, path: Path) -> None:
+    """A recorded validation: an object whose ``passed`` (if given) is true or false and whose ``failures`` (if
+    given) is a list of strings; otherwise an error naming ``field``."""
+    if not isinstance(report, dict):
+        raise ManifestError(f"{path}: manifest field {field!r} is {type(report).__name__} ({report!r}), not an object "
+                            "(a validation report: passed, failures, ...); export the model again")
+    if "passed" in report and not isinstance(report["passed"], bool):
+        raise ManifestError(f"{path}: manifest field '{field}.passed' must be true or false, got {report['passed']!r}")
+    failures = report.get("failures")
+    if failures is not None and (not isinstance(failures, list) or not all(isinstance(f, str) for f in failures)):
+        raise ManifestError(f"{path}: manifest field '{field}.failures' must be a list of strings, got {failures!r}")
 
 
 class Manifest:
