@@ -51,6 +51,8 @@ OPTIONAL_SECTIONS = ("base_checkpoint", "adapter", "engines", "versions", "tasks
 TASKS_DIR = "decoders"  # the model folder's subfolder holding task decoders and their adapters
 TASK_FILES = ("decoder", "adapter")  # what each task entry lists under "files"
 _TASK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+#: names Windows reserves for devices (a file "con.onnx" cannot be made there): no task may take one
+_WINDOWS_RESERVED = re.compile(r"con|prn|aux|nul|com[0-9]|lpt[0-9]")
 MIN_INPUT_SIZE, MAX_INPUT_SIZE = 16, 4096  # a model's square input side (SAM: 1024, lite_medsam: 256)
 
 
@@ -60,6 +62,9 @@ def check_task_name(name: Any, where: Path | str = "task") -> str:
     if not isinstance(name, str) or not _TASK_NAME.fullmatch(name):
         raise ManifestError(f"{where}: task name {name!r} must be 1-64 characters of a-z, 0-9, '_' or '-', "
                             "starting with a letter or digit")
+    if _WINDOWS_RESERVED.fullmatch(name):
+        raise ManifestError(f"{where}: task name {name!r} is a device name on Windows (con, prn, aux, nul, com0-9, "
+                            "lpt0-9), where its files could not be made; choose another")
     return name
 
 
