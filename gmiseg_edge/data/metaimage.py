@@ -19,7 +19,7 @@ import numpy as np
 from gmiseg_edge.core.errors import DataError
 from gmiseg_edge.core.files import atomic_path
 from gmiseg_edge.data.detached import named_file
-from gmiseg_edge.data.images import Volume, check_spacing, corrupt, lps_affine
+from gmiseg_edge.data.images import Volume, check_spacing, check_voxels, corrupt, lps_affine
 
 _HEADER_BYTES = 1 << 16  # a MetaImage header is a few hundred bytes of text; ElementDataFile ends it
 
@@ -62,7 +62,12 @@ def read_metaimage(path: Path) -> Volume:
     sitk = _sitk(path)
     check_data_file(path)
     try:
-        image = sitk.ReadImage(str(path), imageIO="MetaImageIO")
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.SetImageIO("MetaImageIO")
+        reader.ReadImageInformation()  # the header: the voxels are read below, once their count is known
+        check_voxels(tuple(reader.GetSize()), path)
+        image = reader.Execute()
     except RuntimeError as exc:
         raise corrupt(path, "MetaImage", exc) from exc
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:

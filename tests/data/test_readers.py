@@ -410,3 +410,28 @@ def test_a_detached_nrrd_header_may_only_name_a_data_file_in_its_folder_or_below
     (case / "gone.nhdr").write_text(header.replace("data file: ct.raw", "data file: gone.raw"))
     with pytest.raises(DataError, match=r"gone\.raw .* is missing"):
         read_volume(case / "gone.nhdr")
+
+
+def test_volumes_above_the_voxel_limit_are_refused_from_their_header(tmp_path: Path):
+    """Issue 26: a 4 MB 1024^3 .nii.gz decompressed to 3.58 GB. Headers stating 1024^3 voxels (and no data at all)
+    are refused before any data is read."""
+    from gmiseg_edge.data.images import MAX_VOXELS
+
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.uint8)
+    header.set_data_shape((1024, 1024, 1024))
+    nifti = tmp_path / "huge.nii"
+    nifti.write_bytes(header.binaryblock + b"\0" * 4)  # the header, then no voxels
+    nhdr = tmp_path / "huge.nhdr"
+    nhdr.write_text("NRRD0004\ntype: uint8\ndimension: 3\nsizes: 1024 1024 1024\nencoding: raw\ndata file: huge.raw\n")
+    (tmp_path / "huge.raw").write_bytes(b"")
+    mha = tmp_path / "huge.mha"
+    mha.write_text("ObjectType = Image\nNDims = 3\nDimSize = 1024 1024 1024\nElementType = MET_UCHAR\n"
+                   "ElementDataFile = LOCAL\n")
+    for path in (nifti, nhdr, mha):
+        with pytest.raises(DataError, match=rf"{re.escape(str(path))}: 1024 x 1024 x 1024 voxels \(1074 M\) is "
+                                            rf"above the limit of {MAX_VOXELS} voxels"):
+            read_volume(path)
+    small = tmp_path / "small.nii.gz"  # the limit leaves ordinary volumes alone
+    nib.save(nib.Nifti1Image(np.zeros((512, 512, 4), np.int16), np.eye(4)), str(small))
+    assert read_volume(small).array.shape == (512, 512, 4)
