@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -76,3 +77,15 @@ def abdomen_embedding_cache(tmp_path_factory) -> Path:
     """A disk embedding cache shared by the tests that propagate through the sample CT with lite_medsam's shared
     export (the CLI's and the runtime's): the slices are encoded once per test session (CI time)."""
     return tmp_path_factory.mktemp("abdomen-embeddings")
+
+
+def killed_runs_staging(parent: Path, name: str) -> tuple[Path, Path]:
+    """A stale ``.<name>.partial-*`` folder (a killed run's, two hours old) and a fresh one (a live run's)."""
+    stale, fresh = parent / f".{name}.partial-ab12cd34", parent / f".{name}.partial-zz99yy88"
+    for folder in (stale, fresh):
+        folder.mkdir(parents=True)
+        (folder / "liver.onnx").write_bytes(b"half a graph")
+    hours_ago = time.time() - 2 * 3600
+    for path in (stale / "liver.onnx", stale):
+        os.utime(path, (hours_ago, hours_ago))
+    return stale, fresh

@@ -275,7 +275,7 @@ def train(
     stop = " (stopped early)" if result.stopped_early else ""
     console.print(
         f"wrote {result.out} ({result.out.stat().st_size / 1024:.1f} KiB) after {len(result.history)} epochs{stop}"
-        f"{best} in {result.seconds:.1f} s", highlight=False,
+        f"{best} in {result.seconds:.1f} s", markup=False, highlight=False,
     )
 
 

@@ -51,7 +51,8 @@ def adapt(
             window=parse_window(window), cache_dir=cache_dir or default_cache_dir(),
             add=not no_add, add_unchanged=add_unchanged, threads=threads,
         )
-        bar = Progress(TextColumn("training {task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
+        bar = Progress(TextColumn("training {task.description}", markup=False), BarColumn(),
+                       TextColumn("{task.fields[status]}", markup=False),
                        TimeElapsedColumn(), console=console, transient=True)
         bar_task = bar.add_task(task, total=time_budget, status="")
 

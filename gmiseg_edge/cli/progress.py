@@ -11,9 +11,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 @contextlib.contextmanager
 def file_progress(console: Console | None = None) -> Iterator[Callable[[str, int, int], None]]:
-    """A rich progress bar (one task per file, advancing per slice) as a ``(name, done, total)`` callback."""
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=console, transient=False)
+    """A rich progress bar (one task per file, advancing per slice) as a ``(name, done, total)`` callback; file
+    names are shown verbatim (no rich markup read in them)."""
+    bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), console=console, transient=False)
     tasks: dict[str, TaskID] = {}
 
     def update(name: str, done: int, total: int) -> None:

@@ -20,7 +20,7 @@ def fmt(value: float, digits: int = 3) -> str:
 
 
 def export_table(result) -> Table:
-    table = Table(title=f"{result.folder}: ONNX Runtime vs PyTorch FP32 on the sample cases")
+    table = Table(title=Text(f"{result.folder}: ONNX Runtime vs PyTorch FP32 on the sample cases"))
     for column in ("precision", "cases", "embedding max abs", "logits max abs", "min mask Dice", "verdict"):
         table.add_column(column)
     for precision, report in result.reports.items():
@@ -34,7 +34,7 @@ def export_table(result) -> Table:
 
 def eval_table(result, title: str, reference: bool = False, instance_rows: bool = True) -> Table:
     """Per-case rows (instance cases only summarised unless ``instance_rows``) and per-dataset summaries."""
-    table = Table(title=f"{title}; NSD at {result.config.get('nsd_tolerance_mm', 2.0):g} mm")
+    table = Table(title=Text(f"{title}; NSD at {result.config.get('nsd_tolerance_mm', 2.0):g} mm"))
     notes = any(c.scores is not None and c.note for c in result.cases)  # e.g. the stops of propagation
     columns = ["case", "dataset", "Dice", "Jaccard", "ASD mm", "HD95 mm", "NSD"]
     columns += ["vs torch"] if reference else []
@@ -83,8 +83,9 @@ def ms(value: float) -> str:
 def bench_tables(result: BenchResult) -> list[Table]:
     """Three tables: per-stage p50 with status, size and memory; end-to-end latency and throughput; ratios."""
     env = result.environment
-    stages = Table(title=f"{result.model} on {env['cpu']} ({env['cores_usable']} cores, threads "
-                         f"{env['threads'] or 'default'}), {result.config['runs']} interleaved runs: p50 ms per stage")
+    stages = Table(title=Text(f"{result.model} on {env['cpu']} ({env['cores_usable']} cores, threads "
+                              f"{env['threads'] or 'default'}), {result.config['runs']} interleaved runs: p50 ms "
+                              "per stage"))
     for column in ("variant", "status", "preprocess", "encoder", "decoder", "postprocess", "graphs MB", "load MiB"):
         stages.add_column(column, overflow="fold")
     e2e = Table(title="end to end, ms: cold prompt (encode + decode) and cached-image prompt (decode only)")
@@ -95,7 +96,8 @@ def bench_tables(result: BenchResult) -> list[Table]:
     for row in result.rows:
         size = "-" if row.model_bytes is None else f"{row.model_bytes / 1e6:.1f}"
         if not row.timed:
-            stages.add_row(row.label, f"{row.status}: {row.reason}" if row.reason else row.status, *"----", size, "-")
+            stages.add_row(Text(row.label), Text(f"{row.status}: {row.reason}" if row.reason else row.status), *"----",
+                           size, "-")
             continue
         stats, rate = row.stats(), row.throughput()
         load = "-" if row.load_rss_mib is None else f"{row.load_rss_mib:.0f}"

@@ -8,11 +8,13 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from gmiseg_edge.cli.parse import csv_list, parse_named_folder
 from gmiseg_edge.cli.render import ms
 from gmiseg_edge.serve.app import ServeConfig, run_server
 from gmiseg_edge.serve.bench import SERVER_STAGES, ServerBenchResult, run_server_bench
+from gmiseg_edge.serve.protocol import MAX_PIXELS, MAX_POINTS, MAX_SIDE, ServeLimits
 from gmiseg_edge.serve.repository import RepositoryOptions, write_repository
 
 
@@ -34,6 +36,9 @@ def serve(
     support: Annotated[list[str] | None, typer.Option(help="NAME=DIR: serve a support set (a dataset folder of "
                                                       "examples) as NAME of model segment_support; repeatable")] = None,
     task: Annotated[list[str] | None, typer.Option(hidden=True, help="deprecated name of --support")] = None,
+    max_points: Annotated[int, typer.Option(help="prompt points a request may carry")] = MAX_POINTS,
+    max_pixels: Annotated[int, typer.Option(help="pixels of an image a request may carry")] = MAX_PIXELS,
+    max_side: Annotated[int, typer.Option(help="longest image side a request may carry")] = MAX_SIDE,
 ) -> None:
     """Serve a model folder through a real Triton Inference Server (PyTriton): models encode, decode, segment (and
     segment_support with --support)."""
@@ -48,7 +53,8 @@ def serve(
         config = ServeConfig(model_dir=model_dir, http_port=http_port, grpc_port=grpc_port,
                              metrics_port=metrics_port, address=address, backend=backend, precision=precision,
                              threads=threads, cache_dir=cache_dir, cache_max_gb=cache_max_gb, max_batch=max_batch,
-                             queue_delay_us=queue_delay_us, instances=instances, support_sets=tuple(support_sets))
+                             queue_delay_us=queue_delay_us, instances=instances, support_sets=tuple(support_sets),
+                             limits=ServeLimits(max_points=max_points, max_pixels=max_pixels, max_side=max_side))
         run_server(config, log=say)
 
 
@@ -87,8 +93,8 @@ def bench_server(url: str, model_dir: Path | None, runs: int, warmup: int, threa
 
 def server_bench_table(result: ServerBenchResult) -> Table:
     """One row per stage and place: min/p50/p90/p99/max ms and calls per second."""
-    table = Table(title=f"{result.url}: {result.case} {result.image_shape}, {result.runs} interleaved runs, "
-                        "ms over gRPC (server) and in this process")
+    table = Table(title=Text(f"{result.url}: {result.case} {result.image_shape}, {result.runs} interleaved runs, "
+                             "ms over gRPC (server) and in this process"))
     for column in ("stage", "where", "min", "p50", "p90", "p99", "max", "calls/s"):
         table.add_column(column)
     for place, stages in result.stats().items():

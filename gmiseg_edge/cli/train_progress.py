@@ -28,11 +28,11 @@ class RichProgress(Callback):
         where = f"{info.device} x{info.world_size}" if info.world_size > 1 else info.device
         self.console.print(
             f"{info.model} + {adapter.kind} rank {adapter.rank}"
-            f"{' (decoder too)' if adapter.include_decoder else ''}: {info.counts}", highlight=False,
+            f"{' (decoder too)' if adapter.include_decoder else ''}: {info.counts}", markup=False, highlight=False,
         )
         self.console.print(
             f"{info.n_train} training samples, {info.n_val} validation samples, {info.steps_per_epoch} steps "
-            f"per epoch per process, on {where}; checkpoint {info.checkpoint}", highlight=False,
+            f"per epoch per process, on {where}; checkpoint {info.checkpoint}", markup=False, highlight=False,
         )
         if info.start_epoch:
             self.console.print(f"resuming after epoch {info.start_epoch}", highlight=False)

@@ -1,5 +1,5 @@
 """Files: atomic writes (readers never see half a file; a failed write leaves the old file in place), sha256,
-and the user cache folder."""
+the user cache folder, and the staging folders (``.<name>.partial-*``) that killed publishing runs leave."""
 
 from __future__ import annotations
 
@@ -7,12 +7,16 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 FILE_MODE = 0o644
+STALE_PARTIAL_SECONDS = 3600  # a staging folder untouched this long belongs to a run that was killed
 CHUNK = 1 << 20
 
 
@@ -83,3 +87,24 @@ def user_cache_dir() -> Path:
         return Path(root).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "gmiseg-edge"
+
+
+def remove_stale_partials(target: Path, max_age: float = STALE_PARTIAL_SECONDS) -> list[Path]:
+    """Delete the staging folders (``.<name>.partial-XXXXXXXX`` beside ``target``) that killed runs left (export,
+    add-task, adapt, export-triton): those whose folder and files were all last modified more than ``max_age``
+    seconds ago (a live run's are younger). Every command that publishes ``target`` calls it first. Returns what
+    was deleted."""
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.partial-[a-z0-9_]{{8}}")
+    cutoff = time.time() - max_age
+    removed = []
+    for path in target.parent.iterdir() if target.parent.is_dir() else ():
+        if not pattern.fullmatch(path.name) or path.is_symlink() or not path.is_dir():
+            continue
+        try:
+            newest = max([path.stat().st_mtime] + [p.lstat().st_mtime for p in path.iterdir()])
+        except OSError:  # removed meanwhile (its run finished)
+            continue
+        if newest < cutoff:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed

@@ -51,6 +51,9 @@ OPTIONAL_SECTIONS = ("base_checkpoint", "adapter", "engines", "versions", "tasks
 TASKS_DIR = "decoders"  # the model folder's subfolder holding task decoders and their adapters
 TASK_FILES = ("decoder", "adapter")  # what each task entry lists under "files"
 _TASK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+#: names Windows reserves for devices (a file "con.onnx" cannot be made there): no task may take one
+_WINDOWS_RESERVED = re.compile(r"con|prn|aux|nul|com[0-9]|lpt[0-9]")
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 16, 4096  # a model's square input side (SAM: 1024, lite_medsam: 256)
 
 
 def check_task_name(name: Any, where: Path | str = "task") -> str:
@@ -59,6 +62,9 @@ def check_task_name(name: Any, where: Path | str = "task") -> str:
     if not isinstance(name, str) or not _TASK_NAME.fullmatch(name):
         raise ManifestError(f"{where}: task name {name!r} must be 1-64 characters of a-z, 0-9, '_' or '-', "
                             "starting with a letter or digit")
+    if _WINDOWS_RESERVED.fullmatch(name):
+        raise ManifestError(f"{where}: task name {name!r} is a device name on Windows (con, prn, aux, nul, com0-9, "
+                            "lpt0-9), where its files could not be made; choose another")
     return name
 
 
@@ -147,7 +153,16 @@ def _check_schema(data: Any, path: Path) -> dict[str, Any]:
         PreprocessConfig.from_dict(model["preprocess"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ManifestError(f"{path}: manifest field 'model.preprocess' is malformed ({exc!r})") from exc
+    size = model["preprocess"]["input_size"]
+    if isinstance(size, bool) or not isinstance(size, int) or not MIN_INPUT_SIZE <= size <= MAX_INPUT_SIZE:
+        raise ManifestError(f"{path}: manifest field 'model.preprocess.input_size' must be a whole number of pixels "
+                            f"from {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE}, got {size!r}")
+    for precision, report in data["validation"].items():
+        _check_report(report, f"validation.{precision}", path)
     _check_paths(data, path)
+    for task, entry in (data.get("tasks") or {}).items():
+        if "validation" in entry:
+            _check_report(entry["validation"], f"tasks.{task}.validation", path)
     return data
 
 
@@ -164,6 +179,19 @@ def model_folders_hint(name: str = "") -> str:
             found.sort(key=lambda p: p.name != name)
             return f"{maker} made {found[0]}: give --model-dir {found[0]}"
     return "run `gmiseg-edge demo` (it writes runs/demo/lite_medsam) or `gmiseg-edge export` (models/lite_medsam)"
+
+
+def _check_report(report: Any, field: str, path: Path) -> None:
+    """A recorded validation: an object whose ``passed`` (if given) is true or false and whose ``failures`` (if
+    given) is a list of strings; otherwise an error naming ``field``."""
+    if not isinstance(report, dict):
+        raise ManifestError(f"{path}: manifest field {field!r} is {type(report).__name__} ({report!r}), not an object "
+                            "(a validation report: passed, failures, ...); export the model again")
+    if "passed" in report and not isinstance(report["passed"], bool):
+        raise ManifestError(f"{path}: manifest field '{field}.passed' must be true or false, got {report['passed']!r}")
+    failures = report.get("failures")
+    if failures is not None and (not isinstance(failures, list) or not all(isinstance(f, str) for f in failures)):
+        raise ManifestError(f"{path}: manifest field '{field}.failures' must be a list of strings, got {failures!r}")
 
 
 class Manifest:

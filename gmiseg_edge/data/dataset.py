@@ -4,7 +4,8 @@ Folder convention: ``root/images/<stem>.<ext>`` pairs with ``root/masks/<stem>.<
 differ: any suffix of :data:`gmiseg_edge.data.formats.FORMATS`; ``.nii.gz`` counts as one extension). A DICOM
 series is a subfolder ``root/images/<stem>/``; its label map ``root/masks/<stem>.nii.gz`` (any axis order of the
 same grid) or ``root/masks/<stem>.dcm`` (a DICOM-SEG). Hidden files, and the data file beside a detached header
-(``x.raw`` beside ``x.nhdr``), are ignored. :func:`read_pair` reads an image and its mask.
+(``x.raw`` beside ``x.nhdr``), are ignored. Files that are symlinks to files outside the folder are read, with a
+warning (logged once per folder). :func:`read_pair` reads an image and its mask.
 
 JSON convention: ``root/dataset.json`` holds a list (or ``{"cases": [...]}``) of
 ``{"image": "...", "mask": "...", "label": 3}`` with paths relative to the JSON file; ``label`` is optional
@@ -14,6 +15,7 @@ JSON convention: ``root/dataset.json`` holds a list (or ``{"cases": [...]}``) of
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -28,6 +30,8 @@ from gmiseg_edge.data.readers import NanPolicy, as_label_array, is_dicom, read_i
 DICOM_SUFFIXES = (DICOM_SEG_SUFFIX,)  # one DICOM image, or a DICOM-SEG label map of a DICOM series
 
 DATASET_JSON = "dataset.json"
+
+log = logging.getLogger(__name__)
 
 
 def read_pair(
@@ -107,7 +111,19 @@ def _pairs_from_folders(root: Path) -> list[Pair]:
         names = ", ".join(str(masks[s]) for s in lonely_masks[:5])
         more = f" (and {len(lonely_masks) - 5} more)" if len(lonely_masks) > 5 else ""
         raise DataError(f"mask(s) without an image in {images_dir}: {names}{more}", masks[lonely_masks[0]])
+    _warn_about_links_out(root, [*images.values(), *masks.values()])
     return [Pair(name=stem, image=images[stem], mask=masks[stem]) for stem in sorted(images)]
+
+
+def _warn_about_links_out(root: Path, paths: list[Path]) -> None:
+    """Log one warning when files of the folder ``root`` are symlinks to files outside it: they are read (a dataset
+    may be made of links to a shared store), but a support or training set should not take in files silently."""
+    inside = root.resolve()
+    outside = [(path, path.resolve()) for path in paths if not path.resolve().is_relative_to(inside)]
+    if outside:
+        (path, target), more = outside[0], len(outside) - 1
+        log.warning("%s: %d file(s) are symlinks to files outside the folder, and are read from there: %s -> %s%s",
+                    root, len(outside), path.relative_to(root), target, f" (and {more} more)" if more else "")
 
 
 def _pair_from_entry(entry: object, number: int, json_path: Path) -> Pair:

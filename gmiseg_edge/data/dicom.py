@@ -31,7 +31,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut
 
 from gmiseg_edge.core.errors import DataError, MissingFileError
-from gmiseg_edge.data.images import Volume, check_spacing
+from gmiseg_edge.data.images import Volume, check_spacing, check_voxels
 
 DICOMDIR = "DICOMDIR"
 SUFFIXES = (".dcm", ".dicom", ".ima")
@@ -350,6 +350,7 @@ def read_dicom_series(path: str | Path, series: str | None = None) -> Volume:
         if problem is not None:
             raise DataError(f"{problem} (series {chosen.describe()})", file)
     orientation, pixel_spacing = _check_same(headers, files)
+    check_voxels((int(headers[0].Columns), int(headers[0].Rows), len(files)), path)  # before any pixel is decoded
     row_dir, col_dir = orientation[:3], orientation[3:]  # directions of increasing column (i) and row (j) index
     normal = np.cross(row_dir, col_dir)
     order, positions = _order(headers, files, normal)

@@ -75,6 +75,21 @@ def to_3d(array: np.ndarray, path: Path) -> np.ndarray:
     return array
 
 
+MAX_VOXELS = 1 << 29  # 536,870,912 voxels (e.g. 512 x 512 x 2048): larger volumes are refused from their header
+
+
+def check_voxels(shape: tuple[int, ...], path: Path) -> None:
+    """Refuse a volume of more than :data:`MAX_VOXELS` voxels from the shape its header states, before its data is
+    read or decompressed (a 4 MB ``.nii.gz`` may state 1024^3 voxels: 3.6 GB once read)."""
+    voxels = 1
+    for size in shape:
+        voxels *= max(int(size), 1)
+    if voxels > MAX_VOXELS:
+        stated = " x ".join(str(int(size)) for size in shape)
+        raise DataError(f"{stated} voxels ({voxels / 1e6:.0f} M) is above the limit of {MAX_VOXELS} voxels "
+                        f"({MAX_VOXELS / 1e6:.0f} M); crop or downsample it first", path)
+
+
 def corrupt(path: Path, kind: str, exc: BaseException) -> DataError:
     """The error for a file of format ``kind`` that its library could not read."""
     detail = f"{type(exc).__name__}: {exc}".strip()

@@ -6,8 +6,8 @@ without. A MetaImage's geometry is in LPS, as ITK's: the affine of voxel (i, j, 
 diag(spacing) @ (i, j, k)``. Masks are written as one ``.mha`` file (a ``.mhd`` input's too), atomically.
 
 A header names the file holding its voxels (``ElementDataFile``). It is read only when it lies in the
-header's folder or below it (after resolving symlinks): a header must not make the reader open an arbitrary local
-file. ``LOCAL`` data (after the header) is read; a ``LIST`` of files or a file-name pattern is refused.
+header's folder or below it (:func:`~gmiseg_edge.data.detached.named_file`). ``LOCAL`` data (after the header) is
+read; a ``LIST`` of files or a file-name pattern is refused.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import numpy as np
 
 from gmiseg_edge.core.errors import DataError
 from gmiseg_edge.core.files import atomic_path
-from gmiseg_edge.data.images import Volume, check_spacing, corrupt, lps_affine
+from gmiseg_edge.data.detached import named_file
+from gmiseg_edge.data.images import Volume, check_spacing, check_voxels, corrupt, lps_affine
 
 _HEADER_BYTES = 1 << 16  # a MetaImage header is a few hundred bytes of text; ElementDataFile ends it
 
@@ -53,13 +54,7 @@ def check_data_file(path: Path) -> None:
     if value.upper().startswith("LIST") or "%" in value:
         raise DataError(f"ElementDataFile {value!r}: a list of files or a file-name pattern is not read; "
                         "convert the image to one .mha file", path)
-    folder = path.parent.resolve()
-    data = (path.parent / value).resolve()  # the file the reader opens; an absolute value replaces the folder
-    if not data.is_relative_to(folder):
-        raise DataError(f"ElementDataFile {value!r} lies outside the header's folder {folder}: refused (a header "
-                        "may only name a data file beside it or below it)", path)
-    if not data.is_file():
-        raise DataError(f"its data file {data} (ElementDataFile {value!r}) is missing", path)
+    named_file(path, value, "ElementDataFile")
 
 
 def read_metaimage(path: Path) -> Volume:
@@ -67,7 +62,12 @@ def read_metaimage(path: Path) -> Volume:
     sitk = _sitk(path)
     check_data_file(path)
     try:
-        image = sitk.ReadImage(str(path), imageIO="MetaImageIO")
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.SetImageIO("MetaImageIO")
+        reader.ReadImageInformation()  # the header: the voxels are read below, once their count is known
+        check_voxels(tuple(reader.GetSize()), path)
+        image = reader.Execute()
     except RuntimeError as exc:
         raise corrupt(path, "MetaImage", exc) from exc
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:

@@ -15,7 +15,8 @@ import numpy as np
 
 from gmiseg_edge.core.errors import DataError
 from gmiseg_edge.core.files import atomic_path
-from gmiseg_edge.data.images import Volume, check_spacing, corrupt, lps_affine, ras_affine, to_3d
+from gmiseg_edge.data.detached import named_file
+from gmiseg_edge.data.images import Volume, check_spacing, check_voxels, corrupt, lps_affine, ras_affine, to_3d
 
 _NRRD_GEOMETRY_KEYS = ("space", "space directions", "space origin", "spacings", "kinds", "space units")
 
@@ -23,7 +24,11 @@ _NRRD_GEOMETRY_KEYS = ("space", "space directions", "space origin", "spacings", 
 def read_nifti(path: Path) -> Volume:
     """A NIfTI volume (``.nii``, ``.nii.gz``): affine to RAS, the header kept for writing masks back."""
     try:
-        img = nib.load(str(path))
+        img = nib.load(str(path))  # the header only: the data is read below, once its size is known
+    except Exception as exc:
+        raise corrupt(path, "NIfTI", exc) from exc
+    check_voxels(img.shape, path)
+    try:
         array = np.asanyarray(img.dataobj)
     except Exception as exc:
         raise corrupt(path, "NIfTI", exc) from exc
@@ -61,8 +66,30 @@ def _nrrd_geometry(header: dict, path: Path) -> tuple[tuple[float, ...], np.ndar
     return spacing, affine
 
 
+def check_nrrd_header(path: Path) -> None:
+    """Refuse a header whose ``data file`` (a detached header's voxels) is not one file in its folder or below it
+    (:func:`~gmiseg_edge.data.detached.named_file`: a header must not make the reader open an arbitrary file), or
+    that states more than :data:`~gmiseg_edge.data.images.MAX_VOXELS` voxels."""
+    try:
+        header = nrrd.read_header(str(path))
+    except Exception as exc:
+        raise corrupt(path, "NRRD", exc) from exc
+    check_voxels(tuple(header.get("sizes", ())), path)
+    for field in ("data file", "datafile"):  # pynrrd reads either spelling
+        value = header.get(field)
+        if value is None:
+            continue
+        value = str(value).strip()
+        if value.upper().startswith("LIST") or "%" in value:
+            raise DataError(f"{field} {value!r}: a list of files or a file-name pattern is not read; convert the "
+                            "volume to one .nrrd file", path)
+        named_file(path, value, f"'{field}'")
+
+
 def read_nrrd(path: Path) -> Volume:
-    """An NRRD volume (``.nrrd``, or a detached ``.nhdr`` header): affine to the header's ``space``."""
+    """An NRRD volume (``.nrrd``, or a detached ``.nhdr`` header whose data file lies in its folder or below it):
+    affine to the header's ``space``."""
+    check_nrrd_header(path)
     try:
         array, header = nrrd.read(str(path), index_order="F")
     except Exception as exc:

@@ -13,10 +13,8 @@ import contextlib
 import datetime as dt
 import os
 import platform
-import re
 import shutil
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +29,7 @@ from gmiseg_edge.adapters import adapted_layers, apply_adapter, merge_adapters, 
 from gmiseg_edge.calibration.dataset import SAMPLE_CALIBRATION_CASES, SAMPLES
 from gmiseg_edge.calibration.quantize import quantize_graphs
 from gmiseg_edge.core.errors import ExportError
-from gmiseg_edge.core.files import sha256_of
+from gmiseg_edge.core.files import remove_stale_partials, sha256_of
 from gmiseg_edge.core.manifest import Manifest, file_entry, graph_filename
 from gmiseg_edge.data.samples import load_sample_cases
 from gmiseg_edge.export.fp16 import convert_to_fp16
@@ -41,7 +39,6 @@ from gmiseg_edge.models.build import build_model, checkpoint_sha256
 from gmiseg_edge.models.zoo import get_spec
 
 Log = Callable[[str], None]
-STALE_PARTIAL_SECONDS = 3600  # a staging folder untouched this long belongs to an export that was killed
 
 
 @dataclass
@@ -165,25 +162,6 @@ def _check_target(target: Path, force: bool) -> None:
         raise ExportError(f"{parent}: the output folder is not writable")
     if target.exists() and not force:
         raise ExportError(f"{target}: already exists; choose another --out or pass --force to replace it")
-
-
-def remove_stale_partials(target: Path, max_age: float = STALE_PARTIAL_SECONDS) -> list[Path]:
-    """Delete the staging folders (``.<name>.partial-XXXXXXXX``) of ``target`` that killed exports left: those
-    whose folder and files were all last modified more than ``max_age`` seconds ago. Returns what was deleted."""
-    pattern = re.compile(rf"\.{re.escape(target.name)}\.partial-[a-z0-9_]{{8}}")
-    cutoff = time.time() - max_age
-    removed = []
-    for path in target.parent.iterdir() if target.parent.is_dir() else ():
-        if not pattern.fullmatch(path.name) or path.is_symlink() or not path.is_dir():
-            continue
-        try:
-            newest = max([path.stat().st_mtime] + [p.lstat().st_mtime for p in path.iterdir()])
-        except OSError:  # removed meanwhile (its export finished)
-            continue
-        if newest < cutoff:
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-    return removed
 
 
 def _touching(staging: Path, say: Log) -> Log:

@@ -31,7 +31,7 @@ from segment_anything.modeling import Sam
 
 from gmiseg_edge.adapters import AdapterConfig, apply_adapter, load_adapter, merge, parameter_counts
 from gmiseg_edge.core.errors import AdapterError, ExportError, ManifestError
-from gmiseg_edge.core.files import sha256_of
+from gmiseg_edge.core.files import remove_stale_partials, sha256_of
 from gmiseg_edge.core.graph_io import DECODER_OUTPUTS, ENCODER_INPUT
 from gmiseg_edge.core.manifest import TASKS_DIR, Manifest, check_task_name, file_entry, graph_filename
 from gmiseg_edge.core.prompts import box_from_mask, make_prompt
@@ -172,6 +172,8 @@ def add_task_decoder(
     say = log or (lambda message: None)
     folder, adapter = Path(model_dir), Path(adapter)
     manifest = Manifest.load(folder)
+    for path in remove_stale_partials(folder / TASKS_DIR):
+        say(f"removed {path} (left by an add-task or adapt that was killed)")
     check_task_name(task, folder)
     if task in manifest.tasks():
         raise ManifestError(f"{folder}: task {task!r} already exists; choose another name")

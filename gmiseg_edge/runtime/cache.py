@@ -16,9 +16,11 @@ Two levels, both thread-safe:
   (a hit refreshes an entry's modification time) are deleted down to 90% of the bound. The scans that
   size the folder also delete temporary files older than an hour (a writer killed mid-write leaves one;
   a live write is seconds old).
+- an entry or subfolder this process may not read or write (another user's, in a shared folder): a warning
+  (logged once per subfolder and kind), and that entry goes on in memory only; the run does not fail.
 
 Counters (:class:`CacheStats`): memory and disk hits, misses, encoder runs, corrupted entries dropped, stale
-temporary files removed.
+temporary files removed, disk entries skipped for permission errors.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
 import os
 import threading
 import time
@@ -37,6 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from gmiseg_edge.core.files import write_bytes_atomic
+
+log = logging.getLogger(__name__)
 
 MAGIC = b"GMISEG-EMB1\n"
 DIGEST = 32
@@ -58,6 +63,7 @@ class CacheStats:
     corrupt_dropped: int = 0
     disk_evicted: int = 0
     stale_tmp_removed: int = 0
+    disk_denied: int = 0  # disk reads or writes skipped: the entry or its subfolder is not this user's to use
     entries: int = 0
     bytes: int = 0
 
@@ -100,7 +106,8 @@ class EmbeddingCache:
         self._stripes = [threading.Lock() for _ in range(_STRIPES)]  # one computation per key at a time
         self._counts = dict.fromkeys(
             ("memory_hits", "disk_hits", "misses", "encoder_runs", "corrupt_dropped", "disk_evicted",
-             "stale_tmp_removed"), 0)
+             "stale_tmp_removed", "disk_denied"), 0)
+        self._warned: set[tuple[str, Path]] = set()  # (read/write, subfolder) already warned about
 
     # ------------------------------------------------------------------ public
 
@@ -132,7 +139,10 @@ class EmbeddingCache:
             if key in self._memory:
                 return True
         path = self._disk_path(key)
-        return path is not None and path.is_file()
+        try:
+            return path is not None and path.is_file()
+        except PermissionError:  # a subfolder this user may not search: the entry cannot be used
+            return False
 
     @property
     def stats(self) -> CacheStats:
@@ -190,6 +200,9 @@ class EmbeddingCache:
                 inode = os.fstat(handle.fileno()).st_ino
         except FileNotFoundError:
             return None
+        except PermissionError as exc:
+            self._denied("read", path, exc)
+            return None
         value = _decode_entry(data)
         if value is None or not self._usable(value):
             self._count("corrupt_dropped")
@@ -198,6 +211,8 @@ class EmbeddingCache:
                     path.unlink()
             except FileNotFoundError:
                 pass
+            except PermissionError as exc:
+                self._denied("remove", path, exc)
             return None
         self._count("disk_hits")
         with contextlib.suppress(OSError):  # recently used: evicted last
@@ -214,7 +229,11 @@ class EmbeddingCache:
         if path is None:
             return
         entry = _encode_entry(value)
-        write_bytes_atomic(path, entry)
+        try:
+            write_bytes_atomic(path, entry)
+        except PermissionError as exc:
+            self._denied("write", path, exc)
+            return
         with self._lock:
             if self._disk_bytes is None:
                 self._disk_bytes = self._scan_disk_bytes()
@@ -222,6 +241,17 @@ class EmbeddingCache:
                 self._disk_bytes += len(entry)
             if self._disk_bytes > self.max_disk_bytes:
                 self._evict_disk(keep=path)
+
+    def _denied(self, action: str, path: Path, exc: PermissionError) -> None:
+        """Count a disk entry this process may not use, and warn once per subfolder and action."""
+        with self._lock:
+            self._counts["disk_denied"] += 1
+            first = (action, path.parent) not in self._warned
+            self._warned.add((action, path.parent))
+        if first:
+            log.warning("embedding cache: cannot %s %s (%s); going on without the disk cache for such entries "
+                        "(fix the folder's owner or permissions, or use a cache folder of your own)", action, path,
+                        exc.strerror or exc)
 
     def _disk_entries(self) -> list[tuple[float, int, Path]]:
         """Every entry (mtime, size, path); deletes temporary files older than ``STALE_TMP_SECONDS`` on the way
@@ -240,7 +270,7 @@ class EmbeddingCache:
             if not is_tmp:
                 entries.append((info.st_mtime, info.st_size, path))
             elif info.st_mtime < stale_before:  # left by a writer killed mid-write: nothing else deletes it
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(FileNotFoundError, PermissionError):  # another user's: theirs to delete
                     path.unlink()
                     self._counts["stale_tmp_removed"] += 1
         return entries
@@ -258,7 +288,7 @@ class EmbeddingCache:
                 break
             if path == keep:
                 continue
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(FileNotFoundError, PermissionError):  # another user's: left in place
                 path.unlink()
                 self._counts["disk_evicted"] += 1
             total -= size

@@ -29,6 +29,7 @@ from gmiseg_edge.serve.protocol import (
     BOX,
     DECODE,
     DECODER,
+    DEFAULT_LIMITS,
     ENCODE,
     IMAGE,
     KEY,
@@ -42,6 +43,7 @@ from gmiseg_edge.serve.protocol import (
     SEGMENT_SUPPORT,
     SUPPORT,
     UNCERTAINTY,
+    ServeLimits,
 )
 
 LOAD_ATTEMPTS = 3  # PyTriton's stub gives its handshake with this process 1 s: a loaded CPU can miss it
@@ -50,7 +52,21 @@ SERVE_ENV_HINT = ('python3 -m venv .venv-serve && .venv-serve/bin/pip install -e
 
 
 class ServeRequestError(GmisegError):
-    """A request the served model refused; the message starts with the model and names the input at fault."""
+    """A request the served model refused; the message starts with the model and names the input at fault.
+
+    PyTriton sends a client ``traceback.format_exception(None, error, error.__traceback__)`` of an inference
+    callable's error: this class reads its ``__traceback__`` as None, so a refusal reaches the client as one line
+    (``...ServeRequestError: decode: input 'key': ...``), not as the server's stack. Python itself keeps the real
+    traceback (``sys.exc_info``: the server's log still shows it).
+    """
+
+    @property  # type: ignore[override]
+    def __traceback__(self) -> None:
+        return None
+
+    @__traceback__.setter
+    def __traceback__(self, _value: object) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -73,6 +89,7 @@ class ServeConfig:
     exit_timeout_s: int = 10
     log_verbose: int = 0
     support_sets: tuple[tuple[str, Path], ...] = ()  # (name, support-set folder): served by segment_support
+    limits: ServeLimits = DEFAULT_LIMITS  # what one request may carry (points, image pixels and side)
 
     def __post_init__(self) -> None:
         ports = (self.http_port, self.grpc_port, self.metrics_port)
@@ -175,7 +192,11 @@ def run_server(config: ServeConfig, log: Callable[[str], None] = print) -> None:
                            f"environment: {SERVE_ENV_HINT}") from None
     predictor = load(config.model_dir, backend=config.backend, precision=config.precision, threads=config.threads,
                      cache=config.cache_dir, cache_max_gb=config.cache_max_gb)
-    models = ServingModels(predictor, support_sets=load_support_sets(predictor, config.support_sets, log))
+    models = ServingModels(predictor, limits=config.limits,
+                           support_sets=load_support_sets(predictor, config.support_sets, log))
+    limits = config.limits
+    log(f"limits a request: {limits.max_points} points, one box, {limits.max_pixels} image pixels, "
+        f"{limits.max_side} a side")
     decoders = models.task_decoders()
     if decoders:
         log(f"task decoders (input 'decoder' of decode and segment): {', '.join(decoders)}")

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from gmiseg_edge.core.errors import GmisegError
+from gmiseg_edge.core.errors import GmisegError, InputError
 from gmiseg_edge.serve.protocol import (
     BOX,
     DECODE,
@@ -38,6 +38,7 @@ from gmiseg_edge.serve.protocol import (
     SEGMENT_SUPPORT,
     SUPPORT,
     UNCERTAINTY,
+    check_not_empty,
 )
 
 _REFUSAL = re.compile(r"ServeRequestError: (.*?)(?:\\n|\n|$)")
@@ -155,6 +156,10 @@ class SegmentClient:
 
         request = []
         for name, value in inputs.items():
+            try:  # the model's own message: PyTriton cannot pass an empty tensor on (protocol.check_not_empty)
+                check_not_empty(f"input '{name}'", value)
+            except InputError as exc:
+                raise ServerError(f"{model}: {exc}", "not sent") from None
             tensor = self._grpc.InferInput(name, list(value.shape), np_to_triton_dtype(value.dtype))
             tensor.set_data_from_numpy(value)
             request.append(tensor)

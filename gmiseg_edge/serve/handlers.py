@@ -16,41 +16,51 @@ from gmiseg_edge.core.errors import InputError
 from gmiseg_edge.core.prediction import Prediction
 from gmiseg_edge.core.prompts import make_prompt
 from gmiseg_edge.core.transforms import ImageGeometry
+from gmiseg_edge.runtime.cache import EmbeddingCache
 from gmiseg_edge.runtime.images import check_image
 from gmiseg_edge.runtime.predictor import EncodedImage, Predictor
 from gmiseg_edge.serve.protocol import (
     BOX,
     DECODER,
+    DEFAULT_LIMITS,
     IMAGE,
     KEY,
     LABELS,
     LOW_RES_LOGITS,
     MASK,
     MASK_INPUT,
-    MAX_SIDE,
     POINTS,
     SCORE,
     SUPPORT,
     UNCERTAINTY,
     EmbeddingKey,
+    ServeLimits,
     UnknownKeyError,
+    check_not_empty,
 )
 
 if TYPE_CHECKING:
     from gmiseg_edge.runtime.support.segmenter import SupportSetSegmenter
 
 
-def check_served_image(image: np.ndarray, name: str = f"input '{IMAGE}'", max_side: int = MAX_SIDE) -> np.ndarray:
-    """An image as received, (H, W, C) uint8 with C 1 or 3, checked and returned as (H, W) or (H, W, 3)."""
+SIZE_ENTRIES = 1 << 16  # image sizes held in memory beside the embeddings (8 bytes each)
+
+
+def check_served_image(image: np.ndarray, name: str = f"input '{IMAGE}'",
+                       limits: ServeLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """An image as received, (H, W, C) uint8 with C 1 or 3, checked against ``limits`` and returned as (H, W) or
+    (H, W, 3)."""
     image = np.asarray(image)
     if image.ndim != 3:
         raise InputError(f"{name}: expected uint8 [H, W, C] (C = 1 or 3), got shape {list(image.shape)}")
     if image.dtype != np.uint8:
         raise InputError(f"{name}: expected uint8, got {image.dtype}; map intensities to 0..255 first "
                          "with a window (gmiseg_edge.data.to_uint8)")
-    if max(image.shape[:2]) > max_side:
-        raise InputError(f"{name}: {image.shape[0]}x{image.shape[1]} is larger than the server takes "
-                         f"({max_side} pixels a side)")
+    check_not_empty(name, image)
+    height, width = image.shape[:2]
+    if max(height, width) > limits.max_side or height * width > limits.max_pixels:
+        raise InputError(f"{name}: {height}x{width} is larger than this server takes ({limits.max_pixels} pixels, "
+                         f"{limits.max_side} a side; serve --max-pixels/--max-side)")
     return check_image(image, name=name)
 
 
@@ -75,32 +85,40 @@ class ServingModels:
     only the decoder, and a disk cache survives a restart (keys stay valid).
     """
 
-    def __init__(self, predictor: Predictor, max_side: int = MAX_SIDE,
+    def __init__(self, predictor: Predictor, limits: ServeLimits = DEFAULT_LIMITS,
                  support_sets: Mapping[str, SupportSetSegmenter] | None = None) -> None:
         self.predictor = predictor
-        self.max_side = max_side
+        self.limits = limits
         self.support_sets = dict(support_sets or {})  # name -> its support set (on this predictor)
+        folder = predictor.cache.folder
+        # the size of each encoded image, by cache key, beside the embeddings (on disk too: keys survive a restart)
+        self.sizes = EmbeddingCache(max_bytes=8 * SIZE_ENTRIES, folder=None if folder is None else folder / "sizes",
+                                    max_disk_bytes=64 << 20, shape=(2,))
 
     def encode(self, images: Sequence[np.ndarray]) -> list[str]:
         """Embedding keys of ``images`` ((H, W, C) uint8 each); the cache misses run as one encoder batch."""
-        checked = [check_served_image(image, f"input '{IMAGE}' [{i}]", self.max_side)
-                   for i, image in enumerate(images)]
+        checked = [check_served_image(image, f"input '{IMAGE}' [{i}]", self.limits) for i, image in enumerate(images)]
         return [self._key(encoded) for encoded in self.predictor.encode_many(checked)]
 
     def decode(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The mask of a prompt on an image encoded before (input 'key')."""
+        prompt = _prompt_arrays(inputs, self.limits)
+        task = self._task_decoder(inputs)
         encoded = self.encoded(_single_key(inputs))
-        return prediction_outputs(self.predictor.predict(encoded, **_prompt(inputs, encoded.size),
-                                                         task=self._task_decoder(inputs)))
+        return prediction_outputs(self.predictor.predict(encoded, **_checked_prompt(prompt, inputs, encoded.size),
+                                                         task=task))
 
     def segment(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Encode (cached) and decode in one call; the image's key comes back too."""
         if IMAGE not in inputs:
             raise InputError(f"input '{IMAGE}' is missing")
-        pixels = check_served_image(inputs[IMAGE], max_side=self.max_side)
+        prompt = _prompt_arrays(inputs, self.limits)
+        pixels = check_served_image(inputs[IMAGE], limits=self.limits)
         task = self._task_decoder(inputs)
-        prediction = self.predictor.predict(pixels, **_prompt(inputs, (pixels.shape[0], pixels.shape[1])), task=task)
-        encoded = self.predictor.encode(pixels)  # a cache hit: the embedding was stored by predict
+        size = (pixels.shape[0], pixels.shape[1])
+        checked = _checked_prompt(prompt, inputs, size)
+        encoded = self.predictor.encode(pixels)
+        prediction = self.predictor.predict(encoded, **checked, task=task)
         return {**prediction_outputs(prediction), KEY: np.asarray([self._key(encoded).encode()], dtype=object)}
 
     def segment_support(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -113,23 +131,35 @@ class ServingModels:
             raise InputError(f"input '{SUPPORT}': unknown support set {name!r}; this server has "
                              f"{', '.join(sorted(self.support_sets)) or 'no support sets'}")
         image = np.asarray(inputs[IMAGE])
-        pixels = check_served_image(image, max_side=self.max_side)
+        pixels = check_served_image(image, limits=self.limits)
         result = self.support_sets[name].segment(pixels)
         return {MASK: result.mask.astype(np.uint8), SCORE: np.asarray([result.score], dtype=np.float32),
                 UNCERTAINTY: result.uncertainty.astype(np.float32)}
 
     def encoded(self, key: EmbeddingKey) -> EncodedImage:
-        """The cached embedding of ``key``; :class:`UnknownKeyError` when the cache does not hold it."""
+        """The cached embedding of ``key`` at the size stored when it was encoded (the size written in the key is
+        never used); :class:`UnknownKeyError` when the cache does not hold it, :class:`InputError` when the key
+        states another size."""
         cache = self.predictor.cache
 
         def unknown() -> np.ndarray:
             raise UnknownKeyError(f"input '{KEY}': embedding {key.cache_key[:12]}... is not in the server's cache "
                                   "(evicted, or encoded by another server): encode the image again")
 
-        if key.cache_key not in cache:
+        if key.cache_key not in cache or key.cache_key not in self.sizes:
             unknown()
+        stored = self.sizes.get_or_compute(key.cache_key, unknown)
+        height, width = int(stored[0]), int(stored[1])
+        if (key.height, key.width) != (height, width):
+            raise InputError(f"input '{KEY}': the key states {key.height}x{key.width} but embedding "
+                             f"{key.cache_key[:12]}... was encoded from a {height}x{width} image: send the key as "
+                             "encode returned it")
+        if height * width > self.limits.max_pixels or max(height, width) > self.limits.max_side:
+            raise InputError(f"input '{KEY}': embedding {key.cache_key[:12]}... is of a {height}x{width} image, "
+                             f"larger than this server takes ({self.limits.max_pixels} pixels, "
+                             f"{self.limits.max_side} a side; serve --max-pixels/--max-side)")
         embedding = cache.get_or_compute(key.cache_key, unknown)
-        geometry = ImageGeometry.of(key.height, key.width, self.predictor.input_size)
+        geometry = ImageGeometry.of(height, width, self.predictor.input_size)
         return EncodedImage(prepared=geometry, embedding=embedding, key=key.cache_key)
 
     def task_decoders(self) -> list[str]:
@@ -152,9 +182,10 @@ class ServingModels:
                              f"{', '.join(tasks) or 'none'} (gmiseg-edge adapt adds one)")
         return name
 
-    @staticmethod
-    def _key(encoded: EncodedImage) -> str:
+    def _key(self, encoded: EncodedImage) -> str:
+        """The key handed out for ``encoded``; its size is stored beside the embedding for :meth:`encoded`."""
         height, width = encoded.size
+        self.sizes.get_or_compute(encoded.key, lambda: np.asarray([height, width], dtype=np.float32))
         return str(EmbeddingKey(encoded.key, height, width))
 
 
@@ -167,13 +198,37 @@ def _single_key(inputs: Mapping[str, np.ndarray]) -> EmbeddingKey:
     return EmbeddingKey.parse(values[0])
 
 
-def _prompt(inputs: Mapping[str, np.ndarray], size: tuple[int, int]) -> dict[str, np.ndarray | None]:
-    """The prompt keyword arguments of ``Predictor.predict`` from the request's inputs (checked there)."""
-    points, labels, box = _optional(inputs, POINTS), _optional(inputs, LABELS), _optional(inputs, BOX)
-    mask_input = _optional(inputs, MASK_INPUT)
-    for name, value in ((POINTS, points), (LABELS, labels), (BOX, box), (MASK_INPUT, mask_input)):
-        if value is not None and value.dtype != np.float32:
+_SHAPES = {POINTS: "[N, 2]", LABELS: "[N]", BOX: "[4]", MASK_INPUT: "[256, 256]"}
+
+
+def _prompt_arrays(inputs: Mapping[str, np.ndarray], limits: ServeLimits) -> dict[str, np.ndarray | None]:
+    """The prompt inputs of a request, their dtypes, shapes and counts checked against ``limits`` (nothing is
+    allocated for the request before this)."""
+    prompt = {name: _optional(inputs, name) for name in (POINTS, LABELS, BOX, MASK_INPUT)}
+    for name, value in prompt.items():
+        if value is None:
+            continue
+        if value.dtype != np.float32:
             raise InputError(f"input '{name}': expected FP32, got {value.dtype}")
+        ok = {POINTS: value.ndim == 2 and value.shape[1] == 2, LABELS: value.ndim == 1,
+              BOX: value.shape == (4,), MASK_INPUT: value.shape == (256, 256)}[name]
+        if not ok:
+            raise InputError(f"input '{name}': expected shape {_SHAPES[name]}, got {list(value.shape)}")
+    points, labels = prompt[POINTS], prompt[LABELS]
+    for name, value in ((POINTS, points), (LABELS, labels)):
+        if value is not None and value.shape[0] > limits.max_points:
+            raise InputError(f"input '{name}': {value.shape[0]} points; this server takes at most "
+                             f"{limits.max_points} a request (serve --max-points)")
+        if value is not None:
+            check_not_empty(f"input '{name}'", value)
+    return prompt
+
+
+def _checked_prompt(prompt: dict[str, np.ndarray | None], inputs: Mapping[str, np.ndarray],
+                    size: tuple[int, int]) -> dict[str, np.ndarray | None]:
+    """The prompt keyword arguments of ``Predictor.predict`` (from :func:`_prompt_arrays`), checked against the
+    image ``size``."""
+    points, labels, box, mask_input = (prompt[name] for name in (POINTS, LABELS, BOX, MASK_INPUT))
     try:
         make_prompt(points, labels, box, mask_input, image_size=size)  # checked here to name the inputs given
     except InputError as exc:

@@ -12,15 +12,21 @@
             -> mask, score (the supports' weighted predicted IoU, 0 when the structure is absent), uncertainty
             FP32 [H, W]. (Renamed from ``segment_task``, input ``task``: a *task* is a task decoder, DESIGN §11.)
 
-An embedding key is ``<sha256 of the embedding cache key>-<H>x<W>``: the runtime's cache key (encoder file,
-preprocessing, pixels) and the image size the mask is returned at, so a server restarted on the same disk cache
-answers keys it gave out before.
+An embedding key is ``<the embedding cache key>-<H>x<W>``: the runtime's cache key (encoder file, preprocessing,
+pixels) and, for the reader, the image size. The server never takes a size from a key: it looks the cache key up
+and takes the size it stored beside the embedding when it encoded the image (a key whose size differs is
+refused), so a server restarted on the same disk cache answers keys it gave out before and nothing else.
+
+Every request is checked against :class:`ServeLimits` (``serve --max-points/--max-pixels/--max-side``) before
+anything is allocated for it.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+import numpy as np
 
 from gmiseg_edge.core.errors import InputError
 
@@ -30,7 +36,9 @@ IMAGE, KEY, SUPPORT, UNCERTAINTY, DECODER = "image", "key", "support", "uncertai
 POINTS, LABELS, BOX, MASK_INPUT = "points", "labels", "box", "mask_input"
 PROMPT_INPUTS = (POINTS, LABELS, BOX, MASK_INPUT)
 MASK, SCORE, LOW_RES_LOGITS = "mask", "score", "low_res_logits"
-MAX_SIDE = 16384  # larger images are refused by the server (a 16384² RGB image is 768 MiB)
+MAX_SIDE = 16384  # larger images are refused by the server
+MAX_PIXELS = 4096 * 4096  # pixels of one served image (a 4096² RGB image is 48 MiB; its mask 16 MiB)
+MAX_POINTS = 64  # prompt points of one decode/segment request (SAM's clicks: a handful)
 
 _KEY = re.compile(r"^([0-9a-f]{64})-([1-9][0-9]{0,5})x([1-9][0-9]{0,5})$")
 
@@ -39,9 +47,37 @@ class UnknownKeyError(InputError):
     """A well-formed embedding key that the server's cache does not hold (evicted, or never encoded here)."""
 
 
+def check_not_empty(name: str, value: np.ndarray) -> None:
+    """Refuse an input with no values (``name``: how the message names it, e.g. ``input 'points'``). The server
+    checks it, and so does the client before sending: PyTriton 0.7 cannot pass an empty tensor to a model
+    (``memoryview: cannot cast view with zeros in shape or strides``), so the client gives the model's message."""
+    if value.size == 0:
+        hint = "leave it out instead" if any(f"'{p}'" in name for p in PROMPT_INPUTS) else "send a non-empty one"
+        raise InputError(f"{name}: empty, shape {list(value.shape)}; {hint}")
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """What one request may carry; checked before anything is allocated for it. One box and one object a request
+    (the protocol's shapes); ``mask_input`` is 256x256."""
+
+    max_points: int = MAX_POINTS
+    max_pixels: int = MAX_PIXELS
+    max_side: int = MAX_SIDE
+
+    def __post_init__(self) -> None:
+        if self.max_points < 1 or self.max_pixels < 1 or self.max_side < 1:
+            raise ValueError(f"serving limits must be >= 1, got max_points={self.max_points}, "
+                             f"max_pixels={self.max_pixels}, max_side={self.max_side}")
+
+
+DEFAULT_LIMITS = ServeLimits()
+
+
 @dataclass(frozen=True)
 class EmbeddingKey:
-    """A parsed embedding key: the cache key and the original image size (H, W)."""
+    """A parsed embedding key: the cache key and the image size it states (H, W). The server never uses the stated
+    size: :meth:`ServingModels.encoded <gmiseg_edge.serve.handlers.ServingModels.encoded>` takes the stored one."""
 
     cache_key: str
     height: int

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gmiseg_edge.core.errors import ManifestError
-from gmiseg_edge.core.files import write_bytes_atomic
+from gmiseg_edge.core.files import remove_stale_partials, write_bytes_atomic
 from gmiseg_edge.core.manifest import Manifest, engine_filename, external_data_name
 from gmiseg_edge.runtime.loader import check_precision
 from gmiseg_edge.serve import triton_model
@@ -176,6 +176,9 @@ def write_repository(options: RepositoryOptions, log: Callable[[str], None] | No
         raise RepositoryError(f"{out}: already exists; pass --force to replace it")
     precisions = _precisions(manifest, options.precisions)
     out.parent.mkdir(parents=True, exist_ok=True)
+    for path in remove_stale_partials(out):
+        if log is not None:
+            log(f"removed {path} (left by an export-triton that was killed)")
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; a Triton container may run as another user
     platform = "onnxruntime_onnx" if options.format == "onnxruntime" else "tensorrt_plan"

@@ -44,3 +44,55 @@ def test_main_job_exports_segments_evaluates_and_benchmarks(tmp_path):
     assert len(list((tmp_path / "overlays").glob("*.png"))) == 10
     assert (tmp_path / "eval.json").is_file() and (tmp_path / "bench.json").is_file()
     assert (tmp_path / "lite_medsam" / "manifest.json").is_file()
+
+
+# ------------------------------------------------------------------ issue 26: user text printed verbatim
+
+ODD = "odd/[/q]x[bold]y"  # a closing tag that matches nothing (rich raises MarkupError) and an opening one
+
+
+def _recording_console():
+    import io
+
+    from rich.console import Console
+
+    return Console(file=io.StringIO(), width=300, force_terminal=False, color_system=None)
+
+
+def test_adapt_with_markup_in_the_task_name_fails_with_one_clear_line(tmp_path):
+    (tmp_path / "support").mkdir()
+    result = runner.invoke(app, ["adapt", "--model-dir", str(tmp_path / "none"), "--support",
+                                 str(tmp_path / "support"), "--task", "[/x]"])
+    assert result.exit_code == 1 and type(result.exception) is SystemExit, repr(result.exception)
+    assert "error:" in result.output and "Traceback" not in result.output, result.output
+
+
+def test_progress_bars_show_file_names_verbatim():
+    from gmiseg_edge.cli.progress import file_progress
+
+    console = _recording_console()
+    with file_progress(console) as update:
+        update(f"{ODD}.png", 1, 2)
+    assert f"{ODD}.png" in console.file.getvalue()
+
+
+def test_training_progress_and_export_tables_show_paths_verbatim(tmp_path):
+    pytest.importorskip("torch")  # the training callbacks' types
+    from pathlib import Path
+
+    from gmiseg_edge.adapters.config import AdapterConfig
+    from gmiseg_edge.adapters.inject import ParameterCounts
+    from gmiseg_edge.cli.render import export_table
+    from gmiseg_edge.cli.train_progress import RichProgress
+    from gmiseg_edge.export.pipeline import ExportResult
+    from gmiseg_edge.train.callbacks import StartInfo
+
+    console = _recording_console()
+    progress = RichProgress(console)
+    progress.on_start(StartInfo(model="lite_medsam", adapter=AdapterConfig(), counts=ParameterCounts(1, 2, 1),
+                                n_train=1, n_val=0, epochs=1, start_epoch=0, steps_per_epoch=1, device="cpu",
+                                world_size=1, rank=0, checkpoint=Path(f"{ODD}.ckpt")))
+    progress.close()
+    console.print(export_table(ExportResult(folder=Path(ODD))))
+    text = console.file.getvalue()
+    assert f"checkpoint {ODD}.ckpt" in text and f"{ODD}: ONNX Runtime vs PyTorch" in text, text

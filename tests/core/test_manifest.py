@@ -174,3 +174,26 @@ def test_identity_is_the_sha256_of_the_file_at_the_path_loaded(tmp_path):
         manifest.verify_path(elsewhere)
     with pytest.raises(ManifestError, match="must be a plain file name"):
         manifest.file_path("sub/encoder.onnx")
+
+
+@pytest.mark.parametrize(("edit", "words"), [
+    (lambda d: d["validation"].update(fp32="passed"),
+     r"field 'validation.fp32' is str \('passed'\), not an object"),
+    (lambda d: d["validation"].update(fp32={"passed": False, "failures": 5}),
+     r"field 'validation.fp32.failures' must be a list of strings, got 5"),
+    (lambda d: d["validation"].update(fp32={"passed": "yes", "failures": []}),
+     r"field 'validation.fp32.passed' must be true or false, got 'yes'"),
+    (lambda d: d["model"]["preprocess"].update(input_size=1e9),
+     r"field 'model.preprocess.input_size' must be a whole number of pixels from 16 to 4096, got 1000000000.0"),
+    (lambda d: d["model"]["preprocess"].update(input_size=100000),
+     r"field 'model.preprocess.input_size' .* got 100000"),
+])
+def test_manifest_fields_of_the_wrong_type_are_refused_naming_the_field(tmp_path, edit, words):
+    """Issue 26: these gave AttributeError, TypeError and OpenCV's "Failed to allocate 4e18 bytes"."""
+    _write_folder(tmp_path / "m")
+    path = tmp_path / "m" / MANIFEST
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match=rf"{re.escape(str(path))}: manifest {words}"):
+        Manifest.load(tmp_path / "m")

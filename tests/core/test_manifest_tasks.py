@@ -48,6 +48,18 @@ def test_bad_task_names_are_refused(name):
         check_task_name(name)
 
 
+@pytest.mark.parametrize("name", ["con", "prn", "aux", "nul", "com1", "com0", "lpt9"])
+def test_task_names_that_windows_reserves_are_refused(name):
+    """Issue 26: the task name 'con' was accepted (its decoders/con.onnx cannot be made on Windows)."""
+    with pytest.raises(ManifestError, match=rf"task name '{name}' is a device name on Windows"):
+        check_task_name(name)
+
+
+@pytest.mark.parametrize("name", ["console", "com10", "nuls", "lpt", "aux-liver"])
+def test_task_names_near_the_reserved_ones_are_kept(name):
+    assert check_task_name(name) == name
+
+
 @pytest.mark.parametrize(("task", "field", "value"), [
     ("liver", "file", "../encoder.onnx"), ("liver", "file", "/etc/passwd"), ("../up", "file", "x.onnx")])
 def test_a_manifest_whose_tasks_point_outside_is_refused(tmp_path, task, field, value):

@@ -138,3 +138,19 @@ def test_bad_json(tmp_path: Path, content: str, message: str):
     with pytest.raises(DataError, match=message) as exc:
         find_pairs(tmp_path)
     assert str(path) in str(exc.value)
+
+
+def test_symlinks_to_files_outside_the_folder_are_read_with_a_warning(tmp_path: Path, caplog):
+    """Issue 26: a support folder's symlinks to files outside it were followed silently."""
+    root = make_folder(tmp_path / "ds", {"a.tif": NUCLEI}, {"a.tif": NUCLEI_SEG})
+    (root / "images" / "b.tif").symlink_to(NUCLEI)  # outside the folder
+    (root / "masks" / "b.tif").symlink_to(root / "masks" / "a.tif")  # inside it: no warning of its own
+    with caplog.at_level("WARNING", logger="gmiseg_edge.data.dataset"):
+        pairs = find_pairs(root)
+    assert [p.name for p in pairs] == ["a", "b"]
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings == [f"{root}: 1 file(s) are symlinks to files outside the folder, and are read from there: "
+                        f"images/b.tif -> {NUCLEI.resolve()}"], warnings
+    caplog.clear()
+    find_pairs(make_folder(tmp_path / "plain", {"a.tif": NUCLEI}, {"a.tif": NUCLEI_SEG}))
+    assert not caplog.records

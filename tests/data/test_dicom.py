@@ -263,3 +263,18 @@ def test_dicom_and_challenge_io_without_torch(tmp_path):
         print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "segment_anything")))
     """)
     assert proc.stdout.strip().endswith("[]")
+
+
+def test_a_series_above_the_voxel_limit_is_refused_from_its_headers(ct, series, tmp_path):
+    """Issue 26 (voxel budget): the slices' headers state 12 x 8192 x 8192 voxels; no pixel is decoded."""
+    from gmiseg_edge.data.images import MAX_VOXELS
+
+    huge = _copy(series, tmp_path / "huge")
+    for path in huge.iterdir():
+        ds = pydicom.dcmread(path)
+        ds.Rows = ds.Columns = 8192  # the pixel data stays 64 x 64: never read
+        ds.save_as(path)
+    with pytest.raises(DataError, match=rf"huge: 8192 x 8192 x {ct[0].shape[2]} voxels .* above the limit of "
+                                        rf"{MAX_VOXELS} voxels"):
+        read_image(huge)
+

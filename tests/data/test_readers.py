@@ -377,3 +377,61 @@ def test_nrrd_origin_that_is_not_a_3d_point_names_the_file(tmp_path: Path):
     path.write_bytes(path.read_bytes().replace(b"space origin: (1,2,3)", b"space origin: (1,2)"))
     with pytest.raises(DataError, match=re.escape(f"{path}: 'space origin' [1.0, 2.0] is not a 3D point")):
         read_image(path)
+
+
+def test_a_detached_nrrd_header_may_only_name_a_data_file_in_its_folder_or_below(tmp_path: Path):
+    """Issue 26: ``data file: ../../../../etc/passwd`` in a .nhdr was read, segmented and rendered."""
+    case = tmp_path / "case"
+    (case / "data").mkdir(parents=True)
+    volume = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    nrrd.write(str(case / "data" / "ct.nhdr"), volume, {"encoding": "raw"}, detached_header=True)
+    raw = (case / "data" / "ct.raw").read_bytes()
+    (tmp_path / "secret.raw").write_bytes(raw)  # outside the header's folder
+    header = (case / "data" / "ct.nhdr").read_text()
+    assert "data file: ct.raw" in header
+    below = case / "below.nhdr"
+    below.write_text(header.replace("data file: ct.raw", "data file: data/ct.raw"))
+    assert np.array_equal(read_volume(below).array, volume)  # below the header's folder: read
+    (case / "link.raw").symlink_to(tmp_path / "secret.raw")
+    refused = {"up.nhdr": "data file: ../secret.raw", "absolute.nhdr": f"data file: {tmp_path / 'secret.raw'}",
+               "link.nhdr": "data file: link.raw", "spelt.nhdr": "datafile: ../secret.raw"}
+    for name, line in refused.items():
+        (case / name).write_text(header.replace("data file: ct.raw", line))
+        with pytest.raises(DataError, match="lies outside the header's folder") as exc:
+            read_volume(case / name)
+        assert str(exc.value).startswith(f"{case / name}: ")
+    (case / "attached.nrrd").write_text(header.replace("data file: ct.raw", "data file: ../secret.raw"))
+    with pytest.raises(DataError, match="lies outside the header's folder"):
+        read_volume(case / "attached.nrrd")
+    for value in ("LIST", "ct%03d.raw 1 3 1"):
+        (case / "many.nhdr").write_text(header.replace("data file: ct.raw", f"data file: {value}"))
+        with pytest.raises(DataError, match="a list of files or a file-name pattern is not read"):
+            read_volume(case / "many.nhdr")
+    (case / "gone.nhdr").write_text(header.replace("data file: ct.raw", "data file: gone.raw"))
+    with pytest.raises(DataError, match=r"gone\.raw .* is missing"):
+        read_volume(case / "gone.nhdr")
+
+
+def test_volumes_above_the_voxel_limit_are_refused_from_their_header(tmp_path: Path):
+    """Issue 26: a 4 MB 1024^3 .nii.gz decompressed to 3.58 GB. Headers stating 1024^3 voxels (and no data at all)
+    are refused before any data is read."""
+    from gmiseg_edge.data.images import MAX_VOXELS
+
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.uint8)
+    header.set_data_shape((1024, 1024, 1024))
+    nifti = tmp_path / "huge.nii"
+    nifti.write_bytes(header.binaryblock + b"\0" * 4)  # the header, then no voxels
+    nhdr = tmp_path / "huge.nhdr"
+    nhdr.write_text("NRRD0004\ntype: uint8\ndimension: 3\nsizes: 1024 1024 1024\nencoding: raw\ndata file: huge.raw\n")
+    (tmp_path / "huge.raw").write_bytes(b"")
+    mha = tmp_path / "huge.mha"
+    mha.write_text("ObjectType = Image\nNDims = 3\nDimSize = 1024 1024 1024\nElementType = MET_UCHAR\n"
+                   "ElementDataFile = LOCAL\n")
+    for path in (nifti, nhdr, mha):
+        with pytest.raises(DataError, match=rf"{re.escape(str(path))}: 1024 x 1024 x 1024 voxels \(1074 M\) is "
+                                            rf"above the limit of {MAX_VOXELS} voxels"):
+            read_volume(path)
+    small = tmp_path / "small.nii.gz"  # the limit leaves ordinary volumes alone
+    nib.save(nib.Nifti1Image(np.zeros((512, 512, 4), np.int16), np.eye(4)), str(small))
+    assert read_volume(small).array.shape == (512, 512, 4)

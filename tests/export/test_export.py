@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import VALIDATION_SCANS, require_weights
+from tests.conftest import VALIDATION_SCANS, killed_runs_staging, require_weights
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
+from gmiseg_edge.core.errors import ManifestError  # noqa: E402
 from gmiseg_edge.core.manifest import Manifest  # noqa: E402
 from gmiseg_edge.export.pipeline import ExportError, ExportOptions, export_model  # noqa: E402
 
@@ -360,3 +361,17 @@ def test_graph_over_the_limit_gets_external_data_that_loads_and_is_verified(tmp_
         handle.write(bytes([byte[0] ^ 0xFF]))
     with pytest.raises(ManifestError, match=r"decoder\.onnx\.data: sha256 differs"):
         Manifest.load(folder).verify_files()
+
+
+def test_add_task_and_adapt_delete_the_staging_folders_of_killed_runs(tmp_path):
+    """Issue 26: a killed add-task left a 16 MB ``.decoders.partial-*`` folder in the model folder for good."""
+    from gmiseg_edge.export.task_decoder import add_task_decoder
+    from tests.core.test_manifest import _write_folder
+
+    _write_folder(tmp_path / "m")
+    stale, fresh = killed_runs_staging(tmp_path / "m", "decoders")
+    said: list[str] = []
+    with pytest.raises(ManifestError, match="task name 'Bad Name'"):  # fails at once, after the sweep
+        add_task_decoder(tmp_path / "m", "Bad Name", tmp_path / "adapter.safetensors", log=said.append)
+    assert not stale.exists() and fresh.is_dir()  # a live run's staging is kept
+    assert said == [f"removed {stale} (left by an add-task or adapt that was killed)"]

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import shutil
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -164,3 +169,74 @@ def test_temporary_files_of_killed_writers_are_deleted_by_the_size_sweep(tmp_pat
     bounded.get_or_compute("78" * 32, lambda: embedding(10))  # over the bound: the eviction sweep
     assert not fresh.exists() and bounded.stats.stale_tmp_removed == 1 and bounded.stats.disk_evicted >= 1
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def _as_another_user(check):
+    """``check()``'s JSON-able result, run as a user that owns none of the files: the user ``nobody`` in a forked
+    child that dropped root's privileges (root reads and writes anything), else this user."""
+    if os.geteuid() != 0:
+        return check()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            payload = json.dumps(check()).encode()
+        except BaseException as exc:  # reported to the parent, which fails the test with it
+            payload = json.dumps({"error": repr(exc)}).encode()
+        with os.fdopen(write, "wb") as pipe:
+            pipe.write(payload)
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    return json.loads(data)
+
+
+def test_entries_another_user_owns_give_a_warning_and_the_run_goes_on():
+    """Issue 26: one hash subfolder of a shared cache that this user cannot write (another user's, umask 022) made
+    the image fail with PermissionError."""
+    shared = Path(tempfile.mkdtemp(prefix="gmiseg-shared-cache-"))
+    unwritable, unreadable, other = "cd" * 32, "ef" * 32, "ab" * 32
+    try:
+        shared.chmod(0o777)  # a folder every user of the machine writes into
+        EmbeddingCache(folder=shared).get_or_compute(unreadable, lambda: embedding(7))  # the other user's entry
+        (shared / "cd").mkdir()
+        for path, mode in ((shared / "ef" / f"{unreadable}.emb", 0o000), (shared / "ef", 0o555),
+                           (shared / "cd", 0o555)):
+            path.chmod(mode)
+
+        def check() -> dict:
+            records: list[str] = []
+            handler = logging.Handler()
+            handler.emit = lambda record: records.append(record.getMessage())
+            logging.getLogger("gmiseg_edge.runtime.cache").addHandler(handler)
+            cache = EmbeddingCache(folder=shared)
+            values = {"unwritable": cache.get_or_compute(unwritable, lambda: embedding(1)),
+                      "unwritable again": cache.get_or_compute("cd" + "0" * 62, lambda: embedding(2)),
+                      "unreadable": cache.get_or_compute(unreadable, lambda: embedding(3)),
+                      "other": cache.get_or_compute(other, lambda: embedding(4))}
+            seeds = {"unwritable": 1, "unwritable again": 2, "unreadable": 3, "other": 4}
+            memory_hit = cache.get_or_compute(unwritable, lambda: embedding(9))
+            return {"right": all(np.array_equal(values[k], embedding(s)) for k, s in seeds.items()),
+                    "memory hit": bool(np.array_equal(memory_hit, embedding(1))),
+                    "denied": cache.stats.disk_denied, "runs": cache.stats.encoder_runs, "warnings": records,
+                    "other on disk": (shared / "ab" / f"{other}.emb").is_file()}
+
+        result = _as_another_user(check)
+        assert "error" not in result, result["error"]
+        assert result["right"] and result["memory hit"] and result["other on disk"], result
+        assert result["runs"] == 4 and result["denied"] == 4, result  # write cd x2, read ef, write ef
+        assert len(result["warnings"]) == 3, result["warnings"]  # once per subfolder and action
+        for action, subfolder in (("write", "cd"), ("read", "ef"), ("write", "ef")):
+            assert any(message.startswith(f"embedding cache: cannot {action} {shared / subfolder}")
+                       and "going on without the disk cache" in message for message in result["warnings"]), action
+    finally:
+        for path in (shared / "cd", shared / "ef", shared / "ef" / f"{unreadable}.emb"):
+            if path.exists():
+                path.chmod(0o755)
+        shutil.rmtree(shared)

@@ -137,3 +137,16 @@ def test_a_decoder_exported_before_the_prompt_dimension_decodes_one_object_per_r
     encoded = predictor.encode(image)  # cached: the same embedding for both, no encoder run here
     got, want = old.predict(encoded, boxes=boxes[:3]), predictor.predict(encoded, boxes=boxes[:3])
     assert all(dice(g.mask, w.mask) >= 0.999 for g, w in zip(got, want, strict=True))
+
+
+def test_objects_beyond_the_object_pixel_budget_are_refused_before_decoding():
+    """Issue 26: 1000 boxes on a 512^2 image took 6.2 GB; the budget refuses them and says how many fit."""
+    from gmiseg_edge.runtime.predictor import MAX_OBJECT_PIXELS, object_prompts
+
+    box = [10.0, 10.0, 100.0, 100.0]
+    assert len(object_prompts((512, 512), boxes=[box] * 256)) == 256  # at the budget: taken
+    with pytest.raises(InputError, match=rf"1000 objects on a 512x512 image is above the budget of "
+                                         rf"{MAX_OBJECT_PIXELS} object-pixels .*: segment at most 256 objects"):
+        object_prompts((512, 512), boxes=[box] * 1000)
+    with pytest.raises(InputError, match=r"65 objects on a 1024x1024 image .* at most 64 objects"):
+        object_prompts((1024, 1024), boxes=[box] * 65)

@@ -117,3 +117,70 @@ def test_segment_support_uses_the_named_support_set(served, tmp_path):
     assert np.array_equal(out["mask"].astype(bool), expected.mask) and out["uncertainty"].shape == liver.image.shape
     with pytest.raises(InputError, match=r"'support': unknown support set 'spleen'; this server has liver"):
         models.segment_support({"image": liver.image[:, :, None], "support": np.asarray([b"spleen"], dtype=object)})
+
+
+def test_a_key_is_looked_up_never_parsed_for_a_size(served, case):
+    """Issue 26: a key ending -20000x20000 on a small image made a 400 MB mask; the stored size is used."""
+    image, box = case
+    key = EmbeddingKey.parse(served.encode([image[:, :, None]])[0])
+    forged = f"{key.cache_key}-20000x20000".encode()
+    height, width = image.shape
+    with pytest.raises(InputError, match=rf"'key': the key states 20000x20000 but .* from a {height}x{width} image"):
+        served.decode({"key": np.asarray([forged], dtype=object), "box": box})
+    fresh = ServingModels(served.predictor)  # same caches: the size comes from the stored entry, never the key
+    out = fresh.decode({"key": np.asarray([str(key).encode()], dtype=object), "box": box})
+    assert out["mask"].shape == image.shape
+
+
+@pytest.mark.parametrize("inputs, words", [
+    ({"points": np.zeros((20000, 2), np.float32), "labels": np.ones(20000, np.float32)},
+     r"'points': 20000 points; this server takes at most 64"),
+    ({"points": np.zeros((0, 2), np.float32), "labels": np.zeros(0, np.float32)},
+     r"'points': empty, shape \[0, 2\]; leave it out instead"),
+    ({"box": np.zeros((1000, 4), np.float32)}, r"'box': expected shape \[4\], got \[1000, 4\]"),
+    ({"image": np.zeros((0, 0, 1), np.uint8)}, r"'image': empty, shape \[0, 0, 1\]"),
+    ({"image": np.zeros((5000, 5000, 1), np.uint8)}, r"'image': 5000x5000 is larger than this server takes"),
+])
+def test_requests_beyond_the_limits_are_refused_before_any_work(served, case, inputs, words):
+    image, box = case
+    before = served.predictor.stats
+    with pytest.raises(InputError, match=words):
+        served.segment({"image": image[:, :, None], "box": box, **inputs})
+    assert served.predictor.stats.encoder_runs == before.encoder_runs
+
+
+def test_limits_are_configurable(served, case, tmp_path):
+    from typer.testing import CliRunner
+
+    from gmiseg_edge.cli import app
+    from gmiseg_edge.serve.protocol import ServeLimits
+
+    image, box = case
+    height, width = image.shape
+    small = ServingModels(served.predictor, limits=ServeLimits(max_points=2, max_pixels=100 * 100))
+    with pytest.raises(InputError, match=rf"{height}x{width} is larger than this server takes \(10000 pixels"):
+        small.segment({"image": image[:, :, None], "box": box})
+    points = {"points": np.full((3, 2), 5, np.float32), "labels": np.ones(3, np.float32)}
+    with pytest.raises(InputError, match=r"'points': 3 points; this server takes at most 2"):
+        small.decode({"key": np.asarray([served.encode([image[:, :, None]])[0].encode()], dtype=object), **points})
+    # serve's flags: refused before any server starts (no PyTriton needed), listed in its help
+    refused = CliRunner().invoke(app, ["serve", "--model-dir", str(tmp_path), "--max-points", "0"])
+    assert refused.exit_code == 1 and "limits must be >= 1" in refused.output, refused.output
+    help_text = CliRunner().invoke(app, ["serve", "--help"]).output
+    assert all(flag in help_text for flag in ("--max-points", "--max-pixels", "--max-side"))
+
+
+def test_a_refusal_reaches_the_client_as_one_line(served):
+    """Issue 26: PyTriton sent a client the server's whole stack around the model's message."""
+    import traceback
+
+    from gmiseg_edge.serve.app import ServeRequestError, _single_callable
+
+    infer = _single_callable("decode", served.decode)  # the callable `serve` binds
+    with pytest.raises(ServeRequestError) as refused:
+        infer([{"key": np.asarray([b"abc"], dtype=object), "box": np.zeros(4, np.float32)}])
+    error = refused.value
+    sent = "".join(traceback.format_exception(None, error, error.__traceback__))  # PyTriton 0.7's inference handler
+    assert sent == ("gmiseg_edge.serve.app.ServeRequestError: decode: input 'key': 'abc' is not an embedding key "
+                    "(expected '<64 hex>-<H>x<W>' as returned by the 'encode' or 'segment' model)\n"), sent
+    assert refused.tb is not None and "handlers.py" in "".join(traceback.format_tb(refused.tb))  # the log keeps it

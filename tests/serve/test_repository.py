@@ -11,6 +11,7 @@ from gmiseg_edge.core.errors import ManifestError
 from gmiseg_edge.core.manifest import Manifest
 from gmiseg_edge.serve.pbtxt import Enum, to_pbtxt
 from gmiseg_edge.serve.repository import RepositoryOptions, write_repository
+from tests.conftest import killed_runs_staging
 from tests.serve.conftest import run_script
 
 pytestmark = pytest.mark.weights
@@ -76,3 +77,17 @@ def test_refusals_leave_nothing(model_dir, tmp_path):
     out.mkdir()
     with pytest.raises(ManifestError, match="already exists"):
         write_repository(RepositoryOptions(model_dir=model_dir, out=out))
+
+
+def test_export_triton_deletes_the_staging_folders_of_killed_runs(tmp_path):
+    """Issue 26: only `export` cleaned the partial folders that its killed runs left."""
+    from tests.core.test_manifest import _write_folder
+
+    _write_folder(tmp_path / "m")  # graphs that are not ONNX: the repository fails after the sweep
+    stale, fresh = killed_runs_staging(tmp_path, "repo")
+    said: list[str] = []
+    with pytest.raises(Exception, match=r"encoder\.onnx"):
+        write_repository(RepositoryOptions(model_dir=tmp_path / "m", out=tmp_path / "repo"), log=said.append)
+    assert not stale.exists() and fresh.is_dir()
+    assert said == [f"removed {stale} (left by an export-triton that was killed)"]
+    assert len(list(tmp_path.glob(".repo.partial-*"))) == 1  # the failed run removed its own

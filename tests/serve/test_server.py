@@ -127,6 +127,9 @@ def test_bad_requests_are_refused_naming_the_input_and_the_server_keeps_serving(
         "empty prompt": ("decode:", "empty prompt"),
         "box float64": ("'box'", "FP64"),
         "unknown decoder": ("decode:", "'decoder'", "unknown task decoder 'nope'; this model folder has none"),
+        # issue 26: the model's message, not PyTriton's "memoryview: cannot cast view with zeros"
+        "empty image": ("segment:", "'image'", "empty, shape [0, 0, 1]"),
+        "zero points": ("decode:", "'points'", "empty, shape [0, 2]; leave it out instead"),
     }
     for case, parts in expected.items():
         message = errors[case]
@@ -134,6 +137,11 @@ def test_bad_requests_are_refused_naming_the_input_and_the_server_keeps_serving(
         for part in parts:
             assert part in message, (case, part, message)
     assert dice(checks["masks"]["after_errors_0"], reference[0]["ref"]) >= 0.999
+    # a plain Triton client gets the refusal as one line from the model, not the server's stack around it (PyTriton
+    # still wraps it in its own stub's few lines and answers 500: its callables cannot choose a status)
+    raw = checks["raw refusal"]
+    assert "ServeRequestError: decode: input 'key': 'not-a-key' is not an embedding key" in raw, raw
+    assert "handlers.py" not in raw and "gmiseg_edge/serve" not in raw, raw
 
 
 def test_health_and_prometheus_metrics(server, checks):

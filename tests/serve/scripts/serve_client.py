@@ -35,6 +35,23 @@ def refused(call) -> str:
     return "ACCEPTED"
 
 
+def raw_refusal(client: SegmentClient, key: str) -> str:
+    """The message a plain tritonclient (not SegmentClient) gets for a decode with a malformed key."""
+    import tritonclient.grpc as grpcclient
+
+    tensors = []
+    for name, value, kind in (("key", np.asarray([b"not-a-key"], dtype=object), "BYTES"),
+                              ("box", np.asarray([1, 1, 5, 5], np.float32), "FP32")):
+        tensor = grpcclient.InferInput(name, list(value.shape), kind)
+        tensor.set_data_from_numpy(value)
+        tensors.append(tensor)
+    try:
+        client._client.infer("decode", tensors)
+    except Exception as exc:  # tritonclient's InferenceServerException
+        return str(exc.message())
+    return "ACCEPTED"
+
+
 def checks(url: str, cases_path: str, out: str) -> dict:
     items = cases(cases_path)
     masks: dict[str, np.ndarray] = {}
@@ -74,6 +91,9 @@ def checks(url: str, cases_path: str, out: str) -> dict:
             "box float64": refused(lambda: raw("decode", {"key": np.asarray([key.encode()], dtype=object),
                                                           "box": np.asarray([1, 1, 5, 5], np.float64)})),
         }
+        report["errors"]["empty image"] = refused(lambda: client.segment(np.zeros((0, 0), np.uint8), box=[1, 1, 5, 5]))
+        report["errors"]["zero points"] = refused(lambda: client.decode(key, points=np.zeros((0, 2)), labels=[]))
+        report["raw refusal"] = raw_refusal(client, key)
         masks["after_errors_0"] = client.decode(key, box=items[0]["box"]).mask
         masks["support_liver"] = client.segment_support(items[1]["image"], "liver").mask
     np.savez_compressed(out, **masks)
