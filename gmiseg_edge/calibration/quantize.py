@@ -7,10 +7,14 @@ weights (no size or CPU gain). ONNX Runtime's quantiser is already a dependency 
 Modes (measured on lite_medsam, ONNX Runtime 1.32, a 2-core AMD EPYC with AVX512-VNNI; accuracy against FP32
 PyTorch on the *calibration* cases, speed as the FP32/INT8 encoder ratio timed interleaved in one process):
 
-- ``dynamic`` (CPU, tried first): every MatMul/Gemm with a constant weight, int8 weights per output channel,
+- ``dynamic`` (CPU, tried first): every MatMul/Gemm with a constant weight, uint8 weights per output channel,
   uint8 activations whose range is measured per image at run time. ONNX Runtime runs each as one
   ``DynamicQuantizeMatMul`` kernel, with no Q/DQ pairs in float between layers: 1.29-1.34x, min mask Dice
-  0.979 (per-tensor weights: embedding cosine 0.970, dropped).
+  0.979 (per-tensor weights: embedding cosine 0.970, dropped). Weights are uint8 (U8U8), not int8 (U8S8):
+  on x86 CPUs without VNNI (AVX2 only) ONNX Runtime's U8S8 kernel adds pairs of u8 x s8 products in 16 bits,
+  which saturate; the same int8 graph that kept 0.979 on an AVX512-VNNI EPYC gave min mask Dice 0.879
+  (breast1 lesion) on an AVX2-only EPYC, where U8U8 keeps 0.979 (held-out cases, lite_medsam, ORT 1.32). An
+  exported graph runs on whatever CPU the user has, so it must not depend on VNNI.
 - ``static`` (CPU, the fallback): static Q/DQ of the same MatMuls, uint8 activations with zero points,
   calibrated (MinMax) on real slices, keeping in float the post-GELU ``mlp.fc2``/``mlp.lin2`` (worst held-out
   Dice 0.950 with it, 0.969 without) and TinyViT's last stage ``layers.3`` (0.973 -> 0.980 lite_medsam,
@@ -108,12 +112,12 @@ def quantize_encoder(
         if mode == "dynamic":
             exclude = list(exclude_nodes) + activation_matmuls(prepared)
             quantize_dynamic(str(prepared), str(target), op_types_to_quantize=list(QUANTIZED_OPS), per_channel=True,
-                             reduce_range=False, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+                             reduce_range=False, weight_type=QuantType.QUInt8, nodes_to_exclude=exclude,
                              extra_options={"MatMulConstBOnly": True})
             return {"method": "onnxruntime dynamic quantisation (activation range measured per image at run time)",
                     "mode": mode, "ops": list(QUANTIZED_OPS), "activations": "uint8 asymmetric, dynamic",
-                    "weights": "int8 symmetric per channel", "excluded_nodes": len(exclude),
-                    "calibration_images": 0}
+                    "weights": "uint8 asymmetric per channel (no u8 x s8 saturation on CPUs without VNNI)",
+                    "excluded_nodes": len(exclude), "calibration_images": 0}
         exclude = list(exclude_nodes) + activation_matmuls(prepared) + _post_gelu_nodes(prepared)
         reader = _Reader(inputs)
         symmetric = mode == "tensorrt"

@@ -46,7 +46,8 @@ from gmiseg_edge.serve.protocol import (
     ServeLimits,
 )
 
-LOAD_ATTEMPTS = 3  # PyTriton's stub gives its handshake with this process 1 s: a loaded CPU can miss it
+LOAD_ATTEMPTS = 3  # a model that fails to load (see HANDSHAKE_TIMEOUT_S) gets Triton started again
+HANDSHAKE_TIMEOUT_S = 30.0  # PyTriton 0.7 gives a loaded model's stub 1 s to answer: a busy 2-core CPU misses it
 SERVE_ENV_HINT = ('python3 -m venv .venv-serve && .venv-serve/bin/pip install -e ".[cpu,serve]" '
                   "(PyTriton pins numpy<2: keep it out of the main environment)")
 
@@ -180,6 +181,27 @@ def load_support_sets(predictor: Any, support_sets: Sequence[tuple[str, Path]],
     return loaded
 
 
+def _wait_longer_for_handshakes() -> None:
+    """Give each model's stub :data:`HANDSHAKE_TIMEOUT_S` to hand this process its configuration.
+
+    PyTriton (0.7) asks a stub that Triton has just loaded for its configuration over a Unix socket and gives it
+    1 s; on a busy CPU the answer can come later (seen in CI after a restart: ``timed out``, then Triton started
+    again, which costs 15-30 s a time). Only the timeout changes: the function PyTriton's ``Model.setup`` calls is
+    wrapped in its module. If PyTriton renames it, nothing is wrapped and :data:`LOAD_ATTEMPTS` still retries.
+    """
+    from pytriton.models import model as triton_model
+
+    handshake = getattr(triton_model, "get_config_from_handshake_server", None)
+    if handshake is None or getattr(handshake, "patient", False):
+        return
+
+    def patient(socket_path: Any, timeout_s: float = HANDSHAKE_TIMEOUT_S) -> Any:
+        return handshake(socket_path, timeout_s=max(timeout_s, HANDSHAKE_TIMEOUT_S))
+
+    patient.patient = True  # type: ignore[attr-defined]
+    triton_model.get_config_from_handshake_server = patient
+
+
 def run_server(config: ServeConfig, log: Callable[[str], None] = print) -> None:
     """Load the model folder, start Triton with ``encode``, ``decode`` and ``segment``, and serve until SIGTERM or
     SIGINT (then stop gracefully)."""
@@ -190,6 +212,7 @@ def run_server(config: ServeConfig, log: Callable[[str], None] = print) -> None:
     except ImportError as exc:
         raise BackendError(f"PyTriton is not installed in this environment ({exc}); create the serving "
                            f"environment: {SERVE_ENV_HINT}") from None
+    _wait_longer_for_handshakes()
     predictor = load(config.model_dir, backend=config.backend, precision=config.precision, threads=config.threads,
                      cache=config.cache_dir, cache_max_gb=config.cache_max_gb)
     models = ServingModels(predictor, limits=config.limits,
