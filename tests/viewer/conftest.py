@@ -1,0 +1,50 @@
+"""Fixtures of the viewer tests: napari's own ``make_napari_viewer`` (pytest-qt) under Xvfb (pytest-xvfb starts it
+when the binary is installed; .ci/run installs it), the session's shared lite_medsam export and the shipped CT."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gmiseg_edge.data.samples import sample_data_dir
+
+CT = "totalsegmentator/example_ct_sm.nii.gz"
+CT_LABELS = "totalsegmentator/example_seg.nii.gz"
+LIVER, SPLEEN = 5, 1  # TotalSegmentator label values in the shipped label map
+
+
+def require_napari() -> None:
+    """Skip a test module unless napari and pytest-qt are installed (call at the module's top)."""
+    pytest.importorskip("napari", reason="napari is not installed: pip install -e '.[napari]'")
+    pytest.importorskip("pytestqt", reason="pytest-qt is not installed (napari's make_napari_viewer fixture uses it)")
+
+
+@pytest.fixture(autouse=True)
+def _display() -> None:
+    """napari's canvas needs OpenGL: a display (pytest-xvfb starts Xvfb when it is installed and sets DISPLAY)."""
+    if not os.environ.get("DISPLAY"):
+        pytest.skip("no display: install Xvfb (apt-get install xvfb libgl1-mesa-dri ...; see .ci/run) so that "
+                    "pytest-xvfb starts one (Qt offscreen has no OpenGL for napari's canvas)")
+
+
+@pytest.fixture(scope="module")
+def viewer_model_dir(exported_models) -> Path:
+    """lite_medsam's shared export ($GMISEG_EDGE_TEST_MODEL_DIR names a folder exported before, to rerun faster)."""
+    given = os.environ.get("GMISEG_EDGE_TEST_MODEL_DIR")
+    return Path(given) if given else exported_models("lite_medsam").folder
+
+
+@pytest.fixture(scope="module")
+def ct_path() -> Path:
+    return sample_data_dir() / CT
+
+
+@pytest.fixture(scope="module")
+def ct_labels() -> np.ndarray:
+    """The shipped CT's label map in napari order (k, j, i)."""
+    from gmiseg_edge.data import read_volume
+
+    return np.transpose(read_volume(sample_data_dir() / CT_LABELS).array, (2, 1, 0))
