@@ -416,7 +416,7 @@ class SegmentWidget(QWidget):
             self.status.setText(f"slice {k} encoded")
             if self._pending == k:
                 self._pending = None
-                self.segment_current()
+                self.segment_current(force=True)
         wanted, self._encode_wanted = self._encode_wanted, None
         if wanted is not None:
             self.request_encode(wanted)
@@ -451,9 +451,10 @@ class SegmentWidget(QWidget):
             return coords
         return np.array([self.image_layer.world_to_data(layer.data_to_world(c)) for c in coords])
 
-    def segment_current(self) -> bool:
+    def segment_current(self, force: bool = False) -> bool:
         """Decode the current slice's prompts for the current object (True when the mask was written now; False
-        when nothing to do, refused, or waiting for the slice's embedding)."""
+        when nothing to do, refused, or waiting for the slice's embedding). The prompt decoded last for this
+        object and slice is not decoded again (its own mask as mask_input would change it) unless ``force``."""
         if self.image is None or self.labels_layer is None:
             return False
         if self.engine is None:
@@ -464,6 +465,8 @@ class SegmentWidget(QWidget):
             return False
         k = self.current_slice()
         slot = 0 if k is None else k
+        if not force and self._decoded.get((self.object_spin.value(), slot)) == prompt.key():
+            return False
         if slot not in self._encoded:
             self._pending = slot
             self.request_encode(slot)
@@ -530,7 +533,11 @@ class SegmentWidget(QWidget):
             self.progress_bar.setRange(0, 0)
         worker = create_worker(run_job, job, cancel, self.progress_changed.emit, _start_thread=False)
 
-        def finished(outcome: Outcome) -> None:
+        results: list[Outcome] = []
+
+        def finished() -> None:
+            # `finished` always comes; `returned` not when napari asked the worker to quit (its window closing)
+            outcome = results[0] if results else Outcome(cancelled=True)
             if worker in self._jobs:
                 self._jobs.remove(worker)
             if self._closed:
@@ -545,7 +552,8 @@ class SegmentWidget(QWidget):
                 self.progress_bar.setValue(1 if outcome.error is None and not outcome.cancelled else 0)
             done(outcome)
 
-        worker.returned.connect(finished)
+        worker.returned.connect(results.append)
+        worker.finished.connect(finished)
         self._jobs.append(worker)
         worker.start()
 

@@ -22,8 +22,8 @@ def require_napari() -> None:
     pytest.importorskip("pytestqt", reason="pytest-qt is not installed (napari's make_napari_viewer fixture uses it)")
 
 
-@pytest.fixture(autouse=True)
-def _display() -> None:
+@pytest.fixture
+def display() -> None:
     """napari's canvas needs OpenGL: a display (pytest-xvfb starts Xvfb when it is installed and sets DISPLAY)."""
     if not os.environ.get("DISPLAY"):
         pytest.skip("no display: install Xvfb (apt-get install xvfb libgl1-mesa-dri ...; see .ci/run) so that "

@@ -18,7 +18,7 @@ from gmiseg_edge.runtime import SupportSetSegmenter, load  # noqa: E402
 from gmiseg_edge.viewer.reader import read_layers  # noqa: E402
 from gmiseg_edge.viewer.widget import SegmentWidget  # noqa: E402
 
-pytestmark = [pytest.mark.slow, pytest.mark.weights]
+pytestmark = [pytest.mark.slow, pytest.mark.weights, pytest.mark.usefixtures("display")]
 SEED = 24  # the liver's largest slice of the shipped CT
 WAIT_MS = 300_000  # a loaded 2-core machine encodes the 30 slices slowly
 
@@ -89,7 +89,7 @@ def test_objects_keep_their_labels(session, ct_labels):
     assert (after == 2).any()
     # asked to overwrite: the same prompt now takes the shared pixels
     widget.overwrite_check.setChecked(True)
-    widget.segment_current()
+    assert widget.segment_current(force=True)
     assert ((widget.labels_layer.data[SEED] == 2) & (first == 1)).any()
 
 
