@@ -1,5 +1,5 @@
 """The ``view`` command: napari with the plugin's widget docked, an image opened and a model loaded (the ``napari``
-extra). Registered on the app in :mod:`gmiseg_edge.cli`."""
+extra, imported only when the command runs). Registered on the main app by :mod:`gmiseg_edge.cli`."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from typing import Annotated
 
 import typer
 
+from gmiseg_edge.cli import _user_errors, app
 from gmiseg_edge.core.errors import GmisegError
 
 
+@app.command()
 def view(
     image: Annotated[Path | None, typer.Argument(help="a scan to open: PNG/TIFF/JPEG, NIfTI, NRRD, or a DICOM "
                                                       "series folder")] = None,
@@ -23,8 +25,6 @@ def view(
     cache_dir: Annotated[Path | None, typer.Option(help="disk embedding cache (kept across sessions)")] = None,
 ) -> None:
     """Open napari with the gmiseg-edge widget: boxes and clicks become a Labels layer, one label per object."""
-    from gmiseg_edge.cli import _user_errors
-
     with _user_errors():
         try:  # napari and Qt: the `napari` extra, only for this command
             import napari

@@ -104,7 +104,7 @@ def test_propagation_fills_the_volume_and_matches_the_runtime(session, predictor
     filled = np.flatnonzero((labels == 1).any(axis=(1, 2)))
     assert len(filled) >= 10, f"propagation filled only slices {filled}"
     volume = read_volume(ct_path).array
-    expected = predictor.propagate(volume, SEED, mask=seed.T, axis=2, normalise="abdomen").mask
+    expected = predictor.propagate(volume, SEED, mask=seed, axis=2, normalise="abdomen").mask
     assert np.array_equal(labels == 1, np.transpose(expected, (2, 1, 0)))
     reference = np.isin(ct_labels, [LIVER])
     assert dice(labels == 1, reference) > 0.7
