@@ -21,7 +21,7 @@ from gmiseg_edge.core.prompts import box_from_mask
 from gmiseg_edge.data import read_volume, sample_data_dir
 
 ORGANS = {"liver": 5, "spleen": 1, "kidney_right": 2, "kidney_left": 3}  # TotalSegmentator label values
-SLICE = 20
+SLICE = 12  # a slice holding all four organs
 
 
 def _display() -> contextlib.AbstractContextManager:
@@ -46,6 +46,9 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=None, help="disk embedding cache (reused across runs)")
     args = parser.parse_args()
     with _display():
+        import warnings
+
+        warnings.filterwarnings("ignore", message=".*PyQt5 backend is deprecated")  # a toast over the picture
         import napari
         from qtpy.QtWidgets import QApplication
 

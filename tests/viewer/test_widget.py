@@ -24,13 +24,13 @@ WAIT_MS = 300_000  # a loaded 2-core machine encodes the 30 slices slowly
 
 
 @pytest.fixture(scope="module")
-def predictor(viewer_model_dir, abdomen_embedding_cache):
+def predictor(viewer_model_dir, viewer_embedding_cache):
     """The runtime the widget must agree with (same folder, backend and disk cache)."""
-    return load(viewer_model_dir, backend="ort", cache=abdomen_embedding_cache)
+    return load(viewer_model_dir, backend="ort", cache=viewer_embedding_cache)
 
 
 @pytest.fixture
-def session(make_napari_viewer, qtbot, viewer_model_dir, abdomen_embedding_cache, ct_path):
+def session(make_napari_viewer, qtbot, viewer_model_dir, viewer_embedding_cache, ct_path):
     """A viewer with the shipped CT opened by the plugin's reader, the widget docked, lite_medsam loaded, slice
     ``SEED`` on screen and encoded."""
     viewer = make_napari_viewer()
@@ -40,7 +40,7 @@ def session(make_napari_viewer, qtbot, viewer_model_dir, abdomen_embedding_cache
     viewer.window.add_dock_widget(widget)
     widget.set_window("abdomen")
     viewer.dims.set_current_step(0, SEED)
-    assert widget.load_model(viewer_model_dir, backend="ort", cache_dir=abdomen_embedding_cache), widget.messages
+    assert widget.load_model(viewer_model_dir, backend="ort", cache_dir=viewer_embedding_cache), widget.messages
     qtbot.waitUntil(lambda: widget.is_encoded(SEED), timeout=WAIT_MS)
     return viewer, widget
 
@@ -173,7 +173,7 @@ def test_bad_input_gives_a_message_and_keeps_the_labels(session, tmp_path, ct_la
     assert np.array_equal(labels.data, before)
 
 
-def test_closing_the_viewer_during_propagation(make_napari_viewer, qtbot, viewer_model_dir, abdomen_embedding_cache,
+def test_closing_the_viewer_during_propagation(make_napari_viewer, qtbot, viewer_model_dir, viewer_embedding_cache,
                                                ct_path, ct_labels):
     viewer = make_napari_viewer()
     data, kwargs, _ = read_layers(ct_path)[0]
@@ -182,7 +182,7 @@ def test_closing_the_viewer_during_propagation(make_napari_viewer, qtbot, viewer
     viewer.window.add_dock_widget(widget)
     widget.set_window("abdomen")
     viewer.dims.set_current_step(0, SEED)
-    assert widget.load_model(viewer_model_dir, backend="ort", cache_dir=abdomen_embedding_cache)
+    assert widget.load_model(viewer_model_dir, backend="ort", cache_dir=viewer_embedding_cache)
     widget.labels_layer.data[SEED][ct_labels[SEED] == LIVER] = 1
     qtbot.waitUntil(lambda: not widget.busy(), timeout=WAIT_MS)
     widget.propagate()
