@@ -90,12 +90,14 @@ class Session:
     def open(self, path: Path, window: str, k: int) -> None:
         from gmiseg_edge.viewer.reader import read_layers
 
-        for layer in list(self.viewer.layers):
-            self.viewer.layers.remove(layer)
-        data, kwargs, _ = read_layers(path)[0]
-        self.viewer.add_image(data, **kwargs)
+        name = f"{path.parent.name}/{path.name}"
+        if name not in [layer.name for layer in self.viewer.layers]:  # each scan once (layers are not removed)
+            data, kwargs, _ = read_layers(path)[0]
+            self.viewer.add_image(data, **{**kwargs, "name": name})
+        for layer in self.viewer.layers:  # only this scan's layers on screen
+            layer.visible = layer.name.startswith(name)
         self.widget.set_window(window)
-        self.widget.set_image(kwargs["name"])
+        self.widget.set_image(name)
         self.viewer.dims.set_current_step(0, k)
         if self.widget.engine is None and not self.widget.load_model(self.model_dir, backend="ort",
                                                                       threads=self.threads, cache_dir=self.cache_dir):
@@ -213,15 +215,17 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=None, help="disk embedding cache (the protocol's slices)")
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--protocol-only", action="store_true", help="skip the latency and UI-block parts")
     args = parser.parse_args()
     with _display():
         results: dict = {"load_average": os.getloadavg()}
         session = Session(args.model_dir, args.threads, None)  # in-memory cache only: the encodes are real
         try:
-            results["click_to_mask"] = click_latency(session, args.clicks, args.seed)
-            print("click-to-mask", json.dumps(results["click_to_mask"]), flush=True)
-            results["ui_block"] = ui_block(session, [SEED - 6, SEED - 3, SEED + 3])
-            print("UI block while encoding", json.dumps(results["ui_block"]), flush=True)
+            if not args.protocol_only:
+                results["click_to_mask"] = click_latency(session, args.clicks, args.seed)
+                print("click-to-mask", json.dumps(results["click_to_mask"]), flush=True)
+                results["ui_block"] = ui_block(session, [SEED - 6, SEED - 3, SEED + 3])
+                print("UI block while encoding", json.dumps(results["ui_block"]), flush=True)
             session.cache_dir = args.cache_dir
             session.widget.load_model(args.model_dir, backend="ort", threads=args.threads, cache_dir=args.cache_dir)
             for previous in (True, False):
