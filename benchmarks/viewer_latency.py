@@ -98,7 +98,8 @@ class Session:
             layer.visible = layer.name.startswith(name)
         self.widget.set_window(window)
         self.widget.set_image(name)
-        self.viewer.dims.set_current_step(0, k)
+        layer = self.viewer.layers[name]
+        self.viewer.dims.set_point(0, layer.data_to_world([k, 0, 0])[0])  # data slice k (layers differ in scale)
         if self.widget.engine is None and not self.widget.load_model(self.model_dir, backend="ort",
                                                                       threads=self.threads, cache_dir=self.cache_dir):
             raise SystemExit(self.widget.messages[-1][1])
@@ -168,12 +169,12 @@ def ui_block(session: Session, slices: list[int]) -> dict:
 def volume_cases() -> list[dict]:
     cases = []
     for entry in sample_index():
-        if not entry["image"].endswith((".nrrd", ".nii.gz", ".nii")):
+        if not entry["image"].endswith((".nrrd", ".nii.gz", ".nii")):  # the volumes
             continue
         for label, value in entry["labels"].items():
             cases.append({"name": f"{entry['name']}/{label}", "image": sample_data_dir() / entry["image"],
                           "mask": sample_data_dir() / entry["mask"], "value": value,
-                          "window": entry["normalisation"]})
+                          "window": entry["window"]})
     return cases
 
 
@@ -216,6 +217,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--protocol-only", action="store_true", help="skip the latency and UI-block parts")
+    parser.add_argument("--mask-input", choices=("both", "on", "off"), default="both",
+                        help="protocol runs with / without the previous mask as mask_input")
     args = parser.parse_args()
     with _display():
         results: dict = {"load_average": os.getloadavg()}
@@ -228,7 +231,7 @@ def main() -> None:
                 print("UI block while encoding", json.dumps(results["ui_block"]), flush=True)
             session.cache_dir = args.cache_dir
             session.widget.load_model(args.model_dir, backend="ort", threads=args.threads, cache_dir=args.cache_dir)
-            for previous in (True, False):
+            for previous in {"both": (True, False), "on": (True,), "off": (False,)}[args.mask_input]:
                 print(f"interactive protocol, previous mask as mask_input: {previous}", flush=True)
                 rows = protocol(session, args.max_corrections, previous)
                 mean = np.mean([r["dice"] for r in rows], axis=0)

@@ -61,7 +61,7 @@ def propagate_job(predictor: Any, volume: np.ndarray, window: Any, seed: int, se
     2, intensities mapped with ``window`` as the widget's slices are); ``seed_mask`` is the seed slice (H, W)."""
 
     def job(progress: Progress) -> Any:
-        return predictor.propagate(volume, seed, mask=seed_mask, axis=2, normalise=window, progress=progress)
+        return predictor.propagate(volume, seed, mask=seed_mask, axis=2, window=window, progress=progress)
 
     return job
 

@@ -42,7 +42,7 @@ from qtpy.QtWidgets import (
 )
 
 from gmiseg_edge.core.errors import GmisegError, InputError
-from gmiseg_edge.data.intensity import parse_normalisation
+from gmiseg_edge.data.intensity import parse_window
 from gmiseg_edge.viewer.engines import BACKENDS, Engine, LocalEngine, RemoteEngine
 from gmiseg_edge.viewer.image import WINDOW_CHOICES, SourceImage
 from gmiseg_edge.viewer.labels import next_label, paste
@@ -292,7 +292,7 @@ class SegmentWidget(QWidget):
 
     @property
     def window(self) -> str | tuple[float, float]:
-        return parse_normalisation(self.window_combo.currentText().strip())
+        return parse_window(self.window_combo.currentText().strip())
 
     def set_window(self, window: str) -> None:
         """Choose the intensity mapping (a preset or ``"low,high"``)."""

@@ -49,13 +49,13 @@ def test_remote_widget_matches_the_runtime_and_survives_the_server(make_napari_v
                            shape_type="rectangle")
     pixels = slice_2d(read_volume(ct_path).array, 2, SEED)
     predictor = load(viewer_model_dir, backend="ort")
-    first = predictor.predict(pixels, box=[x0, y0, x1, y1], normalise="abdomen")
+    first = predictor.predict(pixels, box=[x0, y0, x1, y1], window="abdomen")
     assert np.array_equal(widget.labels_layer.data[SEED] == 1, first.mask)
     rows, cols = np.nonzero(liver)
     point = np.array([[cols[len(cols) // 3], rows[len(rows) // 3]]], np.float32)
     widget.clicks_layer.add(np.array([[SEED, point[0, 1], point[0, 0]]], float))
     second = predictor.predict(pixels, box=[x0, y0, x1, y1], points=point, labels=[1], mask_input=first.mask_input,
-                               normalise="abdomen")
+                               window="abdomen")
     got = widget.labels_layer.data[SEED] == 1
     assert (got != second.mask).mean() < 1e-3, "the served refinement differs from the runtime's"
     before = widget.labels_layer.data.copy()

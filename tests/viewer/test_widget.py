@@ -56,7 +56,7 @@ def test_box_then_click_match_the_runtime(session, predictor, ct_path, ct_labels
     liver = ct_labels[SEED] == LIVER
     box = box_from_mask(liver)
     widget.boxes_layer.add(rectangle(SEED, box), shape_type="rectangle")
-    first = predictor.predict(pixels, box=box, normalise="abdomen")
+    first = predictor.predict(pixels, box=box, window="abdomen")
     drawn = widget.labels_layer.data[SEED] == 1
     assert np.array_equal(drawn, first.mask), "the widget's box mask differs from the runtime's predict"
     assert dice(drawn, liver) > 0.8
@@ -67,7 +67,7 @@ def test_box_then_click_match_the_runtime(session, predictor, ct_path, ct_labels
     point = np.array([[cols[len(cols) // 2], rows[len(rows) // 2]]], np.float32)
     widget.clicks_layer.add(np.array([[SEED, point[0, 1], point[0, 0]]]))
     second = predictor.predict(pixels, box=box, points=point, labels=[1], mask_input=first.mask_input,
-                               normalise="abdomen")
+                               window="abdomen")
     assert np.array_equal(widget.labels_layer.data[SEED] == 1, second.mask)
     assert predictor.stats.encoder_runs == encodes
     assert widget.last_decode_s is not None and widget.last_decode_s < 5
@@ -104,7 +104,7 @@ def test_propagation_fills_the_volume_and_matches_the_runtime(session, predictor
     filled = np.flatnonzero((labels == 1).any(axis=(1, 2)))
     assert len(filled) >= 10, f"propagation filled only slices {filled}"
     volume = read_volume(ct_path).array
-    expected = predictor.propagate(volume, SEED, mask=seed, axis=2, normalise="abdomen").mask
+    expected = predictor.propagate(volume, SEED, mask=seed, axis=2, window="abdomen").mask
     assert np.array_equal(labels == 1, np.transpose(expected, (2, 1, 0)))
     reference = np.isin(ct_labels, [LIVER])
     assert dice(labels == 1, reference) > 0.7
@@ -132,7 +132,7 @@ def test_support_set_matches_the_runtime(session, predictor, qtbot, ct_path, ct_
     widget.segment_from_examples(volume=False)
     qtbot.waitUntil(lambda: not widget.busy(), timeout=WAIT_MS)
     volume = read_volume(ct_path).array
-    runtime = SupportSetSegmenter(predictor, normalise="abdomen")
+    runtime = SupportSetSegmenter(predictor, window="abdomen")
     runtime.add_support(slice_2d(volume, 2, SEED), liver, name="liver")
     expected = runtime.segment(slice_2d(volume, 2, query))
     got = widget.labels_layer.data[query] == 1
