@@ -46,9 +46,6 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=None, help="disk embedding cache (reused across runs)")
     args = parser.parse_args()
     with _display():
-        import warnings
-
-        warnings.filterwarnings("ignore", message=".*PyQt5 backend is deprecated")  # a toast over the picture
         import napari
         from qtpy.QtWidgets import QApplication
 
@@ -83,6 +80,10 @@ def main() -> None:
         print(widget.status.text())
         viewer.layers.selection.active = widget.labels_layer
         viewer.reset_view()
+        from napari._qt.dialogs.qt_notification import NapariQtNotification  # the toasts over the canvas
+
+        for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
+            toast.hide()
         app.processEvents()
         args.out.parent.mkdir(parents=True, exist_ok=True)
         image = viewer.screenshot(str(args.out), canvas_only=False, flash=False)
