@@ -189,6 +189,8 @@ def protocol(session: Session, max_clicks: int, previous_mask: bool) -> list[dic
         session.open(case["image"], case["window"] if isinstance(case["window"], str) else
                      ",".join(map(str, case["window"])), k)
         widget.new_object()
+        widget.labels_layer.data[k] = 0  # a fresh slice for each run (objects keep their labels otherwise)
+        widget.labels_layer.refresh()
         widget.boxes_layer.add(rectangle(k, box_from_mask(truth)), shape_type="rectangle")
         label = widget.object_spin.value()
         scores = [dice(widget.labels_layer.data[k] == label, truth)]
