@@ -14,8 +14,8 @@ from gmiseg_edge.core.errors import GmisegError
 
 @app.command()
 def view(
-    image: Annotated[Path | None, typer.Argument(help="a scan to open: PNG/TIFF/JPEG, NIfTI, NRRD, MetaImage, or a DICOM "
-                                                      "series folder")] = None,
+    image: Annotated[Path | None, typer.Argument(help="a scan to open: PNG/TIFF/JPEG, NIfTI, NRRD, MetaImage, or a "
+                                                      "DICOM series folder")] = None,
     model_dir: Annotated[Path | None, typer.Option(help="model folder written by `gmiseg-edge export`")] = None,
     server: Annotated[str, typer.Option(help="grpc://host:port of `gmiseg-edge serve`: the model runs there "
                                              "(a thin client) instead of in this process")] = "",
