@@ -3,6 +3,8 @@ extra, imported only when the command runs). Registered on the main app by :mod:
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -28,8 +30,14 @@ def view(
     with _user_errors():
         try:  # napari and Qt: the `napari` extra, only for this command
             import napari
+            import qtpy.QtWidgets  # noqa: F401 - a Qt binding (PyQt5), ImportError without one
         except ImportError as exc:
-            raise GmisegError(f"napari is not installed ({exc}): pip install 'gmiseg-edge[napari]'") from None
+            raise GmisegError(f"napari or its Qt binding is not installed ({exc}): pip install "
+                              "'gmiseg-edge[napari]'") from None
+        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+                                                     or os.environ.get("QT_QPA_PLATFORM")):
+            raise GmisegError("no display (DISPLAY is not set): napari opens a window; run `gmiseg-edge view` on a "
+                              "desktop, over `ssh -X`, or under `xvfb-run`")
         from gmiseg_edge.viewer.reader import read_layers
         from gmiseg_edge.viewer.widget import SegmentWidget
 

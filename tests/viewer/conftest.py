@@ -3,7 +3,10 @@ when the binary is installed; .ci/run installs it), the session's shared lite_me
 
 from __future__ import annotations
 
+import functools
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +25,31 @@ def require_napari() -> None:
     pytest.importorskip("pytestqt", reason="pytest-qt is not installed (napari's make_napari_viewer fixture uses it)")
 
 
-@pytest.fixture
-def display() -> None:
-    """napari's canvas needs OpenGL: a display (pytest-xvfb starts Xvfb when it is installed and sets DISPLAY)."""
-    if not os.environ.get("DISPLAY"):
-        pytest.skip("no display: install Xvfb (apt-get install xvfb libgl1-mesa-dri ...; see .ci/run) so that "
-                    "pytest-xvfb starts one (Qt offscreen has no OpenGL for napari's canvas)")
+@functools.lru_cache(maxsize=1)
+def display_problem() -> str | None:
+    """Why Qt cannot open a window here, None when it can. napari's canvas needs OpenGL, so a display: pytest-xvfb
+    starts Xvfb and sets DISPLAY when the binary is installed (Qt offscreen has no OpenGL for the canvas). Qt
+    aborts the process when it cannot reach the display, so that is tried in a child process."""
+    if not sys.platform.startswith("linux"):
+        return None
+    display = os.environ.get("DISPLAY")
+    if not display:
+        return ("no display: install Xvfb (apt-get install xvfb libgl1-mesa-dri ...; see .ci/run) so that "
+                "pytest-xvfb starts one")
+    probe = subprocess.run([sys.executable, "-c", "from qtpy.QtWidgets import QApplication; QApplication([])"],
+                           capture_output=True, text=True, timeout=120)
+    if probe.returncode != 0:
+        lines = (probe.stderr or probe.stdout).strip().splitlines()  # Qt's first line says why
+        return f"Qt cannot open the display {display} (exit {probe.returncode}): {lines[0] if lines else ''}"
+    return None
+
+
+def require_display() -> None:
+    """Skip a test module unless Qt can open a window (call at the module's top, after :func:`require_napari`): at
+    collection, before the session's QApplication and the model export."""
+    problem = display_problem()
+    if problem is not None:
+        pytest.skip(problem, allow_module_level=True)
 
 
 @pytest.fixture(scope="module")

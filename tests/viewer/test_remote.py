@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.viewer.conftest import LIVER, require_napari
+from tests.viewer.conftest import LIVER, require_display, require_napari
 
 require_napari()
 pytest.importorskip("tritonclient.grpc", reason="the remote mode needs tritonclient: pip install -e '.[client]'")
+require_display()
 
 from gmiseg_edge.core.prompts import box_from_mask  # noqa: E402
 from gmiseg_edge.data import read_volume  # noqa: E402
@@ -19,7 +20,7 @@ from gmiseg_edge.viewer.reader import read_layers  # noqa: E402
 from gmiseg_edge.viewer.widget import SegmentWidget  # noqa: E402
 from tests.serve.conftest import ServerProcess, free_ports, serve_env  # noqa: E402,F401 - serve_env: a fixture
 
-pytestmark = [pytest.mark.slow, pytest.mark.weights, pytest.mark.usefixtures("display")]
+pytestmark = [pytest.mark.slow, pytest.mark.weights]
 SEED = 24
 
 

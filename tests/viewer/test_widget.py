@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.viewer.conftest import LIVER, SPLEEN, require_napari
+from tests.viewer.conftest import LIVER, SPLEEN, require_display, require_napari
 
 require_napari()
+require_display()
 
 from gmiseg_edge.core.prompts import box_from_mask  # noqa: E402
 from gmiseg_edge.data import read_volume  # noqa: E402
@@ -18,7 +19,7 @@ from gmiseg_edge.runtime import SupportSetSegmenter, load  # noqa: E402
 from gmiseg_edge.viewer.reader import read_layers  # noqa: E402
 from gmiseg_edge.viewer.widget import SegmentWidget  # noqa: E402
 
-pytestmark = [pytest.mark.slow, pytest.mark.weights, pytest.mark.usefixtures("display")]
+pytestmark = [pytest.mark.slow, pytest.mark.weights]
 SEED = 24  # the liver's largest slice of the shipped CT
 WAIT_MS = 300_000  # a loaded 2-core machine encodes the 30 slices slowly
 
