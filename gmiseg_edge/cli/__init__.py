@@ -365,6 +365,7 @@ app.command("serve")(serve_commands.serve)
 app.command("export-triton")(serve_commands.export_triton)
 from gmiseg_edge.cli import adapt as _adapt  # noqa: E402, F401  (registers `adapt` and `add-task` on app)
 from gmiseg_edge.cli import segment as _segment  # noqa: E402, F401  (registers `segment` on app)
+from gmiseg_edge.cli import view as _view  # noqa: E402, F401  (registers `view` on app; napari only when it runs)
 
 if __name__ == "__main__":
     app()

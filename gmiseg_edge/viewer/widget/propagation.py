@@ -1,0 +1,48 @@
+"""The widget's propagation: the current object carried from the current slice through the volume (a worker job
+with progress and cancel; the runtime's ``propagate``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gmiseg_edge.core.errors import InputError
+from gmiseg_edge.viewer.image import SourceImage
+from gmiseg_edge.viewer.labels import paste
+from gmiseg_edge.viewer.tasks import Outcome, propagate_job
+from gmiseg_edge.viewer.widget.state import WidgetState
+
+
+class PropagationMixin(WidgetState):
+    """Propagation through the volume."""
+
+    def propagate(self) -> None:
+        """Carry the current object from the current slice through the volume (worker thread)."""
+        if not self._can_start("propagating"):
+            return
+        self._guarded(self._start_propagation)
+
+    def _start_propagation(self) -> None:
+        assert self.image is not None
+        if not self.image.is_volume:
+            raise InputError("propagation needs a volume; this image is 2D")
+        predictor = self._local_predictor("propagation")
+        k, label = self.current_slice(), self.object_spin.value()
+        assert k is not None
+        seed = self.object_mask(k)
+        if not seed.any():
+            raise InputError(f"object {label} has no mask on slice {k}: segment it there first")
+        image = self.image
+        job = propagate_job(predictor, image.file_order, image.window, k, seed)
+        self.status.setText(f"propagating object {label} from slice {k}…")
+        self._start_job("propagation", job, lambda outcome: self._propagated(image, label, k, outcome))
+
+    def _propagated(self, image: SourceImage, label: int, seed: int, outcome: Outcome) -> None:
+        if self._report_outcome("propagation", outcome) or image is not self.image or self.labels_layer is None:
+            return
+        result = outcome.value
+        mask = np.transpose(result.mask, (2, 1, 0))  # (W, H, D) -> napari's (D, H, W)
+        kept = [int(k) for k in np.flatnonzero(result.kept) if k != seed]
+        for k in kept:
+            paste(self.labels_layer.data, mask[k], label, self.overwrite_check.isChecked(), (k,))
+        self.labels_layer.refresh()
+        self.notify("info", f"object {label} propagated to {len(kept)} slice(s): {result.summary()}")
