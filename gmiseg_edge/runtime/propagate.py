@@ -1,34 +1,60 @@
-"""Propagate one structure through a volume from a prompt on one slice (DESIGN §10).
+"""Propagate one structure through a volume from prompts on one or more slices (DESIGN §10, issue 28).
 
-The seed is a prompt on slice ``slice_index`` (a box and/or points, in pixels of the slice as
-:func:`gmiseg_edge.data.slice_2d` shows it: rows = the higher remaining axis, columns = the lower one) or a
-labelled mask of that slice. From the seed the structure is carried slice by slice in both directions: the
-previous slice's mask gives the next slice's box (its extent grown by ``margin``, then moved only half way
-from the last box, ``inertia``: a slice that is under-segmented does not shrink every box after it) and,
-optionally, its low-res logits the next ``mask_input`` (off by default: lite_medsam was trained on boxes and
-its masks degrade with its own logits as mask_input, -0.07 to -0.28 Dice per organ, benchmarks/propagation.py).
-Each direction stops where the structure ends, not after a fixed count:
+A seed is a prompt on one slice (a box and/or points, in pixels of the slice as :func:`gmiseg_edge.data.slice_2d`
+shows it: rows = the higher remaining axis, columns = the lower one) or a labelled mask of that slice; several
+seeds (``seeds=[(k, box), ...]``, or a sparse label map whose labelled slices are the seeds) are all used. From
+each seed the structure is carried slice by slice in both directions; between two seeds the two fronts fill the
+slices until they meet, and where one stops early the other carries on to the far seed.
+
+**Carrying** (box-only prompts, no ``mask_input``): the previous slice's mask gives the next slice's box, its
+extent grown by the distance the structure's boundary can move from one slice to the next, from the voxel spacing
+(``spacing``, mm: a surface meeting the slice plane at 45 degrees or more moves at most one slice thickness
+in-plane; at least ``min_margin`` pixels), then moved only part way from the last box (``inertia``: one
+under-segmented slice does not shrink every box after it). The previous mask is not fed back as ``mask_input``:
+a leak in it is carried on (lite_medsam lost 0.18-0.46 Dice per organ with it, BENCHMARKS.md).
+
+**Checking** each slice against its seed's evidence (:mod:`gmiseg_edge.runtime.propagation.evidence`):
+
+- ``appearance``: the mask must look like the seed's structure rather than its surroundings, in the image
+  embedding (prototypes of the seed mask's cells and of a ring around it) and in grey levels (the two regions'
+  histograms), at least half as clearly as the seed mask itself does;
+- ``area_growth``: its equivalent radius may grow by at most one slice thickness (mm) plus a pixel;
+- ``low_iou`` / ``iou_drop``: the decoder's predicted IoU under ``min_iou``, or more than ``iou_drop`` below the
+  previous slice's.
+
+**A slice that fails** is re-prompted once from a tighter prior: the box of the part of the failed mask that lies
+within the previous mask's reach and looks like the inside (both kinds of evidence), or, if none does, the
+previous mask's own extent without margin. If that passes, it is kept (``actions[k] == "tightened"``); if not, the
+slice is dropped and the direction stops there with the first failure's reason. A direction also stops on:
 
 - ``empty``: the mask has fewer than ``min_area`` pixels;
-- ``low_iou``: the decoder's predicted IoU is under ``min_iou`` (the box holds no clear object);
-- ``iou_drop``: the predicted IoU falls more than ``iou_drop`` below the previous slice's (the structure
-  left the box: the confidence of one structure changes slowly from slice to slice, an absolute threshold
-  does not separate the two on small, low-contrast slices);
-- ``area_growth``: the area is over ``growth`` times the previous slice's (a leak into a neighbour);
-- ``area_collapse``: the area is under ``collapse`` times the previous slice's (the structure tapers off);
+- ``area_collapse``: the area is under ``collapse`` times the previous slice's (the structure tapers off; the
+  slice is kept with ``keep_collapsed``, a shrinking tip is usually the true end);
+- ``met``: the next slice was already given by another seed's front (or is a seed); if the two fronts' masks
+  do not overlap there, the seeds disagree about where the structure is: each keeps the slices it reached first
+  (about half the gap each) and the result's ``notes`` say so;
+- ``limit``: the end of the slices a correction re-runs;
 - ``volume_end``: the first or last slice was reached.
 
-The slice that trips a rule is dropped (its mask stays empty), except ``area_collapse`` with
-``keep_collapsed``: a shrinking tip is usually the true end of the structure, so it is kept and the direction
-stops after it. Area ratios compare with ``max(previous area, ratio_floor)`` pixels so that a few pixels of
-a tiny structure do not trip them. The settings used are kept in the result (:class:`PropagationSettings`).
+**Between two seeds** the structure goes on from one to the other (the user says so): ``low_iou``, ``iou_drop``
+and ``area_collapse`` do not apply there, and a slice that fails its checks after the re-prompt is skipped
+(``actions[k] == "skipped"``) and bridged: the front carries on from its last kept mask, and the other seed's
+front tries the slice too.
+
+Area ratios compare with ``max(previous area, ratio_floor)`` pixels so that a few pixels of a tiny structure do
+not trip them. The settings used are kept in the result (:class:`PropagationSettings`).
+
+**Corrections** (:func:`correct`): "slice k is wrong, here is a box/click" makes slice k a seed and re-runs only
+the slices between the nearest seeds on either side of it (or the volume's ends); every other slice keeps its
+mask.
 
 Speed: slices are encoded in batches of ``batch_size`` (the encoder graph has a dynamic batch) by one
 background thread, through the predictor's :class:`~gmiseg_edge.runtime.cache.EmbeddingCache` slice by slice,
 while the main thread decodes the slices already encoded. At most ``2 * batch_size`` slices are encoded ahead
 of the decoder, so memory stays flat however long the volume: the propagation holds only those embeddings and
-the previous slice's mask per direction; the cache is an LRU bounded in bytes. A direction that stops leaves
-at most its slices already encoded ahead unused (``PropagationResult.encoded`` counts them).
+the previous slice's mask per front; the cache is an LRU bounded in bytes. A direction that stops leaves at
+most its slices already encoded ahead unused (``PropagationResult.encoded`` counts them). The checks cost no
+model run; a re-prompt costs one decoder run.
 
 Intensities: uint8 volumes are used as they are; others need ``window``, applied with one mapping for the
 whole volume (a CT window, or percentiles / min-max over the volume, not per slice) so that every slice of the
@@ -37,6 +63,7 @@ scan sees the same intensity scale.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -50,10 +77,15 @@ import numpy as np
 from gmiseg_edge.core.errors import InputError
 from gmiseg_edge.core.graph_io import LOW_RES
 from gmiseg_edge.core.prediction import Prediction
-from gmiseg_edge.core.prompts import box_from_mask, make_prompt
 from gmiseg_edge.data.intensity import Window, rescale_to_uint8, window_range
+from gmiseg_edge.runtime.propagation.evidence import Appearance, Geometry, Score, grown_extent
+from gmiseg_edge.runtime.propagation.seeds import Seed, parse_seeds
 
-STOP_REASONS = ("volume_end", "empty", "low_iou", "iou_drop", "area_growth", "area_collapse")
+EncodedImage = Any  # gmiseg_edge.runtime.predictor.EncodedImage (not imported: the predictor imports this module)
+
+STOP_REASONS = (
+    "volume_end", "met", "limit", "empty", "appearance", "area_growth", "low_iou", "iou_drop", "area_collapse")
+RETRIED = ("appearance", "area_growth", "low_iou", "iou_drop")  # failures re-prompted from a tighter prior
 MASK_LOGIT = 10.0  # |logit| given to a seed mask's pixels in its mask_input (lite_medsam's own are ~10-20)
 _PERCENTILE_SAMPLE = 4_000_000  # voxels sampled for volume percentiles
 
@@ -63,14 +95,17 @@ class PropagationSettings:
     """How propagation carries the structure and when it stops (see the module docstring)."""
 
     min_iou: float = 0.5
-    iou_drop: float = 0.15  # stop when the predicted IoU falls more than this below the previous slice's
-    growth: float = 2.0
+    iou_drop: float = 0.15  # fails when the predicted IoU falls more than this below the previous slice's
     collapse: float = 0.2
     keep_collapsed: bool = True
     min_area: int = 4  # pixels: a smaller mask is empty
     ratio_floor: int = 16  # pixels: area ratios compare with at least this many
-    margin: float = 0.1  # box grown by this fraction of its width/height on each side ...
-    min_margin: float = 2.0  # ... and by at least this many pixels
+    margin: float = 0.1  # box slack: this fraction of the mask's extent on each side ...
+    min_margin: float = 2.0  # ... and at least this many pixels, ...
+    reach: float = 1.0  # ... plus this many slice thicknesses (in pixels of the slice: the boundary's reach)
+    check_appearance: bool = True  # the appearance check (module docstring)
+    check_growth: bool = True  # the area-growth bound from the spacing
+    retry: bool = True  # re-prompt a failed slice from a tighter prior before stopping
     mask_input: bool = False  # pass the previous slice's logits as mask_input (see BENCHMARKS)
     inertia: float = 0.5  # box = (1 - inertia) * the grown extent of the previous mask + inertia * the last box
     batch_size: int = 2  # slices per encoder run
@@ -81,10 +116,12 @@ class PropagationSettings:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not 0 <= self.min_iou <= 1:
             raise ValueError(f"min_iou must be in [0, 1], got {self.min_iou}")
-        if self.growth <= 1 or not 0 <= self.collapse < 1:
-            raise ValueError(f"need growth > 1 and 0 <= collapse < 1, got {self.growth}, {self.collapse}")
-        if self.margin < 0 or self.min_margin < 0:
-            raise ValueError(f"margins must be >= 0, got {self.margin}, {self.min_margin}")
+        if not 0 <= self.collapse < 1:
+            raise ValueError(f"need 0 <= collapse < 1, got {self.collapse}")
+        if self.min_margin < 0:
+            raise ValueError(f"min_margin must be >= 0, got {self.min_margin}")
+        if not 0 <= self.inertia < 1:
+            raise ValueError(f"inertia must be in [0, 1), got {self.inertia}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,8 +129,8 @@ class PropagationSettings:
 
 @dataclass(frozen=True)
 class Stop:
-    """Why one direction stopped: ``reason`` (one of ``STOP_REASONS``) at ``slice`` (the slice that tripped
-    the rule, or the index past the volume's end for ``volume_end``)."""
+    """Why one front stopped: ``reason`` (one of ``STOP_REASONS``) at ``slice`` (the slice that tripped the rule,
+    the slice another front had given for ``met``, or the index past the volume's end for ``volume_end``)."""
 
     reason: str
     slice: int
@@ -101,21 +138,44 @@ class Stop:
 
 
 @dataclass(frozen=True)
+class FrontReport:
+    """One front: from seed slice ``seed`` in direction ``step`` (-1 towards slice 0, +1 up), and its stop."""
+
+    seed: int
+    step: int
+    stop: Stop
+
+
+@dataclass(frozen=True)
 class PropagationResult:
-    """A structure carried through a volume from one seed slice."""
+    """A structure carried through a volume from one or more seed slices."""
 
     mask: np.ndarray  # bool, the volume's shape
     axis: int
-    seed: int
-    iou: np.ndarray  # float32 (D,): predicted IoU of each decoded slice; NaN elsewhere and at a mask seed
+    seeds: tuple[int, ...]  # the seed slices, ascending
+    iou: np.ndarray  # float32 (D,): predicted IoU of each slice's final decode; NaN elsewhere and at a mask seed
     area: np.ndarray  # int64 (D,): mask pixels of each decoded slice (kept or not); -1 where not decoded
     kept: np.ndarray  # bool (D,): slices whose mask is in ``mask``
-    visited: tuple[int, int]  # first and last slice decoded (inclusive; the seed for a mask seed alone)
-    stops: dict[str, Stop]  # "down" (towards slice 0) and "up"
+    visited: tuple[int, int]  # first and last slice decoded (inclusive)
+    stops: dict[str, Stop]  # "down" (the lowest seed towards slice 0) and "up" (the highest seed upwards)
     settings: PropagationSettings
     encoded: int  # slices encoded (or fetched from the cache): those decoded plus any encoded ahead unused
     seconds: float
-    timings: dict[str, float] = field(default_factory=dict)  # seconds: encode (worker), wait, decode (main)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: encode (worker), wait, decode, check (main)
+    fronts: tuple[FrontReport, ...] = ()  # every front, the two outer ones included
+    actions: tuple[str, ...] = ()  # per slice: "" (not decoded), seed, kept, tightened, dropped, collapsed, skipped
+    checks: tuple[str, ...] = ()  # per slice: the check its first decode failed ("atypical": the appearance share
+    #                               under the midpoint to the seed's, see evidence.Appearance.typical), "" if none
+    boxes: np.ndarray | None = None  # float32 (D, 4): the box that gave each kept slice (NaN elsewhere)
+    scores: np.ndarray | None = None  # float32 (D, 2): appearance shares (embedding, grey) of each check; NaN
+    spacing: tuple[float, float, float] | None = None  # mm along the volume's axes, as given (None: 1 mm)
+    notes: tuple[str, ...] = ()  # fallbacks taken (e.g. seeds that disagree)
+    seed_states: tuple[Seed, ...] = field(default=(), repr=False)  # what corrections re-run from
+
+    @property
+    def seed(self) -> int:
+        """The first seed slice (the only one for a single seed)."""
+        return self.seeds[0]
 
     @property
     def slices_visited(self) -> int:
@@ -129,8 +189,12 @@ class PropagationResult:
 
     def summary(self) -> str:
         down, up = self.stops["down"], self.stops["up"]
-        return (f"seed {self.seed}, visited {self.visited[0]}..{self.visited[1]}, kept {self.kept_range}; "
-                f"down: {down.reason} at {down.slice}, up: {up.reason} at {up.slice}")
+        seeds = f"seed {self.seeds[0]}" if len(self.seeds) == 1 else f"seeds {', '.join(map(str, self.seeds))}"
+        retried = self.actions.count("tightened")
+        return (f"{seeds}, visited {self.visited[0]}..{self.visited[1]}, kept {self.kept_range}; "
+                f"down: {down.reason} at {down.slice}, up: {up.reason} at {up.slice}"
+                + (f"; {retried} slice(s) re-prompted" if retried else "")
+                + "".join(f"; {note}" for note in self.notes))
 
 
 class SlicePredictor(Protocol):
@@ -142,6 +206,10 @@ class SlicePredictor(Protocol):
 
     def predict(self, image: Any, *, points=None, labels=None, box=None, mask_input=None) -> Prediction:
         """The prediction for one prompt on an encoded image."""
+
+    @property
+    def input_size(self) -> int:
+        """The model's input side S (embedding cells cover S / 64 pixels of it)."""
 
 
 # --------------------------------------------------------------------------- the volume's slices
@@ -275,7 +343,7 @@ class _Prefetcher:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-# --------------------------------------------------------------------------- seeds and prompts
+# --------------------------------------------------------------------------- prompts
 
 
 def mask_to_logits(mask: np.ndarray, prepared, input_size: int) -> np.ndarray:
@@ -288,41 +356,8 @@ def mask_to_logits(mask: np.ndarray, prepared, input_size: int) -> np.ndarray:
     return ((low - 0.5) * (2.0 * MASK_LOGIT)).astype(np.float32)[None, None]
 
 
-def grown_box(mask: np.ndarray, settings: PropagationSettings) -> np.ndarray:
-    """The extent of a non-empty (H, W) mask grown by the settings' margin, clipped to the slice."""
-    height, width = mask.shape
-    x0, y0, x1, y1 = box_from_mask(mask)
-    mx = max(settings.min_margin, settings.margin * (x1 - x0 + 1))
-    my = max(settings.min_margin, settings.margin * (y1 - y0 + 1))
-    return np.array([max(x0 - mx, 0.0), max(y0 - my, 0.0), min(x1 + mx, width - 1.0), min(y1 + my, height - 1.0)],
-                    dtype=np.float32)
-
-
-def _slice_index(slice_index, depth: int) -> int:
-    if isinstance(slice_index, bool) or not isinstance(slice_index, int | np.integer):
-        raise InputError(f"slice_index must be an integer, got {slice_index!r}")
-    if not 0 <= int(slice_index) < depth:
-        raise InputError(f"seed slice {slice_index} is outside the volume (0..{depth - 1} along the axis)")
-    return int(slice_index)
-
-
-def _seed_mask(mask, source: SliceSource, seed: int) -> np.ndarray:
-    array = np.asarray(mask)
-    if array.ndim == 3:
-        stacked = np.moveaxis(array, source.axis, 0)
-        if stacked.shape != source.stack_shape:
-            raise InputError(f"seed mask of shape {array.shape} does not match the volume")
-        array = stacked[seed].T
-    if array.shape != source.shape2d:
-        raise InputError(f"seed mask of shape {array.shape} does not match slice {seed} of shape {source.shape2d} "
-                         "(rows x columns as slice_2d shows it), nor the volume")
-    if array.dtype != bool:
-        if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-            raise InputError(f"seed mask: expected a bool or 0/1 mask, got dtype {array.dtype}")
-        array = array != 0
-    if not array.any():
-        raise InputError(f"seed mask is empty on slice {seed}: nothing to propagate")
-    return np.ascontiguousarray(array)
+def _boxes_overlap(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(a[0] <= b[2] and b[0] <= a[2] and a[1] <= b[3] and b[1] <= a[3])
 
 
 # --------------------------------------------------------------------------- propagation
@@ -330,175 +365,500 @@ def _seed_mask(mask, source: SliceSource, seed: int) -> np.ndarray:
 
 @dataclass
 class _Front:
-    """One direction's state: the next slice to decode and the previous slice's result."""
+    """One direction from one seed: the next slice to decode, the last it may decode, the previous result."""
 
+    seed: Seed
+    appearance: Appearance | None
     step: int
     next: int  # next slice to decode
     ahead: int  # next slice to request from the encoder
-    mask: np.ndarray | None  # the previous slice's mask
-    logits: np.ndarray | None = None  # ... and its low-res logits
+    limit: int  # the last slice this front may decode
+    mask: np.ndarray
+    logits: np.ndarray | None = None
     area: int = 0
-    stop: Stop | None = None
-    box: np.ndarray | None = None  # the last box given
     iou: float = float("nan")  # the previous slice's predicted IoU
+    box: np.ndarray | None = None  # the last box given
+    stop: Stop | None = None
+    owned: list[int] = field(default_factory=list)  # slices this front asked the encoder for
+    inner: bool = False  # bounded by another seed: the structure goes on to it
 
 
-def _carry(front: _Front, settings: PropagationSettings) -> dict[str, Any]:
-    """The prompt for the slice after ``front``'s previous one."""
-    assert front.mask is not None
-    box = grown_box(front.mask, settings)
+def _margin(mask: np.ndarray, geometry: Geometry, settings: PropagationSettings) -> tuple[float, float]:
+    """(columns, rows) pixels a box grows by around a mask's extent: the boundary's reach in one slice (spacing)
+    plus the slack a box prompt needs around its object (``margin`` of the extent, at least ``min_margin``)."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    reach_x, reach_y = geometry.margin_px(0.0)
+    slack_x = max(settings.min_margin, settings.margin * (cols[-1] - cols[0] + 1))
+    slack_y = max(settings.min_margin, settings.margin * (rows[-1] - rows[0] + 1))
+    return settings.reach * reach_x + slack_x, settings.reach * reach_y + slack_y
+
+
+def _prior(front: _Front, geometry: Geometry, settings: PropagationSettings) -> np.ndarray:
+    """The next slice's box: the previous mask's extent grown by the boundary's reach, with inertia."""
+    box = grown_extent(front.mask, _margin(front.mask, geometry, settings))
     if settings.inertia and front.box is not None:
         box = (1 - settings.inertia) * box + settings.inertia * front.box
-    front.box = box
-    prompt: dict[str, Any] = {"box": box}
-    if settings.mask_input and front.logits is not None:
-        prompt["mask_input"] = front.logits
-    return prompt
+    return box.astype(np.float32)
 
 
-def _check(prediction: Prediction, previous_area: int, previous_iou: float,
-           settings: PropagationSettings) -> tuple[str, str] | None:
-    """(reason, detail) of the stop rule a slice trips, or None."""
-    area = int(np.count_nonzero(prediction.mask))
+def _tighter(failed: np.ndarray, front: _Front, appearance: Appearance | None, pixels: np.ndarray,
+             encoded: EncodedImage, geometry: Geometry, settings: PropagationSettings, input_size: int,
+             ) -> np.ndarray:
+    """The re-prompt's box (module docstring): the failed mask's part that is within the previous mask's reach and
+    looks like the inside, or the previous mask's extent."""
+    reach = np.zeros(failed.shape, bool)
+    x0, y0, x1, y1 = grown_extent(front.mask, _margin(front.mask, geometry, settings))
+    reach[int(np.floor(y0)):int(np.ceil(y1)) + 1, int(np.floor(x0)):int(np.ceil(x1)) + 1] = True
+    part = failed & reach
+    if appearance is not None and part.any():
+        part &= appearance.inside_pixels(pixels) & appearance.inside_map(
+            encoded.embedding, encoded.prepared.resized_size, input_size, failed.shape)
+    if np.count_nonzero(part) >= settings.min_area:
+        return grown_extent(part, (0.0, 0.0))
+    return grown_extent(front.mask, (0.0, 0.0))
+
+
+def _failure(prediction: Prediction, area: int, score: Score | None, front: _Front, geometry: Geometry,
+             settings: PropagationSettings) -> tuple[str, str] | None:
+    """(reason, detail) of the first check a slice fails, or None (``empty`` and ``area_collapse`` included)."""
     if area < settings.min_area:
         return "empty", f"{area} pixel(s) < {settings.min_area}"
+    if score is not None and front.appearance is not None and not front.appearance.agrees(score):
+        seed = front.appearance.seed
+        return "appearance", (f"inside-like share embedding {score.embedding:.2f}, grey {score.grey:.2f} "
+                              f"(seed {seed.embedding:.2f}, {seed.grey:.2f})")
+    reference = max(front.area, settings.ratio_floor)
+    if settings.check_growth and area > geometry.max_area(reference):
+        return "area_growth", f"area {area} > {geometry.max_area(reference):.0f} (radius + {geometry.slice_mm:g} mm)"
     if prediction.score < settings.min_iou:
         return "low_iou", f"predicted IoU {prediction.score:.3f} < {settings.min_iou}"
-    if prediction.score < previous_iou - settings.iou_drop:
-        return "iou_drop", f"predicted IoU {prediction.score:.3f} < {previous_iou:.3f} - {settings.iou_drop}"
-    reference = max(previous_area, settings.ratio_floor)
-    if area > settings.growth * reference:
-        return "area_growth", f"area {area} > {settings.growth} x {reference}"
-    if previous_area >= settings.ratio_floor and area < settings.collapse * previous_area:
-        return "area_collapse", f"area {area} < {settings.collapse} x {previous_area}"
+    if prediction.score < front.iou - settings.iou_drop:
+        return "iou_drop", f"predicted IoU {prediction.score:.3f} < {front.iou:.3f} - {settings.iou_drop}"
+    if front.area >= settings.ratio_floor and area < settings.collapse * front.area:
+        return "area_collapse", f"area {area} < {settings.collapse} x {front.area}"
     return None
+
+
+class _Run:
+    """One propagation: seeds decoded, fronts carried, results gathered (the module docstring's rules)."""
+
+    def __init__(self, predictor: SlicePredictor, source: SliceSource, geometry: Geometry,
+                 settings: PropagationSettings, progress: Callable[[int, int], None] | None,
+                 span: tuple[int, int]) -> None:
+        self.predictor, self.source, self.geometry, self.settings = predictor, source, geometry, settings
+        self.progress = progress
+        self.span = span  # slices this run may decode (inclusive)
+        depth = source.depth
+        self.iou = np.full(depth, np.nan, np.float32)
+        self.area = np.full(depth, -1, np.int64)
+        self.kept = np.zeros(depth, bool)
+        self.masks: dict[int, np.ndarray] = {}
+        self.boxes = np.full((depth, 4), np.nan, np.float32)
+        self.scores = np.full((depth, 2), np.nan, np.float32)
+        self.actions = [""] * depth
+        self.why = [""] * depth  # the first decode's failed check, or "atypical"
+        self.requested: set[int] = set()
+        self.notes: list[str] = []
+        self.done = 0
+        self.timings = {"wait": 0.0, "decode": 0.0, "check": 0.0}
+        self.prefetcher = _Prefetcher(predictor, source, background=settings.prefetch)
+        self.fronts: list[_Front] = []
+
+    # ---- encoding and decoding
+
+    def request(self, indices: list[int]) -> None:
+        fresh = [k for k in indices if k not in self.requested]
+        self.requested.update(fresh)
+        self.prefetcher.request(fresh)
+
+    def top_up(self, current: _Front | None = None) -> None:
+        """Request the next slices of the live fronts (``current`` first), alternately, a batch at a time, at most
+        two batches ahead of the decoder (one without ``prefetch``); a part batch only when the encoder is idle."""
+        batch = self.settings.batch_size
+
+        def within(front: _Front, k: int) -> bool:
+            return 0 <= k < self.source.depth and (k - front.limit) * front.step <= 0
+
+        while True:
+            live = sorted((f for f in self.fronts if f.stop is None), key=lambda f: f is not current)
+            room = min(batch, (2 if self.settings.prefetch else 1) * batch - self.prefetcher.outstanding)
+            picks: list[tuple[_Front, int]] = []
+            cursors = [f.ahead for f in live]
+            taken: set[int] = set()
+            while len(picks) < room:
+                moved = False
+                for i, front in enumerate(live):
+                    while within(front, cursors[i]) and (cursors[i] in self.requested or cursors[i] in taken):
+                        cursors[i] += front.step
+                    if len(picks) < room and within(front, cursors[i]):
+                        picks.append((front, cursors[i]))
+                        taken.add(cursors[i])
+                        cursors[i] += front.step
+                        moved = True
+                if not moved:
+                    break
+            if not picks or (len(picks) < batch and self.prefetcher.busy):
+                return
+            for front, cursor in zip(live, cursors, strict=True):
+                front.ahead = cursor
+            for front, k in picks:
+                front.owned.append(k)
+            self.request([k for _, k in picks])
+
+    def take(self, k: int) -> EncodedImage:
+        t0 = time.perf_counter()
+        self.requested.add(k)
+        encoded = self.prefetcher.take(k)
+        self.timings["wait"] += time.perf_counter() - t0
+        return encoded
+
+    def decode(self, encoded: EncodedImage, **prompt) -> Prediction:
+        t0 = time.perf_counter()
+        prediction = self.predictor.predict(encoded, **prompt)
+        self.timings["decode"] += time.perf_counter() - t0
+        return prediction
+
+    def visited(self) -> None:
+        self.done += 1
+        if self.progress:
+            self.progress(self.done, self.source.depth)
+
+    def keep(self, k: int, mask: np.ndarray, action: str, box: np.ndarray | None = None) -> None:
+        self.masks[k] = mask
+        self.kept[k] = True
+        self.actions[k] = action
+        if box is not None:
+            self.boxes[k] = box
+
+    # ---- seeds
+
+    def resolve(self, seeds: list[Seed]) -> list[tuple[Seed, Appearance | None]]:
+        """Each seed decoded (a prompt) or taken as it is (a mask), with its appearance evidence."""
+        batch = self.settings.batch_size
+        order = [s.index for s in seeds]
+        for i in range(0, len(order), batch):
+            self.request(order[i:i + batch])
+        resolved = []
+        for seed in seeds:
+            k = seed.index
+            encoded = self.take(k)
+            if seed.prompt is not None and seed.prompt.box is not None:
+                self.boxes[k] = seed.prompt.box
+            if seed.mask is not None and np.isfinite(seed.iou):
+                self.iou[k] = seed.iou
+            if seed.prompt is not None and seed.mask is None:
+                p = seed.prompt
+                prediction = self.decode(encoded, points=p.points, labels=p.labels, box=p.box)
+                area = int(np.count_nonzero(prediction.mask))
+                if area < self.settings.min_area:
+                    raise InputError(f"the seed prompt gave an empty mask on slice {k} ({area} pixel(s), predicted "
+                                     f"IoU {prediction.score:.2f}): nothing to propagate; check the prompt")
+                seed = seed.resolved(prediction.mask, prediction.score)
+                self.iou[k] = prediction.score
+            assert seed.mask is not None
+            self.area[k] = int(np.count_nonzero(seed.mask))
+            appearance = None
+            if self.settings.check_appearance:
+                appearance = Appearance.from_seed(self.source.pixels(k), encoded.embedding,
+                                                  encoded.prepared.resized_size, self.predictor.input_size,
+                                                  seed.mask)
+                self.scores[k] = (appearance.seed.embedding, appearance.seed.grey)
+            self.keep(k, seed.mask, "seed")
+            self.visited()
+            resolved.append((seed, appearance))
+        self._check_pairs(resolved)
+        return resolved
+
+    def _check_pairs(self, resolved: list[tuple[Seed, Appearance | None]]) -> None:
+        """Consecutive seeds must overlap within the reach of the slices between them (an error otherwise)."""
+        for (a, _), (b, _) in itertools.pairwise(resolved):
+            assert a.mask is not None and b.mask is not None
+            steps = b.index - a.index
+            mx, my = self.geometry.margin_px(0.0)
+            reach = grown_extent(a.mask, (mx * steps + 1, my * steps + 1))
+            if not _boxes_overlap(reach, grown_extent(b.mask, (0.0, 0.0))):
+                raise InputError(
+                    f"the seeds on slices {a.index} and {b.index} do not overlap: {b.index}'s structure lies "
+                    f"beyond where {a.index}'s can reach in {steps} slice(s) of {self.geometry.slice_mm:g} mm "
+                    "(its boundary moves at most one slice thickness per slice); they look like different "
+                    "structures: propagate each on its own, or check the slice numbers and the spacing")
+
+    # ---- fronts
+
+    def make_fronts(self, resolved: list[tuple[Seed, Appearance | None]]) -> None:
+        lo, hi = self.span
+        for i, (seed, appearance) in enumerate(resolved):
+            k = seed.index
+            below = resolved[i - 1][0].index if i > 0 else None
+            above = resolved[i + 1][0].index if i + 1 < len(resolved) else None
+            limits = {-1: lo if below is None else below + 1, 1: hi if above is None else above - 1}
+            for step in (-1, 1):
+                assert seed.mask is not None
+                other = below if step < 0 else above
+                front = _Front(seed, appearance, step, k + step, k + step, limits[step], seed.mask,
+                               area=int(np.count_nonzero(seed.mask)), iou=seed.iou, inner=other is not None)
+                self._maybe_stop(front)
+                self.fronts.append(front)
+
+    def _maybe_stop(self, front: _Front) -> None:
+        """Stop a front whose next slice it may not decode: past the volume, another front's, or past its limit."""
+        k = front.next
+        if not 0 <= k < self.source.depth:
+            front.stop = Stop("volume_end", k)
+        elif self.kept[k]:
+            front.stop = Stop("met", k, "given by another seed's front" if self.actions[k] != "seed" else "a seed")
+            if front.next != front.seed.index + front.step and not (front.mask & self.masks[k]).any():
+                j0, j1 = sorted((k - front.step, k))
+                note = (f"two fronts met between slices {j0} and {j1} without overlapping: their seeds disagree "
+                        "about where the structure is; each kept the slices it reached first")
+                if note not in self.notes:
+                    self.notes.append(note)
+        elif (k - front.limit) * front.step > 0:
+            front.stop = Stop("limit", k, "the end of the slices this run re-does")
+
+    def advance(self, front: _Front) -> None:
+        """Decode ``front``'s next slice, check it, keep it or re-prompt or stop (module docstring)."""
+        settings, k = self.settings, front.next
+        self.top_up(current=front)
+        encoded = self.take(k)
+        pixels = self.source.pixels(k) if front.appearance is not None else None
+        box = _prior(front, self.geometry, settings)
+        prompt: dict[str, Any] = {"box": box}
+        if settings.mask_input and front.logits is not None:
+            prompt["mask_input"] = front.logits
+        prediction = self.decode(encoded, **prompt)
+        failure, score = self._check(prediction, pixels, encoded, front)
+        action = "kept"
+        suspect = (failure is None and score is not None and front.appearance is not None
+                   and not front.appearance.typical(score))
+        self.why[k] = "atypical" if suspect else (failure[0] if failure is not None else "")
+        if settings.retry and ((failure is not None and failure[0] in RETRIED) or suspect):
+            tight = _tighter(prediction.mask, front, front.appearance, pixels, encoded, self.geometry, settings,
+                             self.predictor.input_size)
+            retried = self.decode(encoded, box=tight)
+            again, again_score = self._check(retried, pixels, encoded, front)
+            passes = again is None or again[0] == "area_collapse"
+            better = not suspect or self._cut_is_surroundings(prediction.mask, retried.mask, pixels, encoded, front)
+            if passes and better:
+                prediction, box, score, action = retried, tight, again_score, "tightened"
+                failure = again
+        area = int(np.count_nonzero(prediction.mask))
+        self.iou[k], self.area[k] = prediction.score, area
+        if score is not None:
+            self.scores[k] = (score.embedding, score.grey)
+        self.visited()
+        if front.inner and failure is not None and failure[0] in ("low_iou", "iou_drop", "area_collapse"):
+            failure = None  # between two seeds the structure goes on: these rules say where it ends
+        if front.inner and failure is not None:  # skip the slice and bridge it from the previous one
+            self.actions[k] = "skipped"
+            front.next += front.step
+            self._maybe_stop(front)
+            self._release(front)
+            return
+        if failure is None or (failure[0] == "area_collapse" and settings.keep_collapsed):
+            self.keep(k, prediction.mask, "collapsed" if failure is not None else action, box)
+        else:
+            self.actions[k] = "dropped"
+        front.mask, front.logits, front.area = prediction.mask, prediction.mask_input, area
+        front.iou, front.box = prediction.score, box
+        front.next += front.step
+        if failure is not None:
+            front.stop = Stop(failure[0], k, failure[1])
+        else:
+            self._maybe_stop(front)
+        self._release(front)
+
+    def _release(self, front: _Front) -> None:
+        if front.stop is not None:  # its slices requested ahead are not needed
+            ahead = [j for j in front.owned if self.area[j] < 0]
+            self.prefetcher.drop(ahead)
+            self.requested.difference_update(ahead)
+
+    def _cut_is_surroundings(self, wide: np.ndarray, tight: np.ndarray, pixels: np.ndarray | None,
+                             encoded: EncodedImage, front: _Front) -> bool:
+        """Whether what the tighter mask leaves out of the wider one looks like the seed's surroundings (most of it,
+        in the embedding or in grey levels): only then is the tighter answer to an atypical slice taken."""
+        cut = wide & ~tight
+        if front.appearance is None or pixels is None or np.count_nonzero(cut) < self.settings.min_area:
+            return True
+        score = front.appearance.score(pixels, encoded.embedding, encoded.prepared.resized_size,
+                                       self.predictor.input_size, cut)
+        return not front.appearance.agrees(score)
+
+    def _check(self, prediction: Prediction, pixels: np.ndarray | None, encoded: EncodedImage,
+               front: _Front) -> tuple[tuple[str, str] | None, Score | None]:
+        t0 = time.perf_counter()
+        area = int(np.count_nonzero(prediction.mask))
+        score = None
+        if front.appearance is not None and pixels is not None and area >= self.settings.min_area:
+            score = front.appearance.score(pixels, encoded.embedding, encoded.prepared.resized_size,
+                                           self.predictor.input_size, prediction.mask)
+        failure = _failure(prediction, area, score, front, self.geometry, self.settings)
+        self.timings["check"] += time.perf_counter() - t0
+        return failure, score
+
+    def carry(self) -> None:
+        while True:
+            live = [f for f in self.fronts if f.stop is None]
+            if not live:
+                return
+            for front in live:
+                if front.stop is None:
+                    self._maybe_stop(front)
+                if front.stop is None:
+                    self.advance(front)
+
+    def close(self) -> None:
+        self.prefetcher.close()
+
+
+def _geometry(spacing, source: SliceSource) -> Geometry:
+    geometry = Geometry.of(spacing, source.axis)
+    ratio = geometry.slice_mm / geometry.pixel_mm
+    if ratio > 20 or ratio < 0.05:
+        raise InputError(f"spacing {tuple(spacing)}: slices {geometry.slice_mm:g} mm apart with "
+                         f"{geometry.pixel_mm:g} mm pixels (ratio {ratio:.3g}) is beyond what slice-to-slice "
+                         "propagation can follow (1:20 to 20:1); check the spacing, or resample the volume")
+    return geometry
+
+
+def _result(run: _Run, out: np.ndarray, seeds: list[Seed], start: float, spacing) -> PropagationResult:
+    decoded = np.flatnonzero(run.area >= 0)
+    timings = dict(run.timings, encode=run.prefetcher.encode_seconds)
+    outer = [f for f in run.fronts]
+    down = next(f for f in outer if f.step < 0 and f.seed.index == seeds[0].index)
+    up = next(f for f in outer if f.step > 0 and f.seed.index == seeds[-1].index)
+    return PropagationResult(
+        mask=out, axis=run.source.axis, seeds=tuple(s.index for s in seeds), iou=run.iou, area=run.area,
+        kept=run.kept, visited=(int(decoded[0]), int(decoded[-1])),
+        stops={"down": down.stop, "up": up.stop},  # type: ignore[dict-item]
+        settings=run.settings, encoded=run.prefetcher.encoded, seconds=time.perf_counter() - start, timings=timings,
+        fronts=tuple(FrontReport(f.seed.index, f.step, f.stop) for f in outer),  # type: ignore[arg-type]
+        actions=tuple(run.actions), checks=tuple(run.why), boxes=run.boxes, scores=run.scores,
+        spacing=None if spacing is None else tuple(float(v) for v in spacing), notes=tuple(run.notes),
+        seed_states=tuple(seeds),
+    )
 
 
 def propagate(
     predictor: SlicePredictor,
     volume: np.ndarray,
+    slice_index: int | None = None,
+    *,
+    box=None,
+    points=None,
+    labels=None,
+    mask=None,
+    seeds=None,
+    axis: int = 2,
+    window: Window | None = None,
+    spacing=None,
+    settings: PropagationSettings | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> PropagationResult:
+    """Carry the structure prompted on one or more slices of ``volume`` through its neighbours (module
+    docstring).
+
+    One seed: ``slice_index`` with ``box``/``points``/``labels`` as for :meth:`Predictor.predict` (pixels of
+    the slice), or ``mask``: the labelled slice (H, W) (or a volume-shaped mask, whose slice ``slice_index`` is
+    taken), kept as that slice's result. Several: ``seeds=[(k, box), (k, {"box": ..., "points": ...}), (k,
+    mask2d), ...]`` or a sparse label map (volume-shaped; each labelled slice is a seed). ``spacing``: mm along
+    the volume's three axes (None: 1 mm, isotropic); it sets how far the structure may move between slices.
+    ``progress(slices decoded, depth)`` is called after each slice."""
+    settings = settings or PropagationSettings()
+    start = time.perf_counter()
+    source = SliceSource(volume, axis, window)
+    geometry = _geometry(spacing, source)
+    seeds = parse_seeds(source, slice_index, box, points, labels, mask, seeds)  # before encoding
+    run = _Run(predictor, source, geometry, settings, progress, (0, source.depth - 1))
+    try:
+        resolved = run.resolve(seeds)
+        run.make_fronts(resolved)
+        run.carry()
+    finally:
+        run.close()
+    out = np.zeros(volume.shape, dtype=bool)
+    for k, m in run.masks.items():
+        source.put(out, k, m)
+    return _result(run, out, [s for s, _ in resolved], start, spacing)
+
+
+def correct(
+    predictor: SlicePredictor,
+    volume: np.ndarray,
+    result: PropagationResult,
     slice_index: int,
     *,
     box=None,
     points=None,
     labels=None,
     mask=None,
-    axis: int = 2,
     window: Window | None = None,
-    settings: PropagationSettings | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> PropagationResult:
-    """Carry the structure prompted on slice ``slice_index`` of ``volume`` through its neighbours (module
-    docstring). ``box``/``points``/``labels`` as for :meth:`Predictor.predict`, in pixels of the slice; or
-    ``mask``: the labelled slice (H, W) (or a volume-shaped mask, whose slice ``slice_index`` is taken), which
-    is kept as that slice's result. ``progress(slices decoded, depth)`` is called after each slice."""
-    settings = settings or PropagationSettings()
+    """"Slice ``slice_index`` is wrong, here is a box/click (or its mask)": that slice becomes a seed (replacing
+    a seed there) and only the slices between the nearest other seeds on either side of it (or the volume's ends)
+    are re-run, from those seeds and the new one; every other slice keeps ``result``'s mask. ``volume``,
+    ``window`` and the axis, spacing and settings are those of the run that gave ``result``."""
     start = time.perf_counter()
-    source = SliceSource(volume, axis, window)
-    seed = _slice_index(slice_index, source.depth)
-    size = source.shape2d
-    if mask is not None and (box is not None or points is not None or labels is not None):
-        raise InputError("give a seed prompt (box/points) or a seed mask, not both")
-    seed_prompt = make_prompt(points, labels, box, image_size=size) if mask is None else None  # before encoding
-    seed_mask = _seed_mask(mask, source, seed) if mask is not None else None
-
-    depth, batch = source.depth, settings.batch_size
-    out = np.zeros(volume.shape, dtype=bool)
-    iou = np.full(depth, np.nan, np.float32)
-    area = np.full(depth, -1, np.int64)
-    kept = np.zeros(depth, bool)
-    fronts = [_Front(step, seed + step, seed + step, seed_mask) for step in (-1, 1)]
-    for front in fronts:
-        if not 0 <= front.next < depth:
-            front.stop = Stop("volume_end", front.next)
-    prefetcher = _Prefetcher(predictor, source, background=settings.prefetch)
-    timings = {"wait": 0.0, "decode": 0.0}
-    done = 0
-
-    def top_up(first: tuple[int, ...] = (), current: _Front | None = None) -> None:
-        """Request the next slices of the live directions (``current`` first), alternately, a batch at a time, at
-        most two batches ahead of the decoder (one without ``prefetch``); a part batch only when the encoder is
-        idle."""
-        while True:
-            live = sorted((f for f in fronts if f.stop is None), key=lambda f: f is not current)
-            room = min(batch, (2 if settings.prefetch else 1) * batch - prefetcher.outstanding)
-            picks, cursors = list(first), [f.ahead for f in live]
-            first = ()
-            while len(picks) < room:
-                moved = False
-                for i, front in enumerate(live):
-                    if len(picks) < room and 0 <= cursors[i] < depth:
-                        picks.append(cursors[i])
-                        cursors[i] += front.step
-                        moved = True
-                if not moved:
-                    break
-            if not picks or (len(picks) < batch and prefetcher.busy):
-                return
-            for front, cursor in zip(live, cursors, strict=True):
-                front.ahead = cursor
-            prefetcher.request(picks)
-
-    def decode(k: int, **prompt) -> Prediction:
-        nonlocal done
-        t0 = time.perf_counter()
-        encoded = prefetcher.take(k)
-        t1 = time.perf_counter()
-        prediction = predictor.predict(encoded, **prompt)
-        timings["wait"] += t1 - t0
-        timings["decode"] += time.perf_counter() - t1
-        iou[k], area[k] = prediction.score, int(np.count_nonzero(prediction.mask))
-        done += 1
-        if progress:
-            progress(done, depth)
-        return prediction
-
+    source = SliceSource(volume, result.axis, window)
+    if result.mask.shape != volume.shape:
+        raise InputError(f"result of shape {result.mask.shape} is not this volume's {volume.shape}")
+    geometry = _geometry(result.spacing, source)
+    new = parse_seeds(source, slice_index, box, points, labels, mask)[0]
+    others = [s for s in result.seed_states if s.index != new.index]
+    below = [s for s in others if s.index < new.index]
+    above = [s for s in others if s.index > new.index]
+    span = (below[-1].index if below else 0, above[0].index if above else source.depth - 1)
+    seeds = ([below[-1]] if below else []) + [new] + ([above[0]] if above else [])
+    run = _Run(predictor, source, geometry, result.settings, progress, span)
     try:
-        if seed_prompt is not None:
-            top_up((seed,))
-            prediction = decode(seed, points=seed_prompt.points, labels=seed_prompt.labels, box=seed_prompt.box)
-            if area[seed] < settings.min_area:
-                raise InputError(f"the seed prompt gave an empty mask on slice {seed} ({area[seed]} pixel(s), "
-                                 f"predicted IoU {prediction.score:.2f}): nothing to propagate; check the prompt")
-            seed_mask, seed_logits = prediction.mask, prediction.mask_input
-        else:
-            area[seed] = int(np.count_nonzero(seed_mask))
-            seed_logits = None
-            done += 1
-        assert seed_mask is not None
-        source.put(out, seed, seed_mask)
-        kept[seed] = True
-        for front in fronts:
-            front.mask, front.logits, front.area = seed_mask, seed_logits, int(area[seed])
-            front.iou = float(iou[seed])  # NaN for a mask seed: no IoU drop rule on the first slice
-        while True:
-            live = [f for f in fronts if f.stop is None]
-            if not live:
-                break
-            for front in live:
-                top_up(current=front)
-                k = front.next
-                prediction = decode(k, **_carry(front, settings))
-                tripped = _check(prediction, front.area, front.iou, settings)
-                if tripped is None or (tripped[0] == "area_collapse" and settings.keep_collapsed):
-                    source.put(out, k, prediction.mask)
-                    kept[k] = True
-                front.mask, front.logits, front.area = prediction.mask, prediction.mask_input, int(area[k])
-                front.iou = prediction.score
-                front.next += front.step
-                if tripped is not None:
-                    front.stop = Stop(tripped[0], k, tripped[1])
-                elif not 0 <= front.next < depth:
-                    front.stop = Stop("volume_end", front.next)
-                if front.stop is not None:  # its slices requested ahead are not needed
-                    prefetcher.drop(range(front.next, front.ahead, front.step))
+        resolved = run.resolve(seeds)
+        run.make_fronts(resolved)
+        outside = [f for f in run.fronts if (f.step < 0 and below and f.seed.index == span[0])
+                   or (f.step > 0 and above and f.seed.index == span[1])]
+        for front in outside:  # the neighbouring seeds' outer fronts belong to the untouched slices
+            front.stop = Stop("limit", front.next, "outside the slices this correction re-does")
+        run.carry()
     finally:
-        prefetcher.close()
+        run.close()
+    lo, hi = span
+    kept = result.kept.copy()
+    kept[lo:hi + 1] = run.kept[lo:hi + 1]
+    out = result.mask.copy()
+    window = np.moveaxis(out, source.axis, 0)
+    window[lo:hi + 1] = False
+    for k, m in run.masks.items():
+        source.put(out, k, m)
+    iou, area, boxes, scores = result.iou.copy(), result.area.copy(), None, None
+    iou[lo:hi + 1], area[lo:hi + 1] = run.iou[lo:hi + 1], run.area[lo:hi + 1]
+    actions = list(result.actions) or [""] * source.depth
+    actions[lo:hi + 1] = run.actions[lo:hi + 1]
+    checks = list(result.checks) or [""] * source.depth
+    checks[lo:hi + 1] = run.why[lo:hi + 1]
+    if result.boxes is not None:
+        boxes = result.boxes.copy()
+        boxes[lo:hi + 1] = run.boxes[lo:hi + 1]
+    if result.scores is not None:
+        scores = result.scores.copy()
+        scores[lo:hi + 1] = run.scores[lo:hi + 1]
+    new_seeds = sorted([*others, next(s for s, _ in resolved if s.index == new.index)], key=lambda s: s.index)
+    kept_fronts = [f for f in result.fronts if not (lo < f.seed < hi or (f.seed == lo and f.step > 0)
+                                                    or (f.seed == hi and f.step < 0))]
+    fronts = sorted(kept_fronts + [FrontReport(f.seed.index, f.step, f.stop)  # type: ignore[arg-type]
+                                   for f in run.fronts if all(f is not o for o in outside)],
+                    key=lambda f: (f.seed, f.step))
+    outer_down = next((f for f in fronts if f.step < 0 and f.seed == new_seeds[0].index), None)
+    outer_up = next((f for f in fronts if f.step > 0 and f.seed == new_seeds[-1].index), None)
     decoded = np.flatnonzero(area >= 0)
-    timings["encode"] = prefetcher.encode_seconds
     return PropagationResult(
-        mask=out, axis=source.axis, seed=seed, iou=iou, area=area, kept=kept,
+        mask=out, axis=result.axis, seeds=tuple(s.index for s in new_seeds), iou=iou, area=area, kept=kept,
         visited=(int(decoded[0]), int(decoded[-1])),
-        stops={"down": fronts[0].stop, "up": fronts[1].stop},  # type: ignore[dict-item]
-        settings=settings, encoded=prefetcher.encoded, seconds=time.perf_counter() - start, timings=timings,
+        stops={"down": outer_down.stop if outer_down else result.stops["down"],
+               "up": outer_up.stop if outer_up else result.stops["up"]},
+        settings=result.settings, encoded=run.prefetcher.encoded, seconds=time.perf_counter() - start,
+        timings=dict(run.timings, encode=run.prefetcher.encode_seconds), fronts=tuple(fronts),
+        actions=tuple(actions), checks=tuple(checks), boxes=boxes, scores=scores, spacing=result.spacing,
+        notes=tuple(dict.fromkeys([*result.notes, *run.notes])), seed_states=tuple(new_seeds),
     )
