@@ -7,11 +7,16 @@ each seed the structure is carried slice by slice in both directions; between tw
 slices until they meet, and where one stops early the other carries on to the far seed.
 
 **Carrying** (box-only prompts, no ``mask_input``): the previous slice's mask gives the next slice's box, its
-extent grown by the distance the structure's boundary can move from one slice to the next, from the voxel spacing
-(``spacing``, mm: a surface meeting the slice plane at 45 degrees or more moves at most one slice thickness
-in-plane; at least ``min_margin`` pixels), then moved only part way from the last box (``inertia``: one
-under-segmented slice does not shrink every box after it). The previous mask is not fed back as ``mask_input``:
-a leak in it is carried on (lite_medsam lost 0.18-0.46 Dice per organ with it, BENCHMARKS.md).
+extent grown by the slack a box prompt needs (``margin`` of the extent, at least ``min_margin`` pixels) and by how
+far the structure's boundary can move from one slice to the next, from the voxel spacing (``spacing``, mm: a
+surface meeting the slice plane at 45 degrees or more moves at most one slice thickness in-plane: the reach).
+From a seed, where no movement has been seen, each side grows by the whole reach; after that, by the outward
+movement of that side between the last two masks (the surface's slope is continuous from one slice to the next),
+at most the reach (``follow_motion``; on 5-6.5 mm slices of 0.6-0.8 mm pixels the reach is 8 pixels, and a box 8
+pixels too wide on each side of a small lesion draws in its surroundings). The box is then moved only part way
+from the last box (``inertia``: one under-segmented slice does not shrink every box after it). The previous mask
+is not fed back as ``mask_input``: a leak in it is carried on (lite_medsam lost 0.18-0.46 Dice per organ with
+it, BENCHMARKS.md).
 
 **Checking** each slice against its seed's evidence (:mod:`gmiseg_edge.runtime.propagation.evidence`):
 
@@ -103,6 +108,7 @@ class PropagationSettings:
     margin: float = 0.1  # box slack: this fraction of the mask's extent on each side ...
     min_margin: float = 2.0  # ... and at least this many pixels, ...
     reach: float = 1.0  # ... plus this many slice thicknesses (in pixels of the slice: the boundary's reach)
+    follow_motion: bool = True  # past a seed, each side grows by its last outward movement (at most the reach)
     check_appearance: bool = True  # the appearance check (module docstring)
     check_growth: bool = True  # the area-growth bound from the spacing
     retry: bool = True  # re-prompt a failed slice from a tighter prior before stopping
@@ -381,6 +387,7 @@ class _Front:
     stop: Stop | None = None
     owned: list[int] = field(default_factory=list)  # slices this front asked the encoder for
     inner: bool = False  # bounded by another seed: the structure goes on to it
+    before: np.ndarray | None = None  # extent [x0, y0, x1, y1] of the mask decoded before ``mask`` (None at a seed)
 
 
 def _margin(mask: np.ndarray, geometry: Geometry, settings: PropagationSettings) -> tuple[float, float]:
@@ -395,8 +402,20 @@ def _margin(mask: np.ndarray, geometry: Geometry, settings: PropagationSettings)
 
 
 def _prior(front: _Front, geometry: Geometry, settings: PropagationSettings) -> np.ndarray:
-    """The next slice's box: the previous mask's extent grown by the boundary's reach, with inertia."""
-    box = grown_extent(front.mask, _margin(front.mask, geometry, settings))
+    """The next slice's box: the previous mask's extent grown by the slack and the boundary's reach (from a seed),
+    or by each side's last outward movement up to the reach (``follow_motion``), with inertia."""
+    if not settings.follow_motion or front.before is None:
+        box = grown_extent(front.mask, _margin(front.mask, geometry, settings))
+    else:
+        reach_x, reach_y = geometry.margin_px(0.0)
+        reach = settings.reach * np.array([reach_x, reach_y, reach_x, reach_y], np.float32)
+        mx, my = _margin(front.mask, geometry, settings)
+        slack = np.array([mx, my, mx, my], np.float32) - reach
+        extent = grown_extent(front.mask, (0.0, 0.0))
+        outward = np.array([-1, -1, 1, 1], np.float32)
+        moved = np.clip((extent - front.before) * outward, 0.0, reach)
+        height, width = front.mask.shape
+        box = np.clip(extent + outward * (slack + moved), 0.0, [width - 1, height - 1, width - 1, height - 1])
     if settings.inertia and front.box is not None:
         box = (1 - settings.inertia) * box + settings.inertia * front.box
     return box.astype(np.float32)
@@ -660,6 +679,7 @@ class _Run:
             self.keep(k, prediction.mask, "collapsed" if failure is not None else action, box)
         else:
             self.actions[k] = "dropped"
+        front.before = grown_extent(front.mask, (0.0, 0.0))  # the previous mask is never empty
         front.mask, front.logits, front.area = prediction.mask, prediction.mask_input, area
         front.iou, front.box = prediction.score, box
         front.next += front.step
