@@ -21,13 +21,10 @@ carried on (lite_medsam lost 0.18-0.46 Dice per organ with it, BENCHMARKS.md).
 
 **Checking** each slice against its seed's evidence (:mod:`gmiseg_edge.runtime.propagation.evidence`):
 
-- ``appearance``: most of the mask must look like the seed's structure rather than its surroundings, by the mean
-  of two shares: of its embedding cells nearer the seed mask's prototype than the prototype of a ring around it,
-  and of its pixels whose grey level is likelier in the seed mask's histogram than in the ring's. The two kinds of
-  evidence vote together, neither vetoes: on 5-6.5 mm slices a lesion's grey levels change from one slab to the
-  next (brain1 slice 4, 6.5 mm from its seed: an exact-box mask has a grey share of 0.47, an embedding share of
-  0.95), while a leak into the surroundings scores low on both or near zero on one (breast1: 0.73 and 0.00);
-  a mask with either share under the midpoint between a half and the seed's own is atypical (re-prompted, below);
+- ``appearance``: most of the mask must look like the seed's structure rather than its surroundings, in the image
+  embedding (the share of its cells nearer the prototype of the seed mask's cells than that of a ring around it)
+  and in grey levels (the share of its pixels likelier under the seed mask's histogram than the ring's); a mask
+  with either share under the midpoint between a half and the seed's own is atypical (re-prompted, below);
 - ``area_growth``: its equivalent radius may grow by at most one slice thickness (mm) plus a pixel;
 - ``low_iou`` / ``iou_drop``: the decoder's predicted IoU under ``min_iou``, or more than ``iou_drop`` below the
   previous slice's.

@@ -201,7 +201,6 @@ class Appearance:
 
     def agrees(self, score: Score) -> bool:
         """A slice's mask is still the seed's structure unless most of it looks like the seed's surroundings rather
-        than its inside, the embedding and the grey levels voting together (the mean of the two shares under a
-        half: the majority is the only threshold, nothing tuned; either kind alone vetoed too often on thick
-        slices, where a structure's grey levels change from one slab to the next)."""
-        return score.both >= 0.5
+        than its inside, in the embedding or in grey levels (a share under a half: the majority is the only
+        threshold, nothing tuned)."""
+        return score.embedding >= 0.5 and score.grey >= 0.5
