@@ -282,3 +282,26 @@ def test_a_ten_to_one_spacing_propagates_and_says_where_it_stopped(cached, abdom
     assert result.kept[seed] and result.mask.any()
     assert {result.stops["down"].reason, result.stops["up"].reason} <= set(STOP_REASONS)
     assert all(stop.detail for stop in result.stops.values() if stop.reason != "volume_end")
+
+
+def test_boxes_past_a_seed_grow_by_each_sides_last_movement():
+    """follow_motion: 6.4 mm slices of 0.8 mm pixels give a reach of 8 pixels. Next to a seed (no movement seen) the
+    box grows by all of it; further on, each side by its last outward movement (at least one pixel, at most the
+    reach); where the reach is one pixel the boxes are those of the bound."""
+    from gmiseg_edge.runtime.propagation.carry import _Front, _prior
+    from gmiseg_edge.runtime.propagation.evidence import Geometry
+
+    mask = np.zeros((100, 100), bool)
+    mask[40:60, 40:60] = True  # extent [40, 40, 59, 59]; slack max(2, 0.1 x 20) = 2 pixels a side
+    settings = PropagationSettings(inertia=0.0)
+    thick = Geometry.of((0.8, 0.8, 6.4), 2)
+
+    def box(geometry, before, **changes):
+        front = _Front(None, None, 1, 1, 1, 9, mask, before=before)  # type: ignore[arg-type]
+        return _prior(front, geometry, PropagationSettings(**{**settings.to_dict(), **changes})).tolist()
+
+    moved = np.array([42, 40, 59, 50], np.float32)  # left side moved out 2 px, top 0, right 0, bottom 9 (> reach)
+    assert box(thick, None) == [30, 30, 69, 69]  # from a seed: slack + reach
+    assert box(thick, moved) == [36, 37, 62, 69]  # 2 + 2, 2 + 1 (floor), 2 + 1, 2 + 8 (capped at the reach)
+    assert box(thick, moved, follow_motion=False) == [30, 30, 69, 69]
+    assert box(Geometry.of((3.0, 3.0, 3.0), 2), moved) == box(Geometry.of((3.0, 3.0, 3.0), 2), None) == [37, 37, 62, 62]
