@@ -320,15 +320,18 @@ class Predictor:
         outputs = [output_choice(p.ambiguous, multimask) for p in prompts]
         return make_object_predictions(encoded.prepared, low_res, iou, outputs, self.input_size)
 
-    def propagate(self, volume: np.ndarray, slice_index: int, box=None, points=None, labels=None, mask=None,
-                  axis: int = 2, window: Window | None = None, settings: PropagationSettings | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> PropagationResult:
+    def propagate(self, volume: np.ndarray, slice_index: int | None = None, box=None, points=None, labels=None,
+                  mask=None, axis: int = 2, window: Window | None = None, settings: PropagationSettings | None = None,
+                  progress: Callable[[int, int], None] | None = None, *, seeds=None, spacing=None,
+                  ) -> PropagationResult:
         """Carry one structure through ``volume`` from a prompt (``box``/``points``) or a labelled ``mask`` on
-        slice ``slice_index`` along ``axis``: a :class:`~gmiseg_edge.runtime.propagate.PropagationResult` with
-        the 3D mask; ``window`` maps a non-uint8 volume to uint8, one mapping for the whole volume. A thin call
-        into :func:`gmiseg_edge.runtime.propagate.propagate` (its stop rules and ``settings``)."""
-        return propagate(self, volume, slice_index, box=box, points=points, labels=labels, mask=mask, axis=axis,
-                         window=window, settings=settings, progress=progress)
+        slice ``slice_index`` along ``axis``, or from several ``seeds`` (``[(k, box), ...]`` or a sparse label
+        map): a :class:`~gmiseg_edge.runtime.propagate.PropagationResult` with the 3D mask; ``window`` maps a
+        non-uint8 volume to uint8, one mapping for the whole volume; ``spacing`` (mm along the volume's axes) sets
+        how far the structure may move between slices. A thin call into
+        :func:`gmiseg_edge.runtime.propagate.propagate` (its checks, stop rules and ``settings``)."""
+        return propagate(self, volume, slice_index, box=box, points=points, labels=labels, mask=mask, seeds=seeds,
+                         axis=axis, window=window, spacing=spacing, settings=settings, progress=progress)
 
     def close(self) -> None:
         self.backend.close()

@@ -214,7 +214,7 @@ def _propagate(item: InputFile, image: Volume, truth: np.ndarray | None, output:
         if not truth.any():
             raise InputError(f"{item.mask}: label {prompt.label} is absent: nothing to seed --propagate with")
         seed, keywords = largest_index(truth, AXIS), {"mask": truth}
-    result = segmenter.predictor.propagate(image.array, seed, axis=AXIS, window=options.window,
+    result = segmenter.predictor.propagate(image.array, seed, axis=AXIS, window=options.window, spacing=image.spacing,
                                            progress=lambda done, total: report(item.image.name, done, total),
                                            **keywords)
     kept = [int(k) for k in np.flatnonzero(result.kept)]
