@@ -243,15 +243,16 @@ def test_the_commands_take_tasks(adapted, tmp_path):
 
 def test_an_adapter_that_changes_nothing_is_not_added_unasked(adapted, tmp_path, monkeypatch):
     """Issue 27: with no epoch above the untouched decoder on the held-back supports (here the real training at a
-    learning rate of 0), adapt says so and writes and adds nothing; --add-unchanged adds it; the adapter file never
-    lands in the working folder unasked."""
+    learning rate of 1e-30: lr must be > 0, and Adam's steps of about lr leave every fp32 weight as it was), adapt
+    says so and writes and adds nothing; --add-unchanged adds it; the adapter file never lands in the working
+    folder unasked."""
     import dataclasses
 
     from gmiseg_edge.jobs import adapt as adapt_job
 
     real = adapt_job.adapt_decoder
     monkeypatch.setattr(adapt_job, "adapt_decoder", lambda model, supports, preprocess, config, progress=None: real(
-        model, supports, preprocess, dataclasses.replace(config, lr=0.0, max_epochs=2), progress))
+        model, supports, preprocess, dataclasses.replace(config, lr=1e-30, max_epochs=2), progress))
     folder = tmp_path / "model"
     shutil.copytree(adapted["folder"], folder)
     work = tmp_path / "work"
