@@ -78,3 +78,19 @@ def ct_labels() -> np.ndarray:
     from gmiseg_edge.data import read_volume
 
     return np.transpose(read_volume(sample_data_dir() / CT_LABELS).array, (2, 1, 0))
+
+
+def open_ct(make_napari_viewer, ct_path: Path, slice_index: int):
+    """A napari viewer with ``ct_path`` opened by the plugin's reader, the widget docked with the abdomen window,
+    slice ``slice_index`` on screen: ``(viewer, widget)``, no model loaded yet."""
+    from gmiseg_edge.viewer.reader import read_layers
+    from gmiseg_edge.viewer.widget import SegmentWidget
+
+    viewer = make_napari_viewer()
+    data, kwargs, _ = read_layers(ct_path)[0]
+    viewer.add_image(data, **kwargs)
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.set_window("abdomen")
+    viewer.dims.set_current_step(0, slice_index)
+    return viewer, widget

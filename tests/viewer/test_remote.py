@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.viewer.conftest import LIVER, require_display, require_napari
+from tests.viewer.conftest import LIVER, open_ct, require_display, require_napari
 
 require_napari()
 pytest.importorskip("tritonclient.grpc", reason="the remote mode needs tritonclient: pip install -e '.[client]'")
@@ -16,8 +16,6 @@ from gmiseg_edge.core.prompts import box_from_mask  # noqa: E402
 from gmiseg_edge.data import read_volume  # noqa: E402
 from gmiseg_edge.data.slicing import slice_2d  # noqa: E402
 from gmiseg_edge.runtime import load  # noqa: E402
-from gmiseg_edge.viewer.reader import read_layers  # noqa: E402
-from gmiseg_edge.viewer.widget import SegmentWidget  # noqa: E402
 from tests.serve.conftest import ServerProcess, free_ports, serve_env  # noqa: E402,F401 - serve_env: a fixture
 
 pytestmark = [pytest.mark.slow, pytest.mark.weights]
@@ -35,13 +33,7 @@ def server(serve_env, viewer_model_dir, tmp_path_factory):  # noqa: F811 - the i
 
 def test_remote_widget_matches_the_runtime_and_survives_the_server(make_napari_viewer, qtbot, server, ct_path,
                                                                     ct_labels, viewer_model_dir):
-    viewer = make_napari_viewer()
-    data, kwargs, _ = read_layers(ct_path)[0]
-    viewer.add_image(data, **kwargs)
-    widget = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.set_window("abdomen")
-    viewer.dims.set_current_step(0, SEED)
+    _viewer, widget = open_ct(make_napari_viewer, ct_path, SEED)
     assert widget.load_model(url=server.url), widget.messages
     qtbot.waitUntil(lambda: widget.is_encoded(SEED), timeout=120_000)
     liver = ct_labels[SEED] == LIVER

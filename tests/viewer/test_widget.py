@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.viewer.conftest import LIVER, SPLEEN, require_display, require_napari
+from tests.viewer.conftest import LIVER, SPLEEN, open_ct, require_display, require_napari
 
 require_napari()
 require_display()
@@ -16,8 +16,6 @@ from gmiseg_edge.data import read_volume  # noqa: E402
 from gmiseg_edge.data.slicing import slice_2d  # noqa: E402
 from gmiseg_edge.metrics import dice  # noqa: E402
 from gmiseg_edge.runtime import SupportSetSegmenter, load  # noqa: E402
-from gmiseg_edge.viewer.reader import read_layers  # noqa: E402
-from gmiseg_edge.viewer.widget import SegmentWidget  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.weights]
 SEED = 24  # the liver's largest slice of the shipped CT
@@ -34,13 +32,7 @@ def predictor(viewer_model_dir, viewer_embedding_cache):
 def session(make_napari_viewer, qtbot, viewer_model_dir, viewer_embedding_cache, ct_path):
     """A viewer with the shipped CT opened by the plugin's reader, the widget docked, lite_medsam loaded, slice
     ``SEED`` on screen and encoded."""
-    viewer = make_napari_viewer()
-    data, kwargs, _ = read_layers(ct_path)[0]
-    viewer.add_image(data, **kwargs)
-    widget = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.set_window("abdomen")
-    viewer.dims.set_current_step(0, SEED)
+    viewer, widget = open_ct(make_napari_viewer, ct_path, SEED)
     assert widget.load_model(viewer_model_dir, backend="ort", cache_dir=viewer_embedding_cache), widget.messages
     qtbot.waitUntil(lambda: widget.is_encoded(SEED), timeout=WAIT_MS)
     return viewer, widget
@@ -176,13 +168,7 @@ def test_bad_input_gives_a_message_and_keeps_the_labels(session, tmp_path, ct_la
 
 def test_closing_the_viewer_during_propagation(make_napari_viewer, qtbot, viewer_model_dir, viewer_embedding_cache,
                                                ct_path, ct_labels):
-    viewer = make_napari_viewer()
-    data, kwargs, _ = read_layers(ct_path)[0]
-    viewer.add_image(data, **kwargs)
-    widget = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.set_window("abdomen")
-    viewer.dims.set_current_step(0, SEED)
+    viewer, widget = open_ct(make_napari_viewer, ct_path, SEED)
     assert widget.load_model(viewer_model_dir, backend="ort", cache_dir=viewer_embedding_cache)
     widget.labels_layer.data[SEED][ct_labels[SEED] == LIVER] = 1
     qtbot.waitUntil(lambda: not widget.busy(), timeout=WAIT_MS)
