@@ -11,7 +11,7 @@ import pytest
 
 from gmiseg_edge.core.errors import InputError
 from gmiseg_edge.data import load_sample_pair, read_volume
-from gmiseg_edge.data.images import Volume
+from gmiseg_edge.data.images import Volume, lps_affine
 from gmiseg_edge.metrics import dice
 from gmiseg_edge.runtime.support.geometry import canonical, from_sitk, sitk_image
 from gmiseg_edge.runtime.support.register3d import register_volume
@@ -25,12 +25,11 @@ TURN_DEG = 4.0
 
 def _lps_twin(volume: Volume) -> Volume:
     """The same voxels stored the other way round in i and j, with an LPS affine (as a DICOM series holds them)."""
-    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
     shape = volume.array.shape
     to_flipped = np.eye(4)
     to_flipped[0, 0], to_flipped[1, 1] = -1, -1
     to_flipped[0, 3], to_flipped[1, 3] = shape[0] - 1, shape[1] - 1
-    affine = flip @ volume.affine @ to_flipped  # flipped index -> original index -> RAS -> LPS
+    affine = lps_affine(volume) @ to_flipped  # flipped index -> original index -> LPS (whatever space it came in)
     return replace(volume, array=np.ascontiguousarray(volume.array[::-1, ::-1]), affine=affine, format="nrrd",
                    space="left-posterior-superior")
 
@@ -116,10 +115,6 @@ def test_constant_support_is_a_stated_failure(ct):
     assert "constant" in registration.message
 
 
-@pytest.mark.xfail(strict=True, reason="known defect (issue 24): the liver of this shifted, LPS-ordered twin comes "
-                   "back at Dice 0.707 on today's AVX2-only machines (3 runs, also on the i24-volumes branch alone), "
-                   "while the registration of the same pair passes its own test: the loss is after registration "
-                   "(prompts from the prior, SAM per slice, fusion); strict: the mark must go once it is fixed")
 def test_segment_volume_from_a_shifted_patient(predictor, ct, moved):
     """End to end with lite_medsam: the liver of the moved scan from the original, the query given in LPS file
     order and the support in RAS; the same answer (in physical space) as with the query in canonical order."""
