@@ -4,7 +4,10 @@ The SEG references the source series (its study, frame of reference and each sou
 holds one segment per structure (label value n is segment n) with its label, the algorithm's name and version
 and its type (SEMIAUTOMATIC for prompted masks, AUTOMATIC for support-set masks), and only the frames where a
 segment is present. It is written atomically. :func:`read_dicom_seg` reads one back onto a series' voxel grid,
-each frame on the slice it references.
+each frame on the slice it references, or, where its frames do not say they keep the source's spatial locations
+(as dcmqi / 3D Slicer write them), on the slice its plane position matches (:mod:`~gmiseg_edge.data.seg_placement`).
+Source slices whose SOP class or instance UID is blank are referenced by their file meta's
+(:mod:`~gmiseg_edge.data.seg_sources`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from gmiseg_edge.core.errors import DataError
 from gmiseg_edge.core.files import atomic_path
 from gmiseg_edge.data.dicom import SEG_SOP_CLASS, DicomSeries
 from gmiseg_edge.data.images import Volume
+from gmiseg_edge.data.seg_placement import place_frames_by_position
+from gmiseg_edge.data.seg_sources import seg_source_datasets, source_instance_uids
 
 AlgorithmType = Literal["SEMIAUTOMATIC", "AUTOMATIC", "MANUAL"]
 SEG_SERIES_NUMBER_OFFSET = 1000  # the SEG's series number: the source's + this (a convention, not a rule)
@@ -71,10 +76,11 @@ def write_dicom_seg(reference: Volume, labels: np.ndarray, path: str | Path, seg
         segmented_property_category=codes.SCT.AnatomicalStructure, segmented_property_type=codes.SCT.Organ,
         algorithm_type=algorithm.kind, algorithm_identification=identification) for n in numbers]
     frames = np.ascontiguousarray(np.transpose(labels, (2, 1, 0)))  # (k, rows, columns), one per source slice
-    source = series.datasets[0]
+    sources = seg_source_datasets(series)  # blank UIDs from the file meta (copies), else a DataError
+    source = sources[0]
     try:
         seg = hd.seg.Segmentation(
-            source_images=list(series.datasets), pixel_array=frames,
+            source_images=sources, pixel_array=frames,
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=descriptions,
             series_instance_uid=hd.UID(), series_number=int(source.get("SeriesNumber") or 0) + SEG_SERIES_NUMBER_OFFSET,
             sop_instance_uid=hd.UID(), instance_number=1, manufacturer="gmiseg-edge",
@@ -91,7 +97,9 @@ def write_dicom_seg(reference: Volume, labels: np.ndarray, path: str | Path, seg
 
 def read_dicom_seg(path: str | Path, reference: Volume) -> np.ndarray:
     """A DICOM-SEG's label map on the voxel grid (i, j, k) of ``reference``, the series it references: each
-    frame placed on the slice whose SOP instance it names; overlapping segments keep the highest number."""
+    frame placed on the slice whose SOP instance it names, or, where highdicom refuses that (the frames do not
+    state that spatial locations are preserved, or name no source frame), on the slice its plane position
+    matches; overlapping segments keep the highest number."""
     path = Path(path)
     series = _source(reference, path)
     try:
@@ -99,14 +107,17 @@ def read_dicom_seg(path: str | Path, reference: Volume) -> np.ndarray:
     except Exception as exc:
         raise DataError(f"cannot read as a DICOM-SEG ({type(exc).__name__}: {exc})", path) from exc
     referenced = {str(uid) for _, _, uid in seg.get_source_image_uids()}
-    ours = set(series.sop_instance_uids)
+    uids = source_instance_uids(series)
+    ours = set(uids)
     if not referenced & ours:
         raise DataError(f"references none of the {len(ours)} slices of {reference.path} "
                         f"(series {series.uid})", path)
     try:
         frames = seg.get_pixels_by_source_instance(
-            source_sop_instance_uids=list(series.sop_instance_uids), combine_segments=True,
+            source_sop_instance_uids=uids, combine_segments=True,
             skip_overlap_checks=True, assert_missing_frames_are_empty=True)
+    except RuntimeError:  # highdicom refuses source-frame indexing: place the frames by their plane positions
+        return place_frames_by_position(seg, reference, path)
     except Exception as exc:
         raise DataError(f"cannot place its frames on {reference.path} ({type(exc).__name__}: {exc})", path) from exc
     return np.transpose(np.asarray(frames), (2, 1, 0))
