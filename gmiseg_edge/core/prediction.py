@@ -6,22 +6,23 @@ with the best predicted IoU is chosen; any other prompt (a box, several points, 
 ``mask_input``) is unambiguous and gets the single-mask output. Post-processing: logits resized to the
 original image (:func:`~gmiseg_edge.core.transforms.postprocess_logits`), then threshold 0.
 
-Several objects decoded in one call (:class:`ObjectPredictions`) follow the same rule object by object; their
-post-processing is one vectorised call, and they merge into one label map (object k -> label k + 1).
+Several objects decoded in one call (:class:`ObjectPredictions`) follow the same rule object by object; they are
+post-processed in groups of objects and bands of rows (bounded memory: many objects on a large image hold their
+low-res logits and, once asked for, a mask each), and merge into one label map (object k -> label k + 1).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import overload
 
 import numpy as np
 
-from gmiseg_edge.core.transforms import ImageGeometry, postprocess_logits
+from gmiseg_edge.core.transforms import ImageGeometry, postprocess_bands, postprocess_logits, postprocess_masks
 
 SINGLE_OUTPUT = (0,)
 MULTIMASK_OUTPUTS = (1, 2, 3)
+GROUP_OBJECTS = 64  # objects post-processed together (their chosen low-res logits: 16 MiB)
 
 
 def output_choice(ambiguous: bool, multimask: bool | None = None) -> tuple[int, ...]:
@@ -29,20 +30,40 @@ def output_choice(ambiguous: bool, multimask: bool | None = None) -> tuple[int, 
     return MULTIMASK_OUTPUTS if (ambiguous if multimask is None else bool(multimask)) else SINGLE_OUTPUT
 
 
-@dataclass(frozen=True)
 class Prediction:
     """The candidate outputs of one prompt and the chosen one.
 
     ``outputs`` are the decoder output indices of the candidates ((0,) single-mask, (1, 2, 3) multimask);
-    ``index`` picks the chosen candidate. Arrays hold one row per candidate.
+    ``index`` picks the chosen candidate. Arrays hold one row per candidate. Only the low-res logits are kept:
+    ``masks`` are made from them when first asked for (then kept), ``logits`` (full size, float32) each time they
+    are asked for, so that many objects on a large image cost a mask each, not 5 bytes a pixel per candidate.
     """
 
-    masks: np.ndarray  # bool (K, H, W) at the original size
-    logits: np.ndarray  # float32 (K, H, W)
-    low_res_logits: np.ndarray  # float32 (K, 256, 256)
-    iou: np.ndarray  # float32 (K,) predicted IoU
-    index: int
-    outputs: tuple[int, ...]
+    def __init__(self, low_res_logits: np.ndarray, iou: np.ndarray, index: int, outputs: tuple[int, ...],
+                 prepared: ImageGeometry, input_size: int, masks: np.ndarray | None = None) -> None:
+        self.low_res_logits = low_res_logits  # float32 (K, 256, 256)
+        self.iou = iou  # float32 (K,) predicted IoU
+        self.index = index
+        self.outputs = outputs
+        self.prepared = prepared
+        self.input_size = input_size
+        self._masks = masks
+
+    def __repr__(self) -> str:
+        return (f"Prediction(outputs={self.outputs}, index={self.index}, score={self.score:.3f}, "
+                f"size={tuple(self.prepared.original_size)})")
+
+    @property
+    def masks(self) -> np.ndarray:
+        """bool (K, H, W) at the original size: the logits > 0."""
+        if self._masks is None:
+            self._masks = postprocess_masks(self.low_res_logits, self.prepared, self.input_size)
+        return self._masks
+
+    @property
+    def logits(self) -> np.ndarray:
+        """float32 (K, H, W) at the original size (computed on each call: keep the result if you need it twice)."""
+        return postprocess_logits(self.low_res_logits, self.prepared, self.input_size)
 
     @property
     def mask(self) -> np.ndarray:
@@ -66,11 +87,8 @@ def make_prediction(
     """Candidates ``outputs`` of the decoder's (4, 256, 256) logits and (4,) IoU, post-processed."""
     chosen_low = np.ascontiguousarray(low_res[list(outputs)], dtype=np.float32)
     chosen_iou = np.asarray(iou[list(outputs)], dtype=np.float32)
-    logits = postprocess_logits(chosen_low, prepared, input_size)
-    return Prediction(
-        masks=logits > 0, logits=logits, low_res_logits=chosen_low, iou=chosen_iou,
-        index=int(np.argmax(chosen_iou)), outputs=tuple(outputs),
-    )
+    return Prediction(chosen_low, chosen_iou, int(np.argmax(chosen_iou)), tuple(outputs), prepared, input_size,
+                      masks=postprocess_masks(chosen_low, prepared, input_size))
 
 
 def label_dtype(count: int) -> np.dtype:
@@ -98,8 +116,19 @@ class ObjectPredictions(Sequence[Prediction]):
 
     @property
     def masks(self) -> np.ndarray:
-        """Each object's chosen mask, bool (K, H, W)."""
-        return np.stack([p.mask for p in self.predictions]) if self.predictions else np.zeros((0, *self.size), bool)
+        """Each object's chosen mask, bool (K, H, W), made in groups (:data:`GROUP_BYTES`)."""
+        out = np.zeros((len(self), *self.size), bool)
+        for members, lows in self._chosen_groups():
+            out[members] = postprocess_masks(lows, self.predictions[members[0]].prepared,
+                                             self.predictions[members[0]].input_size)
+        return out
+
+    def _chosen_groups(self):
+        """(object indices, their chosen low-res logits (G, 256, 256)) in groups of :data:`GROUP_OBJECTS`."""
+        for start in range(0, len(self), GROUP_OBJECTS):
+            members = list(range(start, min(start + GROUP_OBJECTS, len(self))))
+            yield members, np.stack([self.predictions[k].low_res_logits[self.predictions[k].index]
+                                     for k in members])
 
     @property
     def scores(self) -> np.ndarray:
@@ -111,30 +140,34 @@ class ObjectPredictions(Sequence[Prediction]):
         holds K. Where masks overlap, the pixel goes to the object with the larger logit there."""
         labels = np.zeros(self.size, label_dtype(len(self)))
         best = np.zeros(self.size, np.float32)  # the winning logit so far; a pixel needs one > 0
-        for k, prediction in enumerate(self.predictions, start=1):
-            logits = prediction.logits[prediction.index]
-            wins = logits > best
-            labels[wins] = k
-            best[wins] = logits[wins]
+        for members, lows in self._chosen_groups():
+            first = self.predictions[members[0]]
+            for rows, band in postprocess_bands(lows, first.prepared, first.input_size):
+                for k, logits in zip(members, band, strict=True):
+                    wins = logits > best[rows]
+                    labels[rows][wins] = k + 1
+                    best[rows][wins] = logits[wins]
         return labels
+
+
+def object_predictions(
+    prepared: ImageGeometry, low_res: np.ndarray, iou: np.ndarray, outputs: Sequence[tuple[int, ...]],
+    input_size: int,
+) -> list[Prediction]:
+    """K objects' predictions from the decoder's low-res logits (K, 4, 256, 256) and IoU (K, 4): the candidates
+    ``outputs[k]`` of object k are copied out (so the four-output arrays can go), their masks made when asked."""
+    predictions = []
+    for k, chosen in enumerate(outputs):
+        chosen_iou = np.asarray(iou[k, list(chosen)], dtype=np.float32)
+        predictions.append(Prediction(np.ascontiguousarray(low_res[k, list(chosen)], dtype=np.float32), chosen_iou,
+                                      int(np.argmax(chosen_iou)), tuple(chosen), prepared, input_size))
+    return predictions
 
 
 def make_object_predictions(
     prepared: ImageGeometry, low_res: np.ndarray, iou: np.ndarray, outputs: Sequence[tuple[int, ...]],
     input_size: int,
 ) -> ObjectPredictions:
-    """Post-process K objects at once: the candidates ``outputs[k]`` of each object's (4, 256, 256) logits in
-    ``low_res`` (K, 4, 256, 256) and IoU (K, 4), resized to the original image in one vectorised call."""
-    rows = np.asarray([k for k, chosen in enumerate(outputs) for _ in chosen], np.intp)
-    cols = np.asarray([i for chosen in outputs for i in chosen], np.intp)
-    chosen_low = np.ascontiguousarray(low_res[rows, cols], dtype=np.float32)  # (sum of candidates, 256, 256)
-    chosen_iou = np.asarray(iou[rows, cols], dtype=np.float32)
-    logits = postprocess_logits(chosen_low, prepared, input_size) if len(rows) else chosen_low
-    predictions, start = [], 0
-    for chosen in outputs:
-        part = slice(start, start + len(chosen))
-        start = part.stop
-        predictions.append(Prediction(
-            masks=logits[part] > 0, logits=logits[part], low_res_logits=chosen_low[part], iou=chosen_iou[part],
-            index=int(np.argmax(chosen_iou[part])), outputs=tuple(chosen)))
-    return ObjectPredictions(predictions, tuple(prepared.original_size))
+    """:func:`object_predictions` as an :class:`ObjectPredictions` on the image of ``prepared``."""
+    return ObjectPredictions(object_predictions(prepared, low_res, iou, outputs, input_size),
+                             tuple(prepared.original_size))

@@ -20,6 +20,7 @@ are refused.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -267,4 +268,36 @@ def postprocess_logits(low_res_logits: np.ndarray, prepared: ImageGeometry, inpu
     rows, cols = postprocess_maps(tuple(grid), input_size, tuple(prepared.resized_size),
                                   tuple(prepared.original_size))
     out = cols.apply(rows.apply(logits.reshape(-1, *grid), axis=-2), axis=-1)
+    return out.reshape(*lead, *prepared.original_size)
+
+
+#: the float32 logits of one band of rows (bytes; with the gathers' temporaries a band peaks at about 4x this)
+LOGIT_BAND_BYTES = 8 << 20
+
+
+def postprocess_bands(low_res_logits: np.ndarray, prepared: ImageGeometry, input_size: int,
+                      band_bytes: int = LOGIT_BAND_BYTES) -> Iterator[tuple[slice, np.ndarray]]:
+    """:func:`postprocess_logits` of (K, 256, 256) low-res logits in bands of output rows: yields (rows, logits
+    (K, rows, W)) with at most ``band_bytes`` of float32 logits in a band; each band equals that slice of the
+    full result exactly (the same arithmetic, row by row)."""
+    flat = np.asarray(low_res_logits, dtype=np.float32)
+    rows, cols = postprocess_maps(tuple(flat.shape[-2:]), input_size, tuple(prepared.resized_size),
+                                  tuple(prepared.original_size))
+    height, width = prepared.original_size
+    step = max(1, band_bytes // max(1, 4 * flat.shape[0] * width))
+    for top in range(0, height, step):
+        band = BandedResize(rows.index[top:top + step], rows.weight[top:top + step])
+        yield slice(top, min(top + step, height)), cols.apply(band.apply(flat, axis=-2), axis=-1)
+
+
+def postprocess_masks(low_res_logits: np.ndarray, prepared: ImageGeometry, input_size: int,
+                      band_bytes: int = LOGIT_BAND_BYTES) -> np.ndarray:
+    """``postprocess_logits(...) > 0`` (bool (..., H, W)), identical to it, computed in bands of output rows
+    (:func:`postprocess_bands`): a mask costs 1 byte a pixel, not the 4 of its float32 logits."""
+    logits = np.asarray(low_res_logits, dtype=np.float32)
+    lead = logits.shape[:-2]
+    flat = logits.reshape(-1, *logits.shape[-2:])
+    out = np.empty((flat.shape[0], *prepared.original_size), bool)
+    for rows, band in postprocess_bands(flat, prepared, input_size, band_bytes):
+        out[:, rows] = band > 0
     return out.reshape(*lead, *prepared.original_size)

@@ -46,7 +46,7 @@ def describe_series(series: DicomSeries) -> str:
     return f"series #{number} {series.description or '(no description)'!r} in {folder}"
 
 
-def _fill(series: DicomSeries, attributes: dict[str, str | None]) -> list[Dataset]:
+def _fill(series: DicomSeries, attributes: dict[str, str | None], warn: bool = True) -> list[Dataset]:
     filled: dict[str, int] = {}
     out = []
     for ds, file in zip(series.datasets, series.files, strict=True):
@@ -58,13 +58,13 @@ def _fill(series: DicomSeries, attributes: dict[str, str | None]) -> list[Datase
             if not value:
                 fallback = f" and its file meta has no {meta_key}" if meta_key else " (the file meta has no stand-in)"
                 raise DataError(f"{key} is empty{fallback}: a DICOM-SEG must name each source slice's {key} "
-                                f"({describe_series(series)}); write the mask as .nii.gz or .nrrd instead, or "
+                                f"({describe_series(series)}); write the mask as NIfTI or NRRD instead (segment --format nifti), or "
                                 "restore the attribute", file)
             fixed = fixed if fixed is not None else copy.deepcopy(ds)
             setattr(fixed, key, value)
             filled[key] = filled.get(key, 0) + 1
         out.append(ds if fixed is None else fixed)
-    for key, count in filled.items():
+    for key, count in filled.items() if warn else ():
         log.warning("%s is empty in %d of %d slice(s) of %s; took the file meta's %s (the files are unchanged)",
                     key, count, len(series.datasets), describe_series(series), attributes[key])
     return out
@@ -75,6 +75,12 @@ def seg_source_datasets(series: DicomSeries) -> list[Dataset]:
     (:data:`SEG_SOURCE_ATTRIBUTES`) filled: a blank one from the file meta (a copy, with a warning), else a
     :class:`DataError` naming the attribute and the file."""
     return _fill(series, SEG_SOURCE_ATTRIBUTES)
+
+
+def check_seg_sources(series: DicomSeries) -> None:
+    """Raise the :class:`DataError` :func:`seg_source_datasets` would raise, before any work is done (its warnings
+    come when the SEG is written)."""
+    _fill(series, SEG_SOURCE_ATTRIBUTES, warn=False)
 
 
 def source_instance_uids(series: DicomSeries) -> list[str]:

@@ -24,10 +24,11 @@ import numpy as np
 from gmiseg_edge.core.errors import InputError
 from gmiseg_edge.core.graph_io import LOW_RES, DecoderInputs
 from gmiseg_edge.core.prediction import (
+    GROUP_OBJECTS,
     ObjectPredictions,
     Prediction,
-    make_object_predictions,
     make_prediction,
+    object_predictions,
     output_choice,
 )
 from gmiseg_edge.core.prompts import Prompt, make_prompt
@@ -79,7 +80,7 @@ def _per_object(name: str, values, count: int | None) -> list | None:
 #: objects x image pixels one predict_objects call may take: each object holds its full-size logits and mask and
 #: the call's post-processing runs on all at once (measured with ORT fp32 lite_medsam on this 2-core CPU: 256 boxes
 #: on a 512^2 image peak at 2473 MiB RSS, 64 on 1024^2 at 2173 MiB; 1000 on 512^2, 6.2 GB in issue 26, are refused)
-MAX_OBJECT_PIXELS = 1 << 26
+MAX_OBJECT_PIXELS = 1 << 28
 
 
 def object_prompts(size: tuple[int, int], boxes=None, points=None, labels=None, mask_inputs=None) -> list[Prompt]:
@@ -316,9 +317,13 @@ class Predictor:
         prompts = object_prompts(size, boxes, points, labels, mask_inputs)
         if encoded is None:
             encoded = self._encode_pixels(pixels)
-        low_res, iou = self.decode_objects(encoded, prompts, task)
-        outputs = [output_choice(p.ambiguous, multimask) for p in prompts]
-        return make_object_predictions(encoded.prepared, low_res, iou, outputs, self.input_size)
+        predictions: list[Prediction] = []
+        for start in range(0, len(prompts), GROUP_OBJECTS):  # only the chosen outputs of a group are kept
+            group = prompts[start:start + GROUP_OBJECTS]
+            low_res, iou = self.decode_objects(encoded, group, task)
+            predictions += object_predictions(encoded.prepared, low_res, iou,
+                                              [output_choice(p.ambiguous, multimask) for p in group], self.input_size)
+        return ObjectPredictions(predictions, tuple(encoded.prepared.original_size))
 
     def propagate(self, volume: np.ndarray, slice_index: int | None = None, box=None, points=None, labels=None,
                   mask=None, axis: int = 2, window: Window | None = None, settings: PropagationSettings | None = None,

@@ -9,7 +9,7 @@ import pytest
 from gmiseg_edge.core.graph_io import DecoderInputs
 from gmiseg_edge.core.prediction import label_dtype, make_object_predictions, make_prediction
 from gmiseg_edge.core.prompts import box_from_mask, boxes_from_labels, instance_labels
-from gmiseg_edge.core.transforms import ImageGeometry
+from gmiseg_edge.core.transforms import ImageGeometry, postprocess_bands, postprocess_logits, postprocess_masks
 
 
 def _inputs(k: int, n: int, embedding: np.ndarray) -> DecoderInputs:
@@ -52,6 +52,45 @@ def test_object_predictions_equal_one_prediction_per_object_and_merge_into_a_lab
     want = np.where(chosen_logits.max(axis=0) > 0, chosen_logits.argmax(axis=0) + 1, 0)
     np.testing.assert_array_equal(labels, want)  # overlaps go to the larger logit; background where none is > 0
     assert set(np.unique(labels)) == {0, 1, 2, 3}
+
+
+def test_masks_and_bands_equal_the_full_post_processing_exactly():
+    """Issue 26: masks are made band by band of rows; every band equals the full result (same arithmetic)."""
+    geometry = ImageGeometry.of(301, 257, 1024)
+    low_res = np.random.default_rng(1).normal(size=(3, 256, 256)).astype(np.float32)
+    full = postprocess_logits(low_res, geometry, 1024)
+    bands = list(postprocess_bands(low_res, geometry, 1024, band_bytes=3 * 257 * 4 * 7))  # 7 rows a band
+    assert len(bands) == 43 and bands[-1][0] == slice(294, 301)
+    np.testing.assert_array_equal(np.concatenate([b for _, b in bands], axis=1), full)
+    np.testing.assert_array_equal(postprocess_masks(low_res, geometry, 1024, band_bytes=1), full > 0)
+
+
+def test_many_objects_hold_low_res_logits_and_post_process_in_bounded_memory():
+    """Issue 26: 300 objects on a 512^2 image: the label map and the stacked masks never hold every object's
+    full-size logits (300 MiB as float32); traced peaks stay near the one result they return."""
+    import tracemalloc
+
+    geometry = ImageGeometry.of(512, 512, 1024)
+    rng = np.random.default_rng(2)
+    low_res = rng.normal(-3, 2, size=(300, 1, 256, 256)).astype(np.float32)
+    objects = make_object_predictions(geometry, np.repeat(low_res, 4, axis=1), rng.random((300, 4), np.float32),
+                                      [(0,)] * 300, 1024)
+    tracemalloc.start()
+    try:
+        labels = objects.label_map()
+        _, peak_labels = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        masks = objects.masks
+        _, peak_masks = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    mib = 1 << 20
+    assert peak_labels < 60 * mib, peak_labels / mib  # the map, the best logits, one group's band: ~40 MiB
+    assert peak_masks < masks.nbytes + 80 * mib, (peak_masks - masks.nbytes) / mib  # + a group: ~70 MiB
+    chosen = postprocess_logits(low_res[:40, 0], geometry, 1024)  # the first 40 objects, checked exactly
+    np.testing.assert_array_equal(masks[:40], chosen > 0)
+    first = np.where(chosen.max(axis=0) > 0, chosen.argmax(axis=0) + 1, 0)
+    np.testing.assert_array_equal(labels[(labels <= 40) & (first > 0)], first[(labels <= 40) & (first > 0)])
 
 
 def test_label_types_grow_with_the_object_count():

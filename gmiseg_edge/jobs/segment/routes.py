@@ -80,6 +80,10 @@ def segment_file(item: InputFile, out: Path, options: SegmentOptions, segmenter:
     if output.suffix == ".dcm" and not (isinstance(image, Volume) and image.format == "dicom"):
         raise InputError(f"{item.image}: --format dicom-seg needs a DICOM source series (a DICOM-SEG references "
                          "the series it segments); write nifti or nrrd")
+    if output.suffix == ".dcm":  # a series no SEG can reference fails now, not after the segmentation
+        from gmiseg_edge.data.seg_sources import check_seg_sources  # pydicom: DICOM-SEG outputs only
+
+        check_seg_sources(image.header)
     if isinstance(image, Image2D):
         return _image_2d(item, image, output, name, options, segmenter, report, start)
     truth = read_truth(item, options.prompt, image.array.shape, image)

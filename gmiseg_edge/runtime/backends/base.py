@@ -21,8 +21,9 @@ class TaskDecoder(ABC):
 
 
 #: objects per decoder run where the backend sets no limit of its own: an fp32 decoder run on the CPU peaks at
-#: 31-35 MiB more per object (measured: 583 MiB peak RSS at K = 16, 2292 MiB at K = 64), so 16 stay near 0.5 GB
-DEFAULT_MAX_OBJECTS = 16
+#: 31-35 MiB more per object (measured: 583 MiB peak RSS at K = 16, 2292 MiB at K = 64); 8 keep 1000 boxes on a
+#: 512^2 image under 1 GB end to end (930 MiB; 1123 MiB with 16, issue 26), batching's gain is per-run overhead
+DEFAULT_MAX_OBJECTS = 8
 
 
 class Backend(ABC):

@@ -71,10 +71,10 @@ def open_task_decoder(task: str, path: Path, providers: Sequence[str] = (),
     """The decoder graph of ``task`` at ``path`` on the first of ``providers`` that starts, else on the CPU
     (which raises, naming the file, if it cannot load the graph)."""
     for provider in [p for p in providers if p != CPU]:
-        session = open_session(path, provider, threads)
+        session = open_session(path, provider, threads, arena=False)
         if session is not None:
             return OnnxTaskDecoder(task, session)
-    session = open_session(path, CPU, threads)
+    session = open_session(path, CPU, threads, arena=False)
     assert session is not None  # the CPU provider raises rather than falls back
     return OnnxTaskDecoder(task, session)
 
@@ -98,7 +98,7 @@ def open_onnxruntime(manifest: Manifest, precision: str, options: BackendOptions
         encoder = open_session(encoder_path, provider, options.threads, spin=False)
         if encoder is None:
             continue
-        decoder = open_session(decoder_path, provider, options.threads)
+        decoder = open_session(decoder_path, provider, options.threads, arena=False)
         if decoder is None:
             continue
         return OnnxRuntimeBackend(encoder, decoder, encoder_id, precision)
