@@ -102,7 +102,7 @@ def run_main_job(
             labels = segment_instances(predictor, case.image, truth)
             result.label_maps.append(write_png(Path(out) / "labels" / path.name, labels))
             result.overlays.append(write_label_overlay(path, case.image, labels, case_view(case), case.label,
-                                                       dice(labels != 0, truth != 0), "all objects' pixels"))
+                                                       dice(labels != 0, truth != 0), "foreground"))
             continue
         prediction = predictor.predict(case.image, box=box_from_mask(case.mask))
         result.overlays.append(write_overlay(path, case.image, prediction.mask, case_view(case), case.label,

@@ -35,7 +35,7 @@ def dice_text(name: str, dice: float | None, dice_on: str | None = None) -> str:
 
 def font_scale(shape: tuple[int, ...]) -> float:
     """Text size for a picture of ``shape``: legible at 384 px, growing with the picture."""
-    return max(0.5, min(shape[0], shape[1]) / 700)
+    return max(0.5, min(shape[0], shape[1]) / 900)
 
 
 def draw_legend(picture: np.ndarray, entries: Sequence[LegendEntry]) -> tuple[int, int]:
