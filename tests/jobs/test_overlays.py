@@ -162,3 +162,20 @@ def test_a_2d_image_keeps_its_orientation():
     array = np.arange(12).reshape(3, 4)
     np.testing.assert_array_equal(view.orient(array), array)
     assert view.edges is None
+
+
+def test_a_dicom_series_of_the_shipped_ct_gives_the_nifti_picture(tmp_path):
+    from gmiseg_edge.data import read_image
+    from gmiseg_edge.data.intensity import to_uint8
+    from gmiseg_edge.data.sample_dicom import SAMPLE_SERIES_CROP, write_sample_series
+
+    _, labels_path = write_sample_series(tmp_path / "ct")  # slices 12..17 of the NIfTI, its label map beside it
+    series, series_labels = read_image(tmp_path / "ct"), read_image(labels_path)
+    nifti, labels = load_sample_pair("totalseg_abdomen")
+    assert series.format == "dicom" and series.space.upper() != "RAS"
+    k = 3
+    pictures = [mask_picture(to_uint8(slice_2d(image.array, 2, index), "abdomen"),
+                             slice_2d(label_map.array == 5, 2, index), volume_view(image, 2), "liver")
+                for image, label_map, index in ((series, series_labels, k),
+                                                (nifti, labels, SAMPLE_SERIES_CROP[2].start + k))]
+    np.testing.assert_array_equal(pictures[0], pictures[1])

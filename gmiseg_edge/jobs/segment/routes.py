@@ -30,6 +30,7 @@ from gmiseg_edge.data import (
 from gmiseg_edge.data.challenge import CHALLENGE_SUFFIX
 from gmiseg_edge.data.intensity import Window, to_uint8
 from gmiseg_edge.jobs.challenge import segment_challenge_file
+from gmiseg_edge.jobs.overlays import image_view
 from gmiseg_edge.jobs.segment.inputs import InputFile, read_truth
 from gmiseg_edge.jobs.segment.naming import output_path, overlay_path, prior_path, uncertainty_path
 from gmiseg_edge.jobs.segment.options import SegmentOptions
@@ -123,7 +124,7 @@ def _image_2d(item: InputFile, image: Image2D, output: Path, name: str, options:
         save_like(image, segmenter.uncertainty, uncertainty_path(output))
     score = dice(mask != 0, truth) if truth is not None else None
     overlays = [write_overlay_png(overlay_path(output.parent, name), pixels, mask, structure_name(options), score,
-                                  "the image")] if options.overlay else []
+                                  "the image", image_view(image.spacing))] if options.overlay else []
     return FileResult(item.image, output, 1, score, overlays, time.perf_counter() - start,
                       dice_on="the image" if truth is not None else "")
 
