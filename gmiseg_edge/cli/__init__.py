@@ -37,8 +37,35 @@ from gmiseg_edge.runtime.backends.trt.build import build_engines, how_to_build
 from gmiseg_edge.runtime.backends.trt.device import tensorrt_status
 
 
+def _without_flag_types(params: list) -> list:
+    """``params`` with the type column of on/off flags left blank (typer labels them ``<bool>``, which reads as if
+    the flag took a value)."""
+    for param in params:
+        if isinstance(param, typer.core.TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class _Command(typer.core.TyperCommand):
+    """A command whose help shows no ``<bool>`` beside its flags."""
+
+    def get_params(self, ctx: typer.Context) -> list:
+        return _without_flag_types(super().get_params(ctx))
+
+
+class _App(typer.Typer):
+    """The app: its commands are :class:`_Command` unless a command names its own class."""
+
+    def command(self, *args, cls=None, **kwargs):
+        return super().command(*args, cls=cls or _Command, **kwargs)
+
+
 class _HintingGroup(typer.core.TyperGroup):
-    """The command group, with a hint for a flag's numbers given with spaces (``--box 44 27 104 81``)."""
+    """The command group, with a hint for a flag's numbers given with spaces (``--box 44 27 104 81``), and no
+    ``<bool>`` beside ``--help``."""
+
+    def get_params(self, ctx: typer.Context) -> list:
+        return _without_flag_types(super().get_params(ctx))
 
     def invoke(self, ctx: typer.Context):
         args = [*ctx._protected_args, *ctx.args]  # the group's invoke empties them
@@ -51,7 +78,7 @@ class _HintingGroup(typer.core.TyperGroup):
             raise
 
 
-app = typer.Typer(
+app = _App(
     cls=_HintingGroup,
     name="gmiseg-edge",
     help="GMISeg (Segment Anything + Loose LoRA) for medical images: train, export, run fast on the edge.",
@@ -295,7 +322,7 @@ def bench(
                                                "instead (with --model-dir: the in-process runtime beside it)")] = None,
 ) -> None:
     """Latency per stage and end to end, throughput, memory and size of each backend/precision, interleaved;
-    each task decoder's size and latency. With ``--server``: the same over the network."""
+    each task decoder's size and latency. With --server: the same over the network."""
     if server is not None:
         with _user_errors():
             served = serve_commands.bench_server(server, model_dir, runs, warmup, threads)

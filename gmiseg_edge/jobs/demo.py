@@ -12,6 +12,7 @@ and writes ``eval.json`` and ``bench.json`` into ``out``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +21,13 @@ import numpy as np
 
 from gmiseg_edge.core.files import write_json_atomic
 from gmiseg_edge.core.prompts import box_from_mask, boxes_from_labels
-from gmiseg_edge.data.samples import load_sample_cases, load_sample_pair, sample_index
+from gmiseg_edge.data.images import Volume
+from gmiseg_edge.data.samples import SampleCase, load_sample_cases, load_sample_pair, sample_index
 from gmiseg_edge.data.writers import write_png
 from gmiseg_edge.jobs.bench import BenchConfig, run_bench
 from gmiseg_edge.jobs.evaluate import EvalConfig, evaluate
-from gmiseg_edge.jobs.overlays import write_label_overlay, write_overlay
+from gmiseg_edge.jobs.overlays import View, image_view, volume_view, write_label_overlay, write_overlay
+from gmiseg_edge.metrics import dice
 from gmiseg_edge.models.weights import resolve_weights
 from gmiseg_edge.runtime import load
 
@@ -49,6 +52,19 @@ def segment_instances(predictor, image: np.ndarray, instances: np.ndarray) -> np
     the predicted label map (instance k of ascending id -> label k + 1; see ``ObjectPredictions.label_map``)."""
     _, boxes = boxes_from_labels(instances)
     return predictor.predict(image, boxes=boxes).label_map()
+
+
+@functools.lru_cache(maxsize=16)
+def _sample_view(name: str, axis: int) -> View:
+    volume = load_sample_pair(name)[0]
+    assert isinstance(volume, Volume)
+    return volume_view(volume, axis)
+
+
+def case_view(case: SampleCase) -> View:
+    """How a sample case's overlay is shown: a volume's slice in the radiological view from the volume's affine, a
+    2D image as it is."""
+    return image_view(case.spacing) if case.axis is None else _sample_view(case.case, case.axis)
 
 
 def run_main_job(
@@ -82,12 +98,16 @@ def run_main_job(
     for case in load_sample_cases():
         path = overlay_dir / f"{case.name.replace('/', '_')}.png"
         if case.case in instance_maps:  # one box per instance, decoded together; a colour per object
-            labels = segment_instances(predictor, case.image, load_sample_pair(case.case)[1].array)
+            truth = load_sample_pair(case.case)[1].array
+            labels = segment_instances(predictor, case.image, truth)
             result.label_maps.append(write_png(Path(out) / "labels" / path.name, labels))
-            result.overlays.append(write_label_overlay(path, case.image, labels))
+            result.overlays.append(write_label_overlay(path, case.image, labels, case_view(case), case.label,
+                                                       dice(labels != 0, truth != 0), "foreground"))
             continue
         prediction = predictor.predict(case.image, box=box_from_mask(case.mask))
-        result.overlays.append(write_overlay(path, case.image, prediction.mask))
+        result.overlays.append(write_overlay(path, case.image, prediction.mask, case_view(case), case.label,
+                                             dice(prediction.mask, case.mask), "this slice" if case.axis is not None
+                                             else "the image"))
 
     say("[3/4] evaluate: box prompts from each label's extent plus a seeded random offset")
     result.evaluation = evaluate(EvalConfig(model_dir=model_dir, data="samples", prompt="box", seed=0))

@@ -24,6 +24,7 @@ import numpy as np
 
 from gmiseg_edge.core.errors import BackendError, GmisegError
 from gmiseg_edge.runtime import load
+from gmiseg_edge.runtime.backends.trt.device import cuda_device
 from gmiseg_edge.serve.handlers import ServingModels
 from gmiseg_edge.serve.protocol import (
     BOX,
@@ -202,6 +203,25 @@ def _wait_longer_for_handshakes() -> None:
     triton_model.get_config_from_handshake_server = patient
 
 
+#: what Triton (the GPU build PyTriton ships) logs once at start where there is no CUDA GPU, whatever it is told
+CUDA_START_ERROR = "CudaDriverHelper has not been initialized."
+
+
+def skip_gpu_memory_pools(triton: Any) -> None:
+    """On a machine without a CUDA GPU, start Triton with no pinned (page-locked) memory pool and no CUDA memory
+    pool: it would otherwise try to allocate them through CUDA and log "Unable to allocate pinned system memory
+    ... CUDA driver version is insufficient". The served models take and give host memory only (PyTriton's
+    Python backend), so nothing is lost. PyTriton's ``TritonConfig`` has no field for these ``tritonserver``
+    options (and rebuilds the config from its own fields), so they are set on the server arguments it prepared.
+    Triton still logs :data:`CUDA_START_ERROR` once: its GPU build creates its CUDA block manager
+    unconditionally, and no option skips that."""
+    server_args = getattr(triton, "_triton_server_config", None)
+    if server_args is None:  # another PyTriton layout: leave Triton's defaults
+        return
+    server_args["pinned_memory_pool_byte_size"] = 0
+    server_args["cuda_memory_pool_byte_size"] = "0:0"
+
+
 def run_server(config: ServeConfig, log: Callable[[str], None] = print) -> None:
     """Load the model folder, start Triton with ``encode``, ``decode`` and ``segment``, and serve until SIGTERM or
     SIGINT (then stop gracefully)."""
@@ -251,10 +271,17 @@ def run_server(config: ServeConfig, log: Callable[[str], None] = print) -> None:
             triton.bind(SEGMENT_SUPPORT, [support] * config.instances, tensors["support_in"], tensors["support_out"],
                         config=single, strict=True)
 
+    gpu = cuda_device() is not None
+    if not gpu:
+        log(f"no CUDA GPU here: Triton starts without GPU memory pools; its one start-up line "
+            f"\"{CUDA_START_ERROR}\" is harmless (the models run on the CPU)")
     previous = signal.signal(signal.SIGTERM, stop)
     try:
         for attempt in range(1, LOAD_ATTEMPTS + 1):
-            with Triton(config=triton_config) as triton:
+            triton = Triton(config=triton_config)
+            if not gpu:
+                skip_gpu_memory_pools(triton)
+            with triton:
                 try:
                     bind_all(triton)
                 except Exception as exc:  # tritonclient's InferenceServerException: a model failed to load

@@ -203,3 +203,13 @@ def test_sigkill_mid_load_gives_errors_never_a_wrong_mask_and_a_restart_keeps_th
         assert "server stopped" in (server.root / "server2.log").read_text()
     finally:
         restarted.stop()
+
+
+def test_no_cuda_memory_pool_warning_on_a_machine_without_a_gpu(server):
+    from gmiseg_edge.runtime.backends.trt.device import cuda_device
+
+    if cuda_device() is not None:
+        pytest.skip("a CUDA GPU is visible: Triton keeps its GPU memory pools")
+    log = (server.root / "server.log").read_text()
+    assert "no CUDA GPU here" in log and "Pinned memory pool disabled" in log
+    assert "Unable to allocate pinned system memory" not in log

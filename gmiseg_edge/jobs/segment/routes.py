@@ -30,6 +30,7 @@ from gmiseg_edge.data import (
 from gmiseg_edge.data.challenge import CHALLENGE_SUFFIX
 from gmiseg_edge.data.intensity import Window, to_uint8
 from gmiseg_edge.jobs.challenge import segment_challenge_file
+from gmiseg_edge.jobs.overlays import image_view
 from gmiseg_edge.jobs.segment.inputs import InputFile, read_truth
 from gmiseg_edge.jobs.segment.naming import output_path, overlay_path, prior_path, uncertainty_path
 from gmiseg_edge.jobs.segment.options import SegmentOptions
@@ -44,7 +45,7 @@ from gmiseg_edge.jobs.segment.prompts import (
 )
 from gmiseg_edge.jobs.segment.report import FileResult
 from gmiseg_edge.jobs.segment.sources import AXIS, SliceSegmenter, support_note
-from gmiseg_edge.jobs.segment.writing import write_mask, write_overlay_png, write_slice_overlays
+from gmiseg_edge.jobs.segment.writing import structure_name, write_mask, write_overlay_png, write_slice_overlays
 from gmiseg_edge.metrics import dice
 from gmiseg_edge.runtime.support.segment3d import segment_volume_from_supports, volumetric
 from gmiseg_edge.runtime.support_volume import segment_volume
@@ -125,9 +126,11 @@ def _image_2d(item: InputFile, image: Image2D, output: Path, name: str, options:
     save_like(image, mask, output)
     if isinstance(options.prompt, SupportSetPrompt) and options.prompt.uncertainty:
         save_like(image, segmenter.uncertainty, uncertainty_path(output))
-    overlays = [write_overlay_png(overlay_path(output.parent, name), pixels, mask)] if options.overlay else []
-    return FileResult(item.image, output, 1, dice(mask != 0, truth) if truth is not None else None, overlays,
-                      time.perf_counter() - start, dice_on="the image" if truth is not None else "")
+    score = dice(mask != 0, truth) if truth is not None else None
+    overlays = [write_overlay_png(overlay_path(output.parent, name), pixels, mask, structure_name(options), score,
+                                  "the image", image_view(image.spacing))] if options.overlay else []
+    return FileResult(item.image, output, 1, score, overlays, time.perf_counter() - start,
+                      dice_on="the image" if truth is not None else "")
 
 
 def _volume_slices(item: InputFile, image: Volume, truth: np.ndarray | None, output: Path, name: str,
@@ -238,8 +241,8 @@ def _volume_written(item: InputFile, image: Volume, truth: np.ndarray | None, ma
         save_like(image, uncertainty, uncertainty_path(output))
     overlays = []
     if options.overlay:  # after the mask: a volume whose mask fails leaves no overlays
-        overlays = write_slice_overlays(output.parent, name, image.array, mask3d, indices, options.window,
-                                        skip_empty=skip_empty)
+        overlays = write_slice_overlays(output.parent, name, image, mask3d, indices, options.window,
+                                        structure_name(options), truth, skip_empty=skip_empty)
     score = None
     if truth is not None:
         picked = list(scope.slices) if scope.slices is not None else slice(None)

@@ -14,11 +14,12 @@ from gmiseg_edge.core.errors import InputError
 from gmiseg_edge.core.files import folder_problem
 from gmiseg_edge.data import Image2D, Volume, save_like, slice_2d
 from gmiseg_edge.data.intensity import Window, to_uint8
-from gmiseg_edge.jobs.overlays import write_label_overlay, write_overlay
+from gmiseg_edge.jobs.overlays import View, volume_view, write_label_overlay, write_overlay
 from gmiseg_edge.jobs.segment.naming import overlay_path
 from gmiseg_edge.jobs.segment.options import SegmentOptions
 from gmiseg_edge.jobs.segment.prompts import SupportSetPrompt, structure_label
 from gmiseg_edge.jobs.segment.sources import AXIS
+from gmiseg_edge.metrics import dice
 
 
 def prepare_output_folder(out: str | Path) -> Path:
@@ -61,20 +62,30 @@ def write_mask(image: Image2D | Volume, mask: np.ndarray, output: Path, options:
     return write_dicom_seg(image, mask, output, segments, algorithm)
 
 
-def write_overlay_png(path: Path, pixels: np.ndarray, mask: np.ndarray) -> Path:
-    """A bool mask tinted red; a label map (several objects) with a colour per object."""
-    return write_overlay(path, pixels, mask) if mask.dtype == bool else write_label_overlay(path, pixels, mask)
+def write_overlay_png(path: Path, pixels: np.ndarray, mask: np.ndarray, name: str, score: float | None = None,
+                      dice_on: str | None = None, view: View | None = None) -> Path:
+    """A bool mask tinted red; a label map (several objects) with a colour per object; ``name`` (the structure)
+    and the Dice ``score`` (on ``dice_on``) in its legend; ``view``: a volume slice's (default: a 2D image's)."""
+    if mask.dtype == bool:
+        return write_overlay(path, pixels, mask, view, name, score, dice_on)
+    return write_label_overlay(path, pixels, mask, view, name, score, dice_on)
 
 
-def write_slice_overlays(out: Path, name: str, volume: np.ndarray, mask3d: np.ndarray, indices: Iterable[int],
-                         window: Window, skip_empty: bool = True) -> list[Path]:
+def write_slice_overlays(out: Path, name: str, volume: Volume, mask3d: np.ndarray, indices: Iterable[int],
+                         window: Window, structure: str, truth: np.ndarray | None = None,
+                         skip_empty: bool = True) -> list[Path]:
     """An overlay PNG per slice of ``indices`` (whose mask is not empty, with ``skip_empty``) in
-    ``out/<name>_overlay/`` (written after the volume's mask: a volume whose mask fails leaves no overlays)."""
+    ``out/<name>_overlay/``, in the radiological view from ``volume``'s affine
+    (:func:`gmiseg_edge.jobs.overlays.volume_view`), the legend naming ``structure`` and each slice's Dice against
+    ``truth`` when given (written after the volume's mask: a volume whose mask fails leaves no overlays)."""
     overlays = []
     overlay_path(out, name, 0).parent.mkdir(exist_ok=True)
+    view = volume_view(volume, AXIS)
     for k in indices:
         mask = slice_2d(mask3d, AXIS, k)
         if mask.any() or not skip_empty:
-            pixels = to_uint8(slice_2d(volume, AXIS, k), window)
-            overlays.append(write_overlay_png(overlay_path(out, name, k), pixels, mask))
+            pixels = to_uint8(slice_2d(volume.array, AXIS, k), window)
+            score = dice(mask != 0, slice_2d(truth, AXIS, k)) if truth is not None else None
+            overlays.append(write_overlay_png(overlay_path(out, name, k), pixels, mask, structure, score,
+                                              "this slice", view))
     return overlays

@@ -1,14 +1,12 @@
-"""Overlay pictures: an image with its mask tinted and outlined, or its objects each in a colour of its own."""
+"""The tint at the picture's own size: an image with its mask tinted and outlined, or its objects each in a colour of
+its own (no resampling, no legend: :mod:`.picture` adds those)."""
 
 from __future__ import annotations
 
 import colorsys
-from pathlib import Path
 
 import cv2
 import numpy as np
-
-from gmiseg_edge.data.writers import write_png
 
 TINT = (255, 0, 0)  # red fill
 OUTLINE = (255, 255, 0)  # yellow contour
@@ -61,13 +59,3 @@ def label_overlay(pixels: np.ndarray, labels: np.ndarray) -> np.ndarray:
     edge = label_boundaries(labels)
     out[edge] = colours[labels[edge]]
     return out.astype(np.uint8)
-
-
-def write_overlay(path: str | Path, pixels: np.ndarray, mask: np.ndarray) -> Path:
-    """Write :func:`overlay` of ``pixels`` and ``mask`` as a PNG, atomically."""
-    return write_png(path, overlay(pixels, mask))
-
-
-def write_label_overlay(path: str | Path, pixels: np.ndarray, labels: np.ndarray) -> Path:
-    """Write :func:`label_overlay` of ``pixels`` and a label map as a PNG, atomically."""
-    return write_png(path, label_overlay(pixels, labels))
