@@ -58,8 +58,8 @@ def _fill(series: DicomSeries, attributes: dict[str, str | None], warn: bool = T
             if not value:
                 fallback = f" and its file meta has no {meta_key}" if meta_key else " (the file meta has no stand-in)"
                 raise DataError(f"{key} is empty{fallback}: a DICOM-SEG must name each source slice's {key} "
-                                f"({describe_series(series)}); write the mask as NIfTI or NRRD instead (segment --format nifti), or "
-                                "restore the attribute", file)
+                                f"({describe_series(series)}); write the mask as NIfTI or NRRD instead "
+                                "(segment --format nifti), or restore the attribute", file)
             fixed = fixed if fixed is not None else copy.deepcopy(ds)
             setattr(fixed, key, value)
             filled[key] = filled.get(key, 0) + 1
