@@ -75,6 +75,7 @@ def test_bench_refuses_failed_validation(model_dir, tmp_path):
     assert fp16.status == "failed accuracy" and not fp16.timed and "0.42" in fp16.reason
 
 
+@pytest.mark.extended  # PyTorch eager timed beside the graphs: a repeat of the bench path with torch
 def test_bench_torch_reference_column(model_dir):
     pytest.importorskip("torch")
     result = run_bench(BenchConfig(model_dir, backends=("ort",), precisions=("fp32",), warmup=0, runs=1, threads=1))

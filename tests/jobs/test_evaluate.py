@@ -71,6 +71,7 @@ def test_eval_support_leave_one_case_out(model_dir):
     assert any(c.note.startswith("no support") for c in result.cases)  # the abdomen organs stand alone
 
 
+@pytest.mark.extended  # torch vs ONNX agreement is tested once (tests/runtime/test_predictor.py): a repeat
 def test_eval_reference_torch_agreement(model_dir):
     pytest.importorskip("torch")
     result = evaluate(EvalConfig(model_dir, prompt="box", seed=0, reference="torch", cases=("lung2", "brain1")))
