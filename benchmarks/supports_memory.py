@@ -39,7 +39,8 @@ def crop_around(image: np.ndarray, mask: np.ndarray, side: int, rng: np.random.G
 
 
 def write_support_set(folder: Path, count: int, side: int, seed: int = 0) -> Path:
-    """``count`` support pairs in ``folder/images`` + ``folder/masks``; returns the query image's path."""
+    """``count`` support pairs in ``folder/images`` + ``folder/masks``; returns the query image's path (beside
+    ``folder``)."""
     cases = [c for c in load_sample_cases(["lung1", "lung2"], slices="all") if c.image.shape[0] >= side]
     rng = np.random.default_rng(seed)
     (folder / "images").mkdir(parents=True)
@@ -55,7 +56,7 @@ def write_support_set(folder: Path, count: int, side: int, seed: int = 0) -> Pat
         written += 1
     query_case = max((c for c in cases if c.name.startswith("lung1")), key=lambda c: int(c.mask.sum()))
     query, _ = crop_around(query_case.image, query_case.mask, side, np.random.default_rng(seed + 1))
-    path = folder / "query.png"
+    path = folder.parent / "query.png"
     cv2.imwrite(str(path), query)
     return path
 
