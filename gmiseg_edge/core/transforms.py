@@ -229,7 +229,8 @@ class BandedResize:
     def from_matrix(cls, matrix: np.ndarray) -> BandedResize:
         nonzero = matrix != 0
         width = max(1, int(nonzero.sum(axis=1).max()))
-        index = np.argsort(~nonzero, axis=1, kind="stable")[:, :width]
+        # a copy of the slice: a view would keep the whole (n_out, n_in) argsort alive in postprocess_maps' cache
+        index = np.argsort(~nonzero, axis=1, kind="stable")[:, :width].copy()
         return cls(index=index, weight=np.take_along_axis(matrix, index, axis=1).astype(np.float32))
 
     def apply(self, array: np.ndarray, axis: int) -> np.ndarray:

@@ -23,7 +23,7 @@ def _label_dtype(array: np.ndarray, path: Path) -> np.ndarray:
     for dtype in (np.uint8, np.uint16, np.int32):
         info = np.iinfo(dtype)
         if info.min <= low and high <= info.max:
-            return array.astype(dtype)
+            return array.astype(dtype, copy=False)  # no copy of labels already in that type (a large mask)
     raise DataError(f"label values {low}..{high} do not fit in int32", path)
 
 
@@ -56,7 +56,7 @@ def save_like(reference: Image2D | Volume, array: np.ndarray, path: str | Path) 
             raise DataError(f"2D masks are written as {wanted}, got {suffix or '(none)'!r}", path)
         raise DataError(f"reference {reference.path} is {reference.format.upper()}: write to {wanted}", path)
     if isinstance(reference, Image2D):
-        labels = array.astype(np.uint8) * 255 if array.dtype == bool else _label_dtype(array, path)
+        labels = np.where(array, np.uint8(255), np.uint8(0)) if array.dtype == bool else _label_dtype(array, path)
     else:
         labels = _label_dtype(array, path)
     target.write(reference, labels, path)

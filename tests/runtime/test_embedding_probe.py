@@ -54,3 +54,40 @@ def test_a_support_set_it_cannot_fit_is_refused():
         fit_direction([cells], [np.ones(10, bool)], [np.zeros(10, bool)])
     with pytest.raises(ValueError, match="one cells / positive / negative triple per support"):
         fit_direction([], [], [])
+
+
+def _one_matrix_fit(cells, positive, negative, l2=3e-4):
+    """The probe as first written: one (N, C + 1) float64 design matrix of every support's cells (issue 26's
+    8 GB for 200 supports); the support-by-support sums must give its answer."""
+    features, targets, weights = [], [], []
+    for x, pos, neg in zip(cells, positive, negative, strict=True):
+        for selection, target in ((pos, 1.0), (neg, 0.0)):
+            count = int(selection.sum())
+            features.append(x[selection].astype(np.float64))
+            targets.append(np.full(count, target))
+            weights.append(np.full(count, 0.5 / count / len(cells)))
+    x, y, w = np.concatenate(features), np.concatenate(targets), np.concatenate(weights)
+    design = np.hstack([x - w @ x, np.ones((len(x), 1))])
+    ridge = np.full(design.shape[1], l2)
+    ridge[-1] = 0.0
+    theta = np.zeros(design.shape[1])
+    for _ in range(50):
+        p = 1.0 / (1.0 + np.exp(-np.clip(design @ theta, -60, 60)))
+        hessian = (design * (w * p * (1 - p))[:, None]).T @ design + np.diag(ridge)
+        hessian[-1, -1] += 1e-12
+        step = np.linalg.solve(hessian, design.T @ (w * (p - y)) + ridge * theta)
+        theta -= step
+        if np.abs(step).max() < 1e-6:
+            break
+    return theta[:-1].astype(np.float32)
+
+
+def test_the_support_by_support_fit_gives_the_one_matrix_answer():
+    rng = np.random.default_rng(3)
+    supports = [np.vstack([_cells(rng, 20 + 5 * i, 0.3), _cells(rng, 500, -0.3)]) for i in range(5)]
+    positive = [np.r_[np.ones(len(s) - 500, bool), np.zeros(500, bool)] for s in supports]
+    negative = [~p for p in positive]
+    negative[2][30:200] = False  # a support whose background is a part of its other cells
+    chunked = fit_direction(supports, positive, negative)
+    reference = _one_matrix_fit(supports, positive, negative)
+    np.testing.assert_allclose(chunked, reference, rtol=1e-5, atol=1e-6 * np.abs(reference).max())

@@ -66,7 +66,7 @@ def mask_picture(pixels: np.ndarray, mask: np.ndarray, view: View | None = None,
     ``view`` (default: as it is), resampled (see the module), and a legend line ``"<name>  Dice <d> (<dice_on>)"``
     (``name`` default ``"mask"``; the Dice part only when ``dice`` is given)."""
     view = view or image_view()
-    pixels, mask = _prepared(pixels, np.asarray(mask).astype(bool), view)
+    pixels, mask = _prepared(pixels, np.asarray(mask, dtype=bool), view)  # no copy of a bool mask (a large image)
     entries = [LegendEntry(dice_text(name or "mask", dice, dice_on), (TINT,), OUTLINE)]
     return _finish(overlay(pixels, mask), entries, view)
 

@@ -96,7 +96,9 @@ prior alone and SAM alone, and against ``choice="anatomy"``.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import overload
 
 import cv2
 import numpy as np
@@ -673,10 +675,29 @@ def _fit_models(supports: list[Support], method: str) -> list[AppearanceModel]:
     """Step 1's appearance direction and each support's calibration under it."""
     if method == "prototype" or (method == "auto" and len(supports) < MIN_PROBE_SUPPORTS):
         return [calibrate(s, s.foreground - s.background) for s in supports]
-    cells = [_unit_cells(s.encoded.embedding) for s in supports]
-    direction = fit_direction(cells, [s.structure.ravel() for s in supports],
+    direction = fit_direction(_UnitCells(supports), [s.structure.ravel() for s in supports],
                               [s.background_cells.ravel() for s in supports])
     return [calibrate(s, direction) for s in supports]
+
+
+class _UnitCells(Sequence[np.ndarray]):
+    """Each support's unit cell vectors (:func:`_unit_cells`), made when asked: the probe reads them support by
+    support, so 200 supports never hold 800 MiB of them at once (issue 26)."""
+
+    def __init__(self, supports: list[Support]) -> None:
+        self._supports = supports
+
+    def __len__(self) -> int:
+        return len(self._supports)
+
+    @overload
+    def __getitem__(self, index: int) -> np.ndarray: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[np.ndarray]: ...
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [_unit_cells(s.encoded.embedding) for s in self._supports[index]]
+        return _unit_cells(self._supports[index].encoded.embedding)
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
