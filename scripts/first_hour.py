@@ -65,6 +65,7 @@ class Outcome:
     seconds: float
     tail: str = ""
     note: str = field(default="")
+    output: str = field(default="", repr=False)
 
 
 def command_blocks(root: Path = REPO, pages: tuple[str, ...] = PAGES) -> list[Block]:
@@ -113,7 +114,8 @@ def run_block(block: Block, cwd: Path, env: dict[str, str], timeout: float | Non
     except subprocess.TimeoutExpired as exc:
         code, output = 124, (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (
             exc.stdout or "")
-    return Outcome(block, code, time.perf_counter() - start, "\n".join(output.rstrip().splitlines()[-15:]))
+    return Outcome(block, code, time.perf_counter() - start, "\n".join(output.rstrip().splitlines()[-15:]),
+                   output=output)
 
 
 def link_model(workdir: Path, model: Path) -> None:
@@ -154,7 +156,8 @@ def fresh_clone(repo: Path, into: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repo", type=Path, default=REPO, help="the repository to clone (default: this checkout)")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary folder (printed)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the temporary folder (printed), with each block's output in logs/")
     parser.add_argument("--cheap", action="store_true",
                         help="skip the set-up blocks (installs, main job): this Python environment and a linked "
                              "or exported model folder instead")
@@ -186,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {block.name} ({block.kind})", flush=True)
             outcome = run_block(block, clone, env, args.timeout)
             outcomes.append(outcome)
+            if args.keep:  # each block's whole output beside the clone
+                logs = temp / "logs"
+                logs.mkdir(exist_ok=True)
+                (logs / f"{block.page.replace('/', '_')}_{block.line}.log").write_text(outcome.output)
             if outcome.code != 0:
                 print(outcome.tail, flush=True)
         print(table(outcomes))
