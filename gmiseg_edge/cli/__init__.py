@@ -183,16 +183,25 @@ def demo(
     precision: Annotated[str, typer.Option(help="comma-separated precisions to export and bench")] = "fp32,fp16,int8",
     runs: Annotated[int, typer.Option(help="timed benchmark rounds")] = 5,
     no_torch: Annotated[bool, typer.Option("--no-torch", help="skip the PyTorch eager benchmark column")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="for logs: no progress bars and no export details, only "
+                                                        "each step's headline and the results")] = False,
 ) -> None:
-    """The main job on the default model and the shipped sample data: export -> segment -> eval -> bench."""
+    """The main job on the default model and the shipped sample data: export -> segment -> eval -> bench, each
+    step with a progress bar (elapsed and remaining time)."""
     import time
+
+    from gmiseg_edge.cli.progress import step_progress
 
     # torch: the training and export side is imported only by the commands that use it
     from gmiseg_edge.jobs.demo import run_main_job
 
+    def log(message: str) -> None:  # quiet: the step headlines only
+        if not quiet or message.startswith("["):
+            say(message)
+
     start = time.perf_counter()
-    with _user_errors():
-        result = run_main_job(model, out, csv_list(precision), runs, not no_torch, log=say)
+    with _user_errors(), step_progress(console, quiet) as progress:
+        result = run_main_job(model, out, csv_list(precision), runs, not no_torch, log=log, progress=progress)
     show(export_table(result.export))
     say(f"model folder: {result.export.folder} (the --model-dir of segment, eval, bench, adapt, serve)")
     say(f"{len(result.overlays)} overlay PNGs in {Path(out) / 'overlays'}")

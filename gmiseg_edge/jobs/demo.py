@@ -32,6 +32,35 @@ from gmiseg_edge.models.weights import resolve_weights
 from gmiseg_edge.runtime import load
 
 Log = Callable[[str], None]
+#: a step's progress, called as each unit of a step ends: ``(step, done, total, detail)``; ``step`` is one of
+#: :data:`STEPS`, ``detail`` names the unit just done (a case, a benchmark round, an export phase)
+StepProgress = Callable[[str, int, int, str], None]
+STEPS = ("export", "segment", "evaluate", "benchmark")
+
+
+def export_phases(precisions: Sequence[str]) -> int:
+    """How many lines the export logs for ``precisions`` (its phases: build, PyTorch reference, export, per precision
+    its conversion and validation, write): the export step's progress counts them."""
+    phases = 3 + 2 + 1  # building, the reference, exporting; fp32's validation (2 lines); wrote
+    if "fp16" in precisions:
+        phases += 2 + 2  # two graphs converted, then validated
+    if "int8" in precisions:
+        phases += 3 + 2  # calibrating, the CPU graph, the TensorRT graph; then validated
+    return phases
+
+
+def _counting(step: str, total: int, progress: StepProgress, say: Log) -> Log:
+    """``say`` that also advances ``step`` by one per message (at most to ``total - 1``: the step's last call
+    completes it)."""
+    done = 0
+
+    def log(message: str) -> None:
+        nonlocal done
+        say(message)
+        done = min(done + 1, total - 1)
+        progress(step, done, total, message)
+
+    return log
 
 
 @dataclass
@@ -74,20 +103,26 @@ def run_main_job(
     runs: int = 5,
     torch_reference: bool = True,
     log: Log | None = None,
+    progress: StepProgress | None = None,
 ) -> MainJobResult:
-    """Run the four steps; the model folder is ``out/<model>`` (replaced on every run)."""
+    """Run the four steps; the model folder is ``out/<model>`` (replaced on every run). ``log`` gets the step
+    headlines and the export's lines, ``progress`` each step's advance (:data:`StepProgress`)."""
 
     # torch: export needs it, and the rest of the main job does not (the torch-free runtime runs the result)
     from gmiseg_edge.export.pipeline import ExportOptions, export_model
 
     say = log or (lambda message: None)
+    advance = progress or (lambda step, done, total, detail: None)
     model_dir = Path(out) / model
     resolve_weights(model, log=say)  # the first run fetches the weights: say so, rather than seem to hang
     say(f"[1/4] export {model} to {model_dir} ({', '.join(precisions)}), validated against PyTorch")
+    phases = export_phases(precisions)
+    advance("export", 0, phases, "")
     exported = export_model(ExportOptions(
         model=model, out=model_dir, fp16="fp16" in precisions, int8="int8" in precisions,
         calib="samples" if "int8" in precisions else None, force=True,
-    ), log=say)
+    ), log=_counting("export", phases, advance, say))
+    advance("export", phases, phases, f"wrote {model_dir}")
     result = MainJobResult(model_dir=model_dir, export=exported)
 
     say("[2/4] segment the sample cases with the torch-free runtime (ONNX Runtime, fp32), overlays")
@@ -95,7 +130,9 @@ def run_main_job(
     overlay_dir = Path(out) / "overlays"
     overlay_dir.mkdir(parents=True, exist_ok=True)
     instance_maps = {e["name"] for e in sample_index() if e.get("mask_type") == "instances"}
-    for case in load_sample_cases():
+    cases = load_sample_cases()
+    advance("segment", 0, len(cases), "")
+    for done, case in enumerate(cases, 1):
         path = overlay_dir / f"{case.name.replace('/', '_')}.png"
         if case.case in instance_maps:  # one box per instance, decoded together; a colour per object
             truth = load_sample_pair(case.case)[1].array
@@ -103,19 +140,48 @@ def run_main_job(
             result.label_maps.append(write_png(Path(out) / "labels" / path.name, labels))
             result.overlays.append(write_label_overlay(path, case.image, labels, case_view(case), case.label,
                                                        dice(labels != 0, truth != 0), "foreground"))
-            continue
-        prediction = predictor.predict(case.image, box=box_from_mask(case.mask))
-        result.overlays.append(write_overlay(path, case.image, prediction.mask, case_view(case), case.label,
-                                             dice(prediction.mask, case.mask), "this slice" if case.axis is not None
-                                             else "the image"))
+        else:
+            prediction = predictor.predict(case.image, box=box_from_mask(case.mask))
+            result.overlays.append(write_overlay(path, case.image, prediction.mask, case_view(case), case.label,
+                                                 dice(prediction.mask, case.mask),
+                                                 "this slice" if case.axis is not None else "the image"))
+        advance("segment", done, len(cases), case.name)
 
     say("[3/4] evaluate: box prompts from each label's extent plus a seeded random offset")
-    result.evaluation = evaluate(EvalConfig(model_dir=model_dir, data="samples", prompt="box", seed=0))
+    eval_cases = len(load_sample_cases(instances=True))  # the cases evaluate() scores (each instance its own)
+    advance("evaluate", 0, eval_cases, "")
+    evaluated = 0
+
+    def case_done(name: str) -> None:
+        nonlocal evaluated
+        evaluated = min(evaluated + 1, eval_cases)
+        advance("evaluate", evaluated, eval_cases, name)
+
+    result.evaluation = evaluate(EvalConfig(model_dir=model_dir, data="samples", prompt="box", seed=0),
+                                 progress=case_done)
+    advance("evaluate", eval_cases, eval_cases, "")
 
     say(f"[4/4] benchmark {', '.join(precisions)} side by side" + (" with PyTorch eager" if torch_reference else ""))
-    result.bench = run_bench(BenchConfig(
-        model_dir=model_dir, precisions=tuple(precisions), warmup=1, runs=runs, torch_reference=torch_reference,
-    ))
+    result.bench = run_main_job_bench(model_dir, precisions, runs, torch_reference, advance)
     result.reports = [write_json_atomic(Path(out) / "eval.json", result.evaluation.to_dict()),
                       write_json_atomic(Path(out) / "bench.json", result.bench.to_dict())]
     return result
+
+
+def run_main_job_bench(model_dir: Path, precisions: Sequence[str], runs: int, torch_reference: bool,
+                       progress: StepProgress, warmup: int = 1):
+    """The main job's benchmark step: every precision side by side, ``progress("benchmark", round, rounds, ...)``
+    after each interleaved round (the task decoders, when the folder has any, are the last unit)."""
+    rounds = warmup + runs + 1  # + the task decoders (or nothing), then the step ends
+    progress("benchmark", 0, rounds, "")
+    done = 0
+
+    def round_done(detail: str) -> None:
+        nonlocal done
+        done = min(done + 1, rounds - 1)
+        progress("benchmark", done, rounds, detail)
+
+    bench = run_bench(BenchConfig(model_dir=model_dir, precisions=tuple(precisions), warmup=warmup, runs=runs,
+                                  torch_reference=torch_reference), progress=round_done)
+    progress("benchmark", rounds, rounds, "done")
+    return bench

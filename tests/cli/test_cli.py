@@ -37,8 +37,11 @@ def test_fetch_weights_from_a_bad_archive_fails_cleanly(tmp_path, monkeypatch):
 def test_main_job_exports_segments_evaluates_and_benchmarks(tmp_path):
     pytest.importorskip("torch")
     require_weights("lite_medsam")
-    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--precision", "fp32", "--runs", "1", "--no-torch"])
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--precision", "fp32", "--runs", "1", "--no-torch",
+                                 "--quiet"])
     assert result.exit_code == 0, result.output
+    assert "[4/4] benchmark" in result.output and "remaining" not in result.output  # --quiet: headlines, no bars
+    assert "running the FP32 PyTorch reference" not in result.output
     assert "passed" in result.output and "10 overlay PNGs" in result.output
     assert "lung2/lesion" in result.output and "mean ± std (n=134)" in result.output
     assert len(list((tmp_path / "overlays").glob("*.png"))) == 10
