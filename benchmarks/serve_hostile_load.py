@@ -27,7 +27,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from serve_load import free_ports  # benchmarks/serve_load.py, beside this script
 
 from gmiseg_edge.core.prompts import box_from_mask
 from gmiseg_edge.data.samples import load_sample_cases
@@ -50,16 +50,6 @@ _REFUSAL = re.compile(r"ServeRequestError: (.*?)(?:\\n|\n|$)")
 
 
 # ---------------------------------------------------------------------------------------------- server
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
 
 class Server:
     """`gmiseg-edge serve` on loopback in a process group of its own (as tests/serve/conftest.py starts it)."""
