@@ -116,7 +116,7 @@ class ObjectPredictions(Sequence[Prediction]):
 
     @property
     def masks(self) -> np.ndarray:
-        """Each object's chosen mask, bool (K, H, W), made in groups (:data:`GROUP_BYTES`)."""
+        """Each object's chosen mask, bool (K, H, W), made in groups of :data:`GROUP_OBJECTS`."""
         out = np.zeros((len(self), *self.size), bool)
         for members, lows in self._chosen_groups():
             out[members] = postprocess_masks(lows, self.predictions[members[0]].prepared,

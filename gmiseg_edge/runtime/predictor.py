@@ -77,9 +77,9 @@ def _per_object(name: str, values, count: int | None) -> list | None:
     return values
 
 
-#: objects x image pixels one predict_objects call may take: each object holds its full-size logits and mask and
-#: the call's post-processing runs on all at once (measured with ORT fp32 lite_medsam on this 2-core CPU: 256 boxes
-#: on a 512^2 image peak at 2473 MiB RSS, 64 on 1024^2 at 2173 MiB; 1000 on 512^2, 6.2 GB in issue 26, are refused)
+#: objects x image pixels one predict_objects call may take: each object keeps its low-res logits (and, once asked
+#: for, a mask) and is post-processed in groups and bands of rows, so 1000 boxes on a 512^2 image peak at 893 MiB
+#: RSS with ORT fp32 lite_medsam (benchmarks/objects_memory.py; 6.2 GB before, issue 26); beyond this, refused
 MAX_OBJECT_PIXELS = 1 << 28
 
 
