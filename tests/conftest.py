@@ -73,10 +73,11 @@ def exported_models(tmp_path_factory) -> _ExportCache:
 
 
 @pytest.fixture(scope="session")
-def abdomen_embedding_cache(tmp_path_factory) -> Path:
-    """A disk embedding cache shared by the tests that propagate through the sample CT with lite_medsam's shared
-    export (the CLI's and the runtime's): the slices are encoded once per test session (CI time)."""
-    return tmp_path_factory.mktemp("abdomen-embeddings")
+def sample_embedding_cache(tmp_path_factory) -> Path:
+    """A disk embedding cache shared by the tests that run lite_medsam's shared export on the sample images (the
+    CT's slices propagated by the CLI and the runtime, the eval tests' images): each image is encoded once per
+    test session (CI time)."""
+    return tmp_path_factory.mktemp("sample-embeddings")
 
 
 def killed_runs_staging(parent: Path, name: str) -> tuple[Path, Path]:

@@ -25,7 +25,7 @@ from gmiseg_edge.cli import serve as serve_commands
 from gmiseg_edge.cli.parse import csv_list, spaced_value_hint
 from gmiseg_edge.cli.render import bench_tables, eval_table, export_table
 from gmiseg_edge.core.errors import GmisegError
-from gmiseg_edge.core.files import write_json_atomic
+from gmiseg_edge.core.files import folder_problem, write_json_atomic
 from gmiseg_edge.data.intensity import parse_window
 from gmiseg_edge.jobs.bench import BenchConfig, run_bench
 from gmiseg_edge.jobs.bench.report import plot_bench
@@ -181,7 +181,7 @@ def demo(
     model: Annotated[str, typer.Option(help="zoo model")] = "lite_medsam",
     out: Annotated[Path, typer.Option(help="where the model folder, overlays and reports go")] = Path("runs/demo"),
     precision: Annotated[str, typer.Option(help="comma-separated precisions to export and bench")] = "fp32,fp16,int8",
-    runs: Annotated[int, typer.Option(help="timed benchmark rounds")] = 5,
+    runs: Annotated[int, typer.Option(help="timed benchmark rounds")] = 3,
     no_torch: Annotated[bool, typer.Option("--no-torch", help="skip the PyTorch eager benchmark column")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="for logs: no progress bars and no export details, only "
                                                         "each step's headline and the results")] = False,
@@ -373,18 +373,28 @@ def eval_command(
     json_out: Annotated[Path | None, typer.Option("--json", help="write per-case rows and summaries as JSON")] = None,
     nsd_tolerance: Annotated[float, typer.Option(help="NSD: surface distance tolerance in mm")] = 2.0,
     task: Annotated[str | None, typer.Option(help="decode with this task decoder (see `gmiseg-edge adapt`)")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="disk embedding cache folder (shared across runs)")] = None,
 ) -> None:
     """Dice, Jaccard, ASD, HD95 (mm) and NSD per case and per dataset with seeded paper-style prompts; several
     prompt kinds give one table each, side by side on the same cases. A folder of CVPR 2024 "MedSAM on laptop"
     challenge cases (.npz with gts) is evaluated with the cases' own boxes."""
+    from gmiseg_edge.runtime import EmbeddingCache
+
     results = {}
     with _user_errors():
+        problem = folder_problem(cache_dir) if cache_dir is not None else None
+        if problem is not None:
+            warn(f"--cache-dir {problem}; going on without the disk cache")
+        # one cache for every prompt kind: each image is encoded once, however many tables are asked for
+        cache = EmbeddingCache(folder=None if problem else cache_dir)
         for kind in csv_list(prompt):
             config = EvalConfig(model_dir=model_dir, data=data, prompt=kind, backend=backend, precision=precision,
                                 seed=seed, threads=threads, reference=reference, window=parse_window(window),
-                                cases=csv_list(cases) if cases else None, nsd_tolerance_mm=nsd_tolerance, task=task)
+                                cases=csv_list(cases) if cases else None, nsd_tolerance_mm=nsd_tolerance, task=task,
+                                cache_dir=None if problem else cache_dir)
             with console.status(f"evaluating {kind} ...") as status:
-                results[kind] = evaluate(config, progress=lambda name: status.update(Text(f"evaluating {name}")))
+                results[kind] = evaluate(config, progress=lambda name: status.update(Text(f"evaluating {name}")),
+                                         cache=cache)
     for kind, result in results.items():
         title = f"{result.model} {precision} on {result.backend}, {kind} prompts, seed {seed}" + (
             f", task {task}" if task else "")

@@ -55,6 +55,7 @@ class ExportOptions:
     opset: int = DEFAULT_OPSET
     force: bool = False
     validation_cases: list[str] | None = None  # sample case names; None: all of them
+    calib_limit: int = 16  # int8: at most this many calibration slices (the static Q/DQ ranges come from them)
 
 
 @dataclass
@@ -121,7 +122,8 @@ def export_model(options: ExportOptions, log: Log | None = None) -> ExportResult
                 reports["int8"] = _validate(held_out, spec, staging, "int8", say, graphs["int8"])
                 return reports["int8"].passed, "; ".join(reports["int8"].failures())
 
-            quant = quantize_graphs(staging, spec.preprocess, options.calib, log=say, accept=accept)
+            quant = quantize_graphs(staging, spec.preprocess, options.calib, options.calib_limit, log=say,
+                                    accept=accept)
             if "rejected" in quant["encoder.int8.onnx"]:  # the static fallback was written: validate it too
                 accept(staging / "encoder.int8.onnx")
             for name, info in quant.items():

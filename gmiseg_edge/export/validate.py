@@ -124,8 +124,13 @@ def torch_references(model: Sam, preprocess_config: PreprocessConfig, cases: Seq
     reference = TorchReference(model, preprocess_config)
     size = preprocess_config.input_size
     out = []
+    encoded: dict[bytes, tuple] = {}  # cases on one image (the nuclei's instances) share its one encoder run
     for case in cases:
-        prepared, embedding = reference.prepare(case.image)
+        image = np.ascontiguousarray(case.image)
+        key = hashlib.sha256(f"{image.dtype.str}{image.shape}".encode() + image.tobytes()).digest()
+        if key not in encoded:
+            encoded[key] = reference.prepare(image)
+        prepared, embedding = encoded[key]
         prompt = make_prompt(box=box_from_mask(case.mask), image_size=prepared.original_size)
         inputs = prompt.decoder_inputs(embedding, prepared.original_size, size)
         logits, iou = reference.decode(inputs)
@@ -148,9 +153,12 @@ def validate_graphs(
     encoder, decoder = cpu_session(encoder_path), cpu_session(decoder_path)
     report = ValidationReport(precision, TOLERANCES[precision])
     embeddings: dict[str, np.ndarray] = {}
+    by_image: dict[bytes, np.ndarray] = {}  # one encoder run per distinct image
     for ref in references:
-        (emb,) = encoder.run(None, {ENCODER_INPUT: ref.prepared.tensor})
-        embeddings[ref.name] = emb
+        key = _tensor_key(ref.prepared.tensor)
+        if key not in by_image:
+            (by_image[key],) = encoder.run(None, {ENCODER_INPUT: ref.prepared.tensor})
+        emb = embeddings[ref.name] = by_image[key]
         logits, iou = decoder.run(list(DECODER_OUTPUTS), replace(ref.inputs, image_embeddings=emb).feed())
         agreement = _agreement(ref.name, ref, emb, logits[0], iou[0], input_size)
         report.cases.append(agreement)
@@ -170,9 +178,13 @@ def shared_image_groups(references: Sequence[TorchReferenceCase]) -> list[list[T
     """References of one image with one decoder point count (what one K-object call can take), groups of 2+."""
     groups: dict[tuple[bytes, int], list[TorchReferenceCase]] = {}
     for ref in references:
-        key = (hashlib.sha256(ref.prepared.tensor.tobytes()).digest(), ref.inputs.point_coords.shape[1])
+        key = (_tensor_key(ref.prepared.tensor), ref.inputs.point_coords.shape[1])
         groups.setdefault(key, []).append(ref)
     return [group for group in groups.values() if len(group) > 1]
+
+
+def _tensor_key(tensor: np.ndarray) -> bytes:
+    return hashlib.sha256(np.ascontiguousarray(tensor).tobytes()).digest()
 
 
 def _agreement(name: str, ref: TorchReferenceCase, emb: np.ndarray, logits: np.ndarray, iou: np.ndarray,

@@ -29,13 +29,21 @@ from gmiseg_edge.jobs.evaluate import EvalConfig, evaluate
 from gmiseg_edge.jobs.overlays import View, image_view, volume_view, write_label_overlay, write_overlay
 from gmiseg_edge.metrics import dice
 from gmiseg_edge.models.weights import resolve_weights
-from gmiseg_edge.runtime import load
+from gmiseg_edge.runtime import EmbeddingCache, load
 
 Log = Callable[[str], None]
 #: a step's progress, called as each unit of a step ends: ``(step, done, total, detail)``; ``step`` is one of
 #: :data:`STEPS`, ``detail`` names the unit just done (a case, a benchmark round, an export phase)
 StepProgress = Callable[[str, int, int, str], None]
 STEPS = ("export", "segment", "evaluate", "benchmark")
+#: the sample scans the main job validates its export on: a CT, an MR and a microscopy image, none of them in the
+#: int8 calibration set (so int8 is validated on all three); ``gmiseg-edge export`` validates on every sample case
+DEMO_VALIDATION = ("lung1", "brain2", "dsb_nuclei")
+#: timed benchmark rounds in the main job (``gmiseg-edge bench`` runs 10)
+DEMO_RUNS = 3
+#: calibration slices for the TensorRT int8 graph in the main job (``gmiseg-edge export`` takes 16; the CPU int8
+#: graph is dynamically quantised and does not use them unless it misses its accuracy gate)
+DEMO_CALIBRATION = 8
 
 
 def export_phases(precisions: Sequence[str]) -> int:
@@ -100,13 +108,16 @@ def run_main_job(
     model: str = "lite_medsam",
     out: Path = Path("runs/demo"),
     precisions: Sequence[str] = ("fp32", "fp16", "int8"),
-    runs: int = 5,
+    runs: int = DEMO_RUNS,
     torch_reference: bool = True,
     log: Log | None = None,
     progress: StepProgress | None = None,
+    validation: Sequence[str] | None = DEMO_VALIDATION,
 ) -> MainJobResult:
     """Run the four steps; the model folder is ``out/<model>`` (replaced on every run). ``log`` gets the step
-    headlines and the export's lines, ``progress`` each step's advance (:data:`StepProgress`)."""
+    headlines and the export's lines, ``progress`` each step's advance (:data:`StepProgress`); ``validation``:
+    the sample scans the export is validated on (None: all of them, as ``gmiseg-edge export``). The segment and
+    evaluate steps share one embedding cache: each sample image is encoded once."""
 
     # torch: export needs it, and the rest of the main job does not (the torch-free runtime runs the result)
     from gmiseg_edge.export.pipeline import ExportOptions, export_model
@@ -115,18 +126,22 @@ def run_main_job(
     advance = progress or (lambda step, done, total, detail: None)
     model_dir = Path(out) / model
     resolve_weights(model, log=say)  # the first run fetches the weights: say so, rather than seem to hang
-    say(f"[1/4] export {model} to {model_dir} ({', '.join(precisions)}), validated against PyTorch")
+    on = f" on {', '.join(validation)}" if validation is not None else ""
+    say(f"[1/4] export {model} to {model_dir} ({', '.join(precisions)}), validated against PyTorch{on}")
     phases = export_phases(precisions)
     advance("export", 0, phases, "")
     exported = export_model(ExportOptions(
         model=model, out=model_dir, fp16="fp16" in precisions, int8="int8" in precisions,
         calib="samples" if "int8" in precisions else None, force=True,
+        validation_cases=list(validation) if validation is not None else None,
+        calib_limit=DEMO_CALIBRATION,
     ), log=_counting("export", phases, advance, say))
     advance("export", phases, phases, f"wrote {model_dir}")
     result = MainJobResult(model_dir=model_dir, export=exported)
 
     say("[2/4] segment the sample cases with the torch-free runtime (ONNX Runtime, fp32), overlays")
-    predictor = load(model_dir, backend="auto", precision="fp32")
+    cache = EmbeddingCache()  # the evaluate step decodes on the embeddings this step computes
+    predictor = load(model_dir, backend="auto", precision="fp32", cache=cache)
     overlay_dir = Path(out) / "overlays"
     overlay_dir.mkdir(parents=True, exist_ok=True)
     instance_maps = {e["name"] for e in sample_index() if e.get("mask_type") == "instances"}
@@ -158,7 +173,8 @@ def run_main_job(
         advance("evaluate", evaluated, eval_cases, name)
 
     result.evaluation = evaluate(EvalConfig(model_dir=model_dir, data="samples", prompt="box", seed=0),
-                                 progress=case_done)
+                                 progress=case_done, cache=cache)
+    predictor.close()
     advance("evaluate", eval_cases, eval_cases, "")
 
     say(f"[4/4] benchmark {', '.join(precisions)} side by side" + (" with PyTorch eager" if torch_reference else ""))

@@ -54,7 +54,7 @@ from gmiseg_edge.metrics import (
     summarise,
     summarise_values,
 )
-from gmiseg_edge.runtime import check_precision, load
+from gmiseg_edge.runtime import EmbeddingCache, check_precision, load
 from gmiseg_edge.runtime.support.segmenter import SupportSetSegmenter
 
 PROMPT_MODES = ("box", "points", "support", "propagate")
@@ -95,6 +95,7 @@ class EvalConfig:
     cases: tuple[str, ...] | None = None  # keep only these scans (sample case names or dataset case names)
     nsd_tolerance_mm: float = 2.0
     task: str | None = None  # decode with this task decoder of the folder (DESIGN §11)
+    cache_dir: str | Path | None = None  # a disk embedding cache folder (shared with `segment --cache-dir`)
 
     def __post_init__(self) -> None:
         if self.task is not None and self.reference is not None:
@@ -285,15 +286,15 @@ def _union_rows(cases: list[EvalCase], masks: dict[int, np.ndarray], config: Eva
 # --------------------------------------------------------------------------- evaluation
 
 
-def _evaluate_volumes(config: EvalConfig, progress: Callable[[str], None] | None) -> EvalResult:
+def _evaluate_volumes(config: EvalConfig, progress: Callable[[str], None] | None,
+                      cache: EmbeddingCache | None) -> EvalResult:
     cases = list(sample_volume_cases() if str(config.data) == "samples"
                  else folder_volume_cases(config.data, config.window))
     if config.cases is not None:
         cases = [c for c in cases if c.name.split("/")[0] in config.cases]
     if not cases:
         raise ValueError(f"{config.data}: no volumes to propagate through")
-    predictor = load(config.model_dir, backend=config.backend, precision=config.precision, threads=config.threads,
-                     task=config.task)
+    predictor = _open(config, cache)
     scored = evaluate_propagation(predictor, cases, config.seed, config.box_offset, config.nsd_tolerance_mm,
                                   progress=progress)
     results = [CaseResult(s.name, s.dataset, "propagate", f"seed slice {s.seed}, box {np.round(s.box, 1).tolist()}",
@@ -310,7 +311,8 @@ def is_challenge_folder(data: str | Path) -> bool:
             and any(p.name.endswith(CHALLENGE_SUFFIX) for p in path.iterdir()))
 
 
-def _evaluate_challenge(config: EvalConfig, progress: Callable[[str], None] | None) -> EvalResult:
+def _evaluate_challenge(config: EvalConfig, progress: Callable[[str], None] | None,
+                        cache: EmbeddingCache | None) -> EvalResult:
     if config.prompt != "box":
         raise ValueError(f"{config.data}: challenge cases are evaluated with their boxes (--prompt box), "
                          f"not {config.prompt!r}")
@@ -321,8 +323,7 @@ def _evaluate_challenge(config: EvalConfig, progress: Callable[[str], None] | No
         cases = [c for c in cases if c.name in config.cases]
     if not cases:
         raise ValueError(f"{config.data}: no challenge cases to evaluate")
-    predictor = load(config.model_dir, backend=config.backend, precision=config.precision, threads=config.threads,
-                     task=config.task)
+    predictor = _open(config, cache)
     results = []
     for case in cases:
         if case.gts is None:
@@ -355,15 +356,25 @@ def _result(config: EvalConfig, predictor, results: list[CaseResult]) -> EvalRes
     return EvalResult(predictor.model_name, predictor.backend.detail, settings, results, summary)
 
 
-def evaluate(config: EvalConfig, progress: Callable[[str], None] | None = None) -> EvalResult:
+def _open(config: EvalConfig, cache: EmbeddingCache | None):
+    """The predictor that is evaluated: ``cache`` when given (shared with other runs in this process), else a disk
+    cache in ``config.cache_dir``, else the default in-memory one."""
+    return load(config.model_dir, backend=config.backend, precision=config.precision, threads=config.threads,
+                task=config.task, cache=cache if cache is not None else config.cache_dir)
+
+
+def evaluate(config: EvalConfig, progress: Callable[[str], None] | None = None,
+             cache: EmbeddingCache | None = None) -> EvalResult:
     """Evaluate ``config.model_dir`` on ``config.data`` (module docstring). A precision that was not exported
-    or failed its validation against PyTorch is refused (``ManifestError`` with the recorded reasons)."""
+    or failed its validation against PyTorch is refused (``ManifestError`` with the recorded reasons).
+    ``cache``: an embedding cache shared with other runs in this process (several prompt kinds on the same
+    images, or a job that encoded them already) so no image is encoded twice; the PyTorch reference never uses it."""
 
     check_precision(Manifest.load(config.model_dir), config.precision)  # refuse before reading any data
     if config.prompt == "propagate":
-        return _evaluate_volumes(config, progress)
+        return _evaluate_volumes(config, progress, cache)
     if is_challenge_folder(config.data):
-        return _evaluate_challenge(config, progress)
+        return _evaluate_challenge(config, progress, cache)
     cases = load_eval_cases(config.data, config.window)
     if config.cases is not None:
         unknown = sorted(set(config.cases) - {c.scan for c in cases})
@@ -372,8 +383,7 @@ def evaluate(config: EvalConfig, progress: Callable[[str], None] | None = None) 
         cases = [c for c in cases if c.scan in config.cases]
     if not cases:
         raise ValueError(f"{config.data}: no cases to evaluate")
-    predictor = load(config.model_dir, backend=config.backend, precision=config.precision, threads=config.threads,
-                     task=config.task)
+    predictor = _open(config, cache)
     reference = None
     if config.reference == "torch":
         reference = load(config.model_dir, backend="torch", precision="fp32", threads=config.threads)

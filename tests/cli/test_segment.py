@@ -130,13 +130,13 @@ def test_segment_disk_cache_is_reused_and_bounded(model_dir, tmp_path):
 
 
 def test_segment_propagates_through_a_volume_from_its_largest_labelled_slice(model_dir, tmp_path,
-                                                                           abdomen_embedding_cache):
+                                                                           sample_embedding_cache):
     """--propagate --label: seeded by the label's largest slice, carried through the CT, volume Dice printed."""
     folder = sample_data_dir() / "totalsegmentator"
     ct, labels = folder / "example_ct_sm.nii.gz", folder / "example_seg.nii.gz"
     result = runner.invoke(app, ["segment", "--model-dir", str(model_dir), "--image", str(ct), "--mask", str(labels),
                                  "--label", "2", "--window", "abdomen", "--propagate", "--out", str(tmp_path / "out"),
-                                 "--backend", "ort", "--cache-dir", str(abdomen_embedding_cache)])
+                                 "--backend", "ort", "--cache-dir", str(sample_embedding_cache)])
     assert result.exit_code == 0, result.output
     assert "propagation: seed" in result.output and "down:" in result.output
     assert float(re.search(r"Dice (\d\.\d+)", result.output).group(1)) > 0.75  # right kidney, 3D

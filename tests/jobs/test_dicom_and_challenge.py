@@ -28,14 +28,15 @@ def model_dir(exported_models):
     return exported_models("lite_medsam").folder
 
 
-def test_dicom_series_to_dicom_seg_matches_the_nifti_route(model_dir, tmp_path):
+def test_dicom_series_to_dicom_seg_matches_the_nifti_route(model_dir, tmp_path, sample_embedding_cache):
     hu, affine, labels = sample_ct(CROP)
     write_series(tmp_path / "series", hu, affine)
     write_series(tmp_path / "series" / "scout", hu[:, :, :2], affine, series_number=1, description="scout")
     nib.save(nib.Nifti1Image(hu, RAS_TO_LPS @ affine), tmp_path / "ct.nii.gz")
     nib.save(nib.Nifti1Image(labels, RAS_TO_LPS @ affine), tmp_path / "labels.nii.gz")
     common = ["--model-dir", str(model_dir), "--mask", str(tmp_path / "labels.nii.gz"), "--label", "5",
-              "--window", "abdomen", "--backend", "ort"]
+              "--window", "abdomen", "--backend", "ort", "--cache-dir", str(sample_embedding_cache)]  # CI time: the
+    # three runs below see the same four slices (equal pixels give equal embeddings, cached or not)
     result = runner.invoke(app, ["segment", *common, "--image", str(tmp_path / "series"), "--structure", "liver",
                                  "--series", "abdomen", "--out", str(tmp_path / "out")])  # of two series
     assert result.exit_code == 0, result.output
@@ -61,6 +62,7 @@ def test_dicom_series_to_dicom_seg_matches_the_nifti_route(model_dir, tmp_path):
     result = runner.invoke(app, ["segment", "--model-dir", str(model_dir), "--mask", str(tmp_path / "labels.nii.gz"),
                                  "--window", "abdomen", "--backend", "ort", "--image", str(tmp_path / "series"),
                                  "--series", "abdomen", "--instances", "--structure", "organ",
+                                 "--cache-dir", str(sample_embedding_cache),
                                  "--out", str(tmp_path / "objects")])
     assert result.exit_code == 0, result.output
     objects_path = tmp_path / "objects" / "series_mask.dcm"

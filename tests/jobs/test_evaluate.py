@@ -31,25 +31,31 @@ def test_sample_cases_one_per_nucleus():
 
 
 def test_eval_box_rows_and_seed(model_dir):
-    scans = ("lung2", "totalseg_abdomen")  # 5 cases on 2 images
-    first = evaluate(EvalConfig(model_dir, prompt="box", seed=0, cases=scans))
+    from gmiseg_edge.runtime import EmbeddingCache
+
+    scans = ("lung2", "totalseg_abdomen")  # 5 cases on 3 images (the organs' largest slices differ)
+    cache = EmbeddingCache()  # shared by the three evaluations: each image is encoded once
+    first = evaluate(EvalConfig(model_dir, prompt="box", seed=0, cases=scans), cache=cache)
+    encoded = cache.stats.encoder_runs
+    assert 1 <= encoded <= 5
     cases = first.cases
     assert len(cases) == 5
     assert all(0.0 <= c.scores.dice <= 1.0 and 0.0 <= c.scores.jaccard <= 1.0 for c in cases)
     assert set(first.summary) == {"all", "totalsegmentator CT", "pyradiomics-bhklab CT"}
     assert first.summary["all"]["n"] == 5 and first.summary["all"]["dice"]["mean"] > 0.7
-    again = evaluate(EvalConfig(model_dir, prompt="box", seed=0, cases=scans))
+    again = evaluate(EvalConfig(model_dir, prompt="box", seed=0, cases=scans), cache=cache)
     assert [c.row() for c in again.cases] == [c.row() for c in cases]
-    other = evaluate(EvalConfig(model_dir, prompt="box", seed=1, cases=scans))
+    other = evaluate(EvalConfig(model_dir, prompt="box", seed=1, cases=scans), cache=cache)
+    assert cache.stats.encoder_runs == encoded  # the repeats decoded on cached embeddings
     assert sum(a.prompt_detail != b.prompt_detail for a, b in zip(cases, other.cases, strict=True)) > len(cases) // 2
     assert [c.row()["dice"] for c in other.cases] != [c.row()["dice"] for c in cases]
 
 
-def test_eval_command_writes_csv_and_json(model_dir, tmp_path):
+def test_eval_command_writes_csv_and_json(model_dir, tmp_path, sample_embedding_cache):
     csv_path, json_path = tmp_path / "e.csv", tmp_path / "e.json"
     result = runner.invoke(app, ["eval", "--model-dir", str(model_dir), "--data", "samples", "--prompt", "points",
                                  "--seed", "3", "--cases", ",".join(SCANS), "--csv", str(csv_path),
-                                 "--json", str(json_path)])
+                                 "--json", str(json_path), "--cache-dir", str(sample_embedding_cache)])
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(csv_path.open()))
     data = json.loads(json_path.read_text())
@@ -57,11 +63,13 @@ def test_eval_command_writes_csv_and_json(model_dir, tmp_path):
     assert {"case", "dataset", "dice", "jaccard", "asd", "hd95"} <= set(rows[0])
     assert data["config"]["prompt"] == "points" and rows[0]["prompt_detail"].startswith("points=")
     assert "lung2/lesion" in result.output and "mean ± std" in result.output
+    assert data["config"]["cache_dir"] == str(sample_embedding_cache)
+    assert any(sample_embedding_cache.rglob("*.emb"))  # the images went into the shared disk cache
 
 
-def test_eval_support_leave_one_case_out(model_dir):
+def test_eval_support_leave_one_case_out(model_dir, sample_embedding_cache):
     cases = sample_eval_cases()
-    config = EvalConfig(model_dir, prompt="support", cases=SCANS)
+    config = EvalConfig(model_dir, prompt="support", cases=SCANS, cache_dir=sample_embedding_cache)
     for index, case in enumerate(cases):
         assert all(s.name != case.name and (s.instance or s.scan != case.scan) for s in support_cases(cases, index,
                                                                                                        config))
@@ -90,9 +98,10 @@ def test_eval_refuses_failed_validation(model_dir, tmp_path):
     assert result.exit_code == 1 and "0.42" in result.output
 
 
-def test_eval_cli_prints_prompt_kinds_side_by_side(model_dir, tmp_path):
+def test_eval_cli_prints_prompt_kinds_side_by_side(model_dir, tmp_path, sample_embedding_cache):
     out = runner.invoke(app, ["eval", "--model-dir", str(model_dir), "--prompt", "box,propagate", "--cases",
-                              "lung2", "--json", str(tmp_path / "e.json"), "--csv", str(tmp_path / "e.csv")])
+                              "lung2", "--json", str(tmp_path / "e.json"), "--csv", str(tmp_path / "e.csv"),
+                              "--cache-dir", str(sample_embedding_cache)])
     assert out.exit_code == 0, out.output
     assert "box prompts" in out.output and "propagate prompts" in out.output
     data = json.loads((tmp_path / "e.json").read_text())

@@ -26,10 +26,10 @@ def abdomen():
 
 
 @pytest.fixture(scope="module")
-def cached(model_dir, abdomen_embedding_cache):
+def cached(model_dir, sample_embedding_cache):
     """A predictor on the disk cache that the CLI's propagation test shares: the CT's slices are encoded once per
     session."""
-    predictor = load(model_dir, backend="ort", threads=2, cache=abdomen_embedding_cache)
+    predictor = load(model_dir, backend="ort", threads=2, cache=sample_embedding_cache)
     yield predictor
     predictor.close()
 

@@ -60,11 +60,11 @@ def viewer_model_dir(exported_models) -> Path:
 
 
 @pytest.fixture(scope="module")
-def viewer_embedding_cache(abdomen_embedding_cache) -> Path:
+def viewer_embedding_cache(sample_embedding_cache) -> Path:
     """The disk embedding cache of the shipped CT's slices: the session's shared one (the runtime's propagation
     tests fill it first in a full run); $GMISEG_EDGE_TEST_EMBEDDINGS names one filled before, to rerun faster."""
     given = os.environ.get("GMISEG_EDGE_TEST_EMBEDDINGS")
-    return Path(given) if given else abdomen_embedding_cache
+    return Path(given) if given else sample_embedding_cache
 
 
 @pytest.fixture(scope="module")
