@@ -66,7 +66,8 @@ def answer_errors(model_class: Any, pb_utils: Any) -> None:
         code = getattr(pb_utils.TritonError, "INVALID_ARG", None) if invalid else None  # Triton 23.06 on
         return pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
 
-    counters: dict[tuple[str, bool], Any] = {}
+    counters: dict[tuple[str, bool], Any] = {}  # (model, invalid) -> its metric, in the family made first
+    families: list[Any] = []
 
     def count(self: Any, invalid: bool, requests: int) -> None:
         """Add to :data:`ERROR_METRIC`: Triton counts a request answered with an error response as a success."""
@@ -74,12 +75,11 @@ def answer_errors(model_class: Any, pb_utils: Any) -> None:
         key = (str(config.get("name", "")), invalid)
         try:
             if key not in counters:
-                family = counters.get("family")
-                if family is None:
-                    family = counters["family"] = pb_utils.MetricFamily(
-                        name=ERROR_METRIC, description=ERROR_METRIC_HELP, kind=pb_utils.MetricFamily.COUNTER)
-                counters[key] = family.Metric(labels={"model": key[0],
-                                                      "status": "INVALID_ARG" if invalid else "INTERNAL"})
+                if not families:
+                    families.append(pb_utils.MetricFamily(name=ERROR_METRIC, description=ERROR_METRIC_HELP,
+                                                          kind=pb_utils.MetricFamily.COUNTER))
+                counters[key] = families[0].Metric(labels={"model": key[0],
+                                                           "status": "INVALID_ARG" if invalid else "INTERNAL"})
             counters[key].increment(requests)
         except Exception:  # Triton before custom metrics (23.05), or the API changed: the count is only lost
             counters[key] = _NoMetric()
