@@ -14,7 +14,7 @@ from gmiseg_edge.cli.parse import csv_list, parse_named_folder
 from gmiseg_edge.cli.render import ms
 from gmiseg_edge.serve.app import ServeConfig, run_server
 from gmiseg_edge.serve.bench import SERVER_STAGES, ServerBenchResult, run_server_bench
-from gmiseg_edge.serve.protocol import MAX_PIXELS, MAX_POINTS, MAX_SIDE, ServeLimits
+from gmiseg_edge.serve.protocol import MAX_PIXELS, MAX_POINTS, MAX_SIDE, MAX_SUPPORT_PIXELS, ServeLimits
 from gmiseg_edge.serve.repository import RepositoryOptions, write_repository
 
 
@@ -39,6 +39,8 @@ def serve(
     max_points: Annotated[int, typer.Option(help="prompt points a request may carry")] = MAX_POINTS,
     max_pixels: Annotated[int, typer.Option(help="pixels of an image a request may carry")] = MAX_PIXELS,
     max_side: Annotated[int, typer.Option(help="longest image side a request may carry")] = MAX_SIDE,
+    max_support_pixels: Annotated[int, typer.Option(help="segment_support: query pixels x supports of the set a "
+                                                    "request may take")] = MAX_SUPPORT_PIXELS,
 ) -> None:
     """Serve a model folder through a real Triton Inference Server (PyTriton): models encode, decode, segment (and
     segment_support with --support)."""
@@ -54,7 +56,8 @@ def serve(
                              metrics_port=metrics_port, address=address, backend=backend, precision=precision,
                              threads=threads, cache_dir=cache_dir, cache_max_gb=cache_max_gb, max_batch=max_batch,
                              queue_delay_us=queue_delay_us, instances=instances, support_sets=tuple(support_sets),
-                             limits=ServeLimits(max_points=max_points, max_pixels=max_pixels, max_side=max_side))
+                             limits=ServeLimits(max_points=max_points, max_pixels=max_pixels, max_side=max_side,
+                                                max_support_pixels=max_support_pixels))
         run_server(config, log=say)
 
 

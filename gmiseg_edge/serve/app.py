@@ -25,7 +25,7 @@ import numpy as np
 from gmiseg_edge.core.errors import BackendError, GmisegError
 from gmiseg_edge.runtime import load
 from gmiseg_edge.runtime.backends.trt.device import cuda_device
-from gmiseg_edge.serve.handlers import ServingModels
+from gmiseg_edge.serve.handlers import ServingModels, supports_used
 from gmiseg_edge.serve.protocol import (
     BOX,
     DECODE,
@@ -46,6 +46,7 @@ from gmiseg_edge.serve.protocol import (
     UNCERTAINTY,
     ServeLimits,
 )
+from gmiseg_edge.serve.stub_errors import STUB_FILE, stub_source
 
 LOAD_ATTEMPTS = 3  # a model that fails to load (see HANDSHAKE_TIMEOUT_S) gets Triton started again
 HANDSHAKE_TIMEOUT_S = 30.0  # PyTriton 0.7 gives a loaded model's stub 1 s to answer: a busy 2-core CPU misses it
@@ -56,10 +57,11 @@ SERVE_ENV_HINT = ('python3 -m venv .venv-serve && .venv-serve/bin/pip install -e
 class ServeRequestError(GmisegError):
     """A request the served model refused; the message starts with the model and names the input at fault.
 
-    PyTriton sends a client ``traceback.format_exception(None, error, error.__traceback__)`` of an inference
-    callable's error: this class reads its ``__traceback__`` as None, so a refusal reaches the client as one line
-    (``...ServeRequestError: decode: input 'key': ...``), not as the server's stack. Python itself keeps the real
-    traceback (``sys.exc_info``: the server's log still shows it).
+    PyTriton hands its stub ``traceback.format_exception(None, error, error.__traceback__)`` of an inference
+    callable's error: this class reads its ``__traceback__`` as None, so that text is one line
+    (``...ServeRequestError: decode: input 'key': ...``), not the server's stack; the stub then answers the client
+    with that line alone and status INVALID_ARGUMENT / HTTP 400 (:mod:`gmiseg_edge.serve.stub_errors`). Python
+    itself keeps the real traceback (``sys.exc_info``: the server's log still shows it).
     """
 
     @property  # type: ignore[override]
@@ -169,8 +171,9 @@ def _tensors(triton_types: Any) -> dict[str, Sequence[Any]]:
 
 
 def load_support_sets(predictor: Any, support_sets: Sequence[tuple[str, Path]],
-                      log: Callable[[str], None]) -> dict[str, Any]:
-    """Each named support set (a dataset folder of example images and masks), encoded through the cache."""
+                      log: Callable[[str], None], limits: ServeLimits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """Each named support set (a dataset folder of example images and masks), encoded through the cache; the log
+    says how large a query each takes (``limits.max_support_pixels``)."""
     from gmiseg_edge.jobs.segment import SupportSetPrompt, load_supports
 
     loaded = {}
@@ -178,7 +181,10 @@ def load_support_sets(predictor: Any, support_sets: Sequence[tuple[str, Path]],
         if name in loaded:
             raise ValueError(f"support set {name!r} given twice")
         loaded[name] = load_supports(predictor, SupportSetPrompt(Path(folder)))
-        log(f"support set {name}: {len(loaded[name].supports)} support(s) from {folder}")
+        count = supports_used(loaded[name])
+        largest = min(limits.max_support_pixels // max(count, 1), limits.max_pixels)
+        log(f"support set {name}: {len(loaded[name].supports)} support(s) from {folder}; queries of up to "
+            f"{largest} pixels (serve --max-support-pixels {limits.max_support_pixels} / {count} supports)")
     return loaded
 
 
@@ -201,6 +207,55 @@ def _wait_longer_for_handshakes() -> None:
 
     patient.patient = True  # type: ignore[attr-defined]
     triton_model.get_config_from_handshake_server = patient
+
+
+#: allocations of at least this many bytes are mmapped by glibc in tritonserver and the stubs, and so given back to
+#: the system when freed (an image of a request is one such buffer)
+MMAP_THRESHOLD_BYTES = 1 << 20
+
+
+#: gRPC request objects Triton keeps for reuse (its default: 8); each keeps the capacity of the largest inputs it
+#: held (a 4097² image: 16 MiB), so a burst of large requests stays in tritonserver's memory, up to 8 times over
+GRPC_REUSED_REQUESTS = 0
+
+
+def give_large_buffers_back() -> None:
+    """Have tritonserver and its stubs (children of this process: they inherit its environment) return every
+    buffer of :data:`MMAP_THRESHOLD_BYTES` or more to the system when they free it.
+
+    glibc's malloc otherwise raises its mmap threshold to the size of the largest buffer freed (up to 32 MiB), so
+    after the first large request (a 4097² image is 16 MiB in gRPC's buffers) such buffers come from the heaps of
+    tritonserver's many threads and stay in its RSS (measured: +50 MiB a burst of nine 4097² requests, not levelling
+    off; ``benchmarks/serve_hostile_load.py``). A value the user set (``MALLOC_MMAP_THRESHOLD_``) is kept."""
+    os.environ.setdefault("MALLOC_MMAP_THRESHOLD_", str(MMAP_THRESHOLD_BYTES))
+
+
+def _answer_errors_with_responses() -> bool:
+    """Hand Triton PyTriton's stub with :func:`gmiseg_edge.serve.stub_errors.answer_errors` appended, so that a
+    model's error is an error response (a refusal: one line, INVALID_ARGUMENT) and Triton's Python backend frees the
+    request's shared memory (it keeps it when the stub raises: triton-inference-server/server#7481).
+
+    PyTriton's ``Model.get_proxy_model_files`` gives the files Triton loads for each model (its default lifecycle:
+    models loaded through the server's API); it is wrapped in its class. False when PyTriton's layout differs (no
+    such method): errors then raise in the stub as before (500, and the leak)."""
+    from pytriton.models.model import Model
+
+    files = getattr(Model, "get_proxy_model_files", None)
+    if files is None:
+        return False
+    if getattr(files, "answers_errors", False):
+        return True
+
+    def with_error_responses(self: Any) -> dict[str, bytes]:
+        out = dict(files(self))
+        for name, source in out.items():
+            if name.endswith(f"/{STUB_FILE}"):
+                out[name] = stub_source(source)
+        return out
+
+    with_error_responses.answers_errors = True  # type: ignore[attr-defined]
+    Model.get_proxy_model_files = with_error_responses  # type: ignore[method-assign]
+    return True
 
 
 #: what Triton (the GPU build PyTriton ships) logs once at start where there is no CUDA GPU, whatever it is told
@@ -226,6 +281,7 @@ def run_server(config: ServeConfig, log: Callable[[str], None] = print) -> None:
     """Load the model folder, start Triton with ``encode``, ``decode`` and ``segment``, and serve until SIGTERM or
     SIGINT (then stop gracefully)."""
     libdir = use_own_libpython()
+    give_large_buffers_back()
     try:  # pytriton: pins numpy<2, installed only in the serving environment
         from pytriton import model_config as triton_types
         from pytriton.triton import Triton, TritonConfig
@@ -233,13 +289,16 @@ def run_server(config: ServeConfig, log: Callable[[str], None] = print) -> None:
         raise BackendError(f"PyTriton is not installed in this environment ({exc}); create the serving "
                            f"environment: {SERVE_ENV_HINT}") from None
     _wait_longer_for_handshakes()
+    if not _answer_errors_with_responses():
+        log("warning: this PyTriton has no Model.get_proxy_model_files: a refused request is answered 500 (not 400) "
+            "and Triton's Python backend keeps its inputs' shared memory")
     predictor = load(config.model_dir, backend=config.backend, precision=config.precision, threads=config.threads,
                      cache=config.cache_dir, cache_max_gb=config.cache_max_gb)
     models = ServingModels(predictor, limits=config.limits,
-                           support_sets=load_support_sets(predictor, config.support_sets, log))
+                           support_sets=load_support_sets(predictor, config.support_sets, log, config.limits))
     limits = config.limits
     log(f"limits a request: {limits.max_points} points, one box, {limits.max_pixels} image pixels, "
-        f"{limits.max_side} a side")
+        f"{limits.max_side} a side, {limits.max_support_pixels} support-pixels (supports x query pixels)")
     decoders = models.task_decoders()
     if decoders:
         log(f"task decoders (input 'decoder' of decode and segment): {', '.join(decoders)}")
@@ -249,6 +308,7 @@ def run_server(config: ServeConfig, log: Callable[[str], None] = print) -> None:
         http_port=config.http_port, grpc_port=config.grpc_port, metrics_port=config.metrics_port,
         allow_metrics=True, allow_cpu_metrics=True, allow_gpu_metrics=False,
         exit_timeout_secs=config.exit_timeout_s, log_verbose=config.log_verbose,
+        grpc_infer_allocation_pool_size=GRPC_REUSED_REQUESTS,
     )
     batching = config.max_batch > 1
     encode_config = triton_types.ModelConfig(

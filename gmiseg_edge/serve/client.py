@@ -7,8 +7,8 @@
     mask = client.segment(image_uint8, points=[[160, 130]], labels=[1]).mask
 
 A client object holds one gRPC channel: use one per thread. Refusals by the server raise :class:`ServerError`
-with the server's message (it names the input at fault); an unreachable or dying server raises
-:class:`ServerUnavailableError`. Needs ``tritonclient[grpc]`` (the ``serve`` or ``client`` extra).
+with the server's one-line message (it names the input at fault; status INVALID_ARGUMENT); an unreachable or
+dying server raises :class:`ServerUnavailableError`. Needs ``tritonclient[grpc]`` (the ``serve`` or ``client`` extra).
 """
 
 from __future__ import annotations
@@ -206,9 +206,11 @@ def _prediction(result: Any, with_key: bool = False) -> ServedPrediction:
 def _server_error(model: str, exc: Any) -> ServerError:
     status = str(exc.status() or "")
     message = str(exc.message() or exc)
-    refusal = _REFUSAL.search(message)
+    refusal = _REFUSAL.search(message)  # a server whose refusals still come as PyTriton's text
     if refusal is not None:
         return ServerError(refusal.group(1), status)
+    if "INVALID_ARGUMENT" in status:  # the model's one line (or Triton's own check of dtype and shape)
+        return ServerError(message.strip(), status)
     if any(s in status for s in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED")) or "Socket closed" in message:
         return ServerUnavailableError(f"{model}: server unavailable ({status}: {message})", status)
     return ServerError(f"{model}: {message}", status)

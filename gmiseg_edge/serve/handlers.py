@@ -46,6 +46,12 @@ if TYPE_CHECKING:
 SIZE_ENTRIES = 1 << 16  # image sizes held in memory beside the embeddings (8 bytes each)
 
 
+def supports_used(segmenter: SupportSetSegmenter) -> int:
+    """How many supports segment one query (each keeps maps of the query's size until they are combined)."""
+    count = len(segmenter.supports)
+    return count if segmenter.select is None else min(count, segmenter.select)
+
+
 def check_served_image(image: np.ndarray, name: str = f"input '{IMAGE}'",
                        limits: ServeLimits = DEFAULT_LIMITS) -> np.ndarray:
     """An image as received, (H, W, C) uint8 with C 1 or 3, checked against ``limits`` and returned as (H, W) or
@@ -132,7 +138,15 @@ class ServingModels:
                              f"{', '.join(sorted(self.support_sets)) or 'no support sets'}")
         image = np.asarray(inputs[IMAGE])
         pixels = check_served_image(image, limits=self.limits)
-        result = self.support_sets[name].segment(pixels)
+        segmenter = self.support_sets[name]
+        count = supports_used(segmenter)
+        height, width = pixels.shape[:2]
+        limit = self.limits.max_support_pixels
+        if count * height * width > limit:
+            raise InputError(f"input '{IMAGE}': {height}x{width} with support set {name!r} ({count} support(s)) is "
+                             f"{count * height * width} support-pixels; this server takes at most {limit} a request "
+                             f"(serve --max-support-pixels): queries of up to {limit // count} pixels for this set")
+        result = segmenter.segment(pixels)
         return {MASK: result.mask.astype(np.uint8), SCORE: np.asarray([result.score], dtype=np.float32),
                 UNCERTAINTY: result.uncertainty.astype(np.float32)}
 

@@ -17,8 +17,8 @@ pixels) and, for the reader, the image size. The server never takes a size from 
 and takes the size it stored beside the embedding when it encoded the image (a key whose size differs is
 refused), so a server restarted on the same disk cache answers keys it gave out before and nothing else.
 
-Every request is checked against :class:`ServeLimits` (``serve --max-points/--max-pixels/--max-side``) before
-anything is allocated for it.
+Every request is checked against :class:`ServeLimits` (``serve --max-points/--max-pixels/--max-side/
+--max-support-pixels``) before anything is allocated for it.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gmiseg_edge.core.errors import InputError
+from gmiseg_edge.serve.stub_errors import empty_input_message
 
 ENCODE, DECODE, SEGMENT, SEGMENT_SUPPORT = "encode", "decode", "segment", "segment_support"
 MODELS = (ENCODE, DECODE, SEGMENT)
@@ -39,6 +40,10 @@ MASK, SCORE, LOW_RES_LOGITS = "mask", "score", "low_res_logits"
 MAX_SIDE = 16384  # larger images are refused by the server
 MAX_PIXELS = 4096 * 4096  # pixels of one served image (a 4096² RGB image is 48 MiB; its mask 16 MiB)
 MAX_POINTS = 64  # prompt points of one decode/segment request (SAM's clicks: a handful)
+# supports x query pixels of one segment_support request: each support keeps ~60-70 bytes of maps a query pixel
+# until the supports are combined (measured: 4 supports on a 2048² query, +1046 MiB peak RSS, 27 s on 2 cores), so
+# 2^24 is ~1.1 GB a request: one support on a 4096² query, 16 on 1024², 256 on 256²
+MAX_SUPPORT_PIXELS = 1 << 24
 
 _KEY = re.compile(r"^([0-9a-f]{64})-([1-9][0-9]{0,5})x([1-9][0-9]{0,5})$")
 
@@ -50,25 +55,30 @@ class UnknownKeyError(InputError):
 def check_not_empty(name: str, value: np.ndarray) -> None:
     """Refuse an input with no values (``name``: how the message names it, e.g. ``input 'points'``). The server
     checks it, and so does the client before sending: PyTriton 0.7 cannot pass an empty tensor to a model
-    (``memoryview: cannot cast view with zeros in shape or strides``), so the client gives the model's message."""
+    (``memoryview: cannot cast view with zeros in shape or strides``), so the served models' stub refuses it with
+    the same message before PyTriton copies it (:mod:`gmiseg_edge.serve.stub_errors`)."""
     if value.size == 0:
-        hint = "leave it out instead" if any(f"'{p}'" in name for p in PROMPT_INPUTS) else "send a non-empty one"
-        raise InputError(f"{name}: empty, shape {list(value.shape)}; {hint}")
+        optional = any(f"'{p}'" in name for p in (*PROMPT_INPUTS, DECODER))
+        raise InputError(empty_input_message(name, value.shape, optional))
 
 
 @dataclass(frozen=True)
 class ServeLimits:
     """What one request may carry; checked before anything is allocated for it. One box and one object a request
-    (the protocol's shapes); ``mask_input`` is 256x256."""
+    (the protocol's shapes); ``mask_input`` is 256x256. ``max_support_pixels``: a ``segment_support`` query's
+    pixels times the supports of its set (a set of n supports takes queries of up to ``max_support_pixels // n``
+    pixels)."""
 
     max_points: int = MAX_POINTS
     max_pixels: int = MAX_PIXELS
     max_side: int = MAX_SIDE
+    max_support_pixels: int = MAX_SUPPORT_PIXELS
 
     def __post_init__(self) -> None:
-        if self.max_points < 1 or self.max_pixels < 1 or self.max_side < 1:
+        if min(self.max_points, self.max_pixels, self.max_side, self.max_support_pixels) < 1:
             raise ValueError(f"serving limits must be >= 1, got max_points={self.max_points}, "
-                             f"max_pixels={self.max_pixels}, max_side={self.max_side}")
+                             f"max_pixels={self.max_pixels}, max_side={self.max_side}, "
+                             f"max_support_pixels={self.max_support_pixels}")
 
 
 DEFAULT_LIMITS = ServeLimits()

@@ -116,6 +116,30 @@ class ServerProcess:
             time.sleep(0.25)
         raise AssertionError(f"server not ready after {timeout} s:\n{self.log.read_text()[-4000:]}")
 
+    def memory_mib(self) -> dict[str, float]:
+        """MiB of the server's private memory (RssAnon summed over its process tree: the serve process,
+        tritonserver, the stubs) and of its shared memory (PyTriton's and the Python backend's /dev/shm regions,
+        named by the serve process id, counted once)."""
+        children: dict[int, list[int]] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):  # a process that ended meanwhile
+                continue
+            children.setdefault(parent, []).append(int(stat.parent.name))
+        anon_kb, todo = 0, [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            todo.extend(children.get(pid, []))
+            with contextlib.suppress(OSError):
+                status = Path(f"/proc/{pid}/status").read_text()
+                anon_kb += sum(int(line.split()[1]) for line in status.splitlines() if line.startswith("RssAnon:"))
+        shm = 0
+        for path in Path("/dev/shm").glob(f"pytrtion{self.proc.pid}-*"):
+            with contextlib.suppress(OSError):
+                shm += path.stat().st_blocks * 512
+        return {"anon": anon_kb / 1024, "shm": shm / (1 << 20)}
+
     def remove_shared_memory(self) -> list[str]:
         """Delete the /dev/shm segments a SIGKILLed server leaves: PyTriton's, named by the serve process id, and
         Python's ``psm_*`` blocks made since this server started that no live process maps."""

@@ -100,23 +100,53 @@ def test_bls_pipeline_equals_predict(model_dir, served, case):
         assert np.allclose(out["low_res_logits"], expected.low_res_logits[expected.index], atol=1e-5)
 
 
-def test_segment_support_uses_the_named_support_set(served, tmp_path):
+@pytest.fixture(scope="module")
+def liver_sets(served, tmp_path_factory):
+    """The support set 'liver' (one example: the liver slice), loaded as ``serve --support`` loads it."""
     from PIL import Image
 
     from gmiseg_edge.serve.app import load_support_sets
 
     liver = next(c for c in load_sample_cases() if c.name == "totalseg_abdomen/liver")
+    root = tmp_path_factory.mktemp("sets")
     for folder in ("images", "masks"):
-        (tmp_path / "liver" / folder).mkdir(parents=True)
-    Image.fromarray(liver.image).save(tmp_path / "liver" / "images" / "a.png")
-    Image.fromarray(liver.mask.astype(np.uint8)).save(tmp_path / "liver" / "masks" / "a.png")
-    support_sets = load_support_sets(served.predictor, [("liver", tmp_path / "liver")], log=lambda _: None)
+        (root / "liver" / folder).mkdir(parents=True)
+    Image.fromarray(liver.image).save(root / "liver" / "images" / "a.png")
+    Image.fromarray(liver.mask.astype(np.uint8)).save(root / "liver" / "masks" / "a.png")
+    return load_support_sets(served.predictor, [("liver", root / "liver")], log=lambda _: None)
+
+
+def test_segment_support_uses_the_named_support_set(served, liver_sets):
+    liver = next(c for c in load_sample_cases() if c.name == "totalseg_abdomen/liver")
+    support_sets = liver_sets
     models = ServingModels(served.predictor, support_sets=support_sets)
     out = models.segment_support({"image": liver.image[:, :, None], "support": np.asarray([b"liver"], dtype=object)})
     expected = support_sets["liver"].segment(liver.image)
     assert np.array_equal(out["mask"].astype(bool), expected.mask) and out["uncertainty"].shape == liver.image.shape
     with pytest.raises(InputError, match=r"'support': unknown support set 'spleen'; this server has liver"):
         models.segment_support({"image": liver.image[:, :, None], "support": np.asarray([b"spleen"], dtype=object)})
+
+
+def test_a_support_query_beyond_the_support_pixel_limit_is_refused_before_any_work(served, liver_sets, case):
+    """Issue 26: each support keeps maps of the query's size until they are combined (~60-70 bytes a query pixel),
+    so a large query on a support set could exhaust memory; supports x query pixels are bounded."""
+    from gmiseg_edge.serve.protocol import ServeLimits
+
+    image, _ = case
+    height, width = image.shape
+    models = ServingModels(served.predictor, limits=ServeLimits(max_support_pixels=height * width - 1),
+                           support_sets=liver_sets)
+    request = {"image": image[:, :, None], "support": np.asarray([b"liver"], dtype=object)}
+    unseen = {**request, "image": np.ascontiguousarray(image[::-1, :, None])}  # not in the cache: encoding would show
+    before = served.predictor.stats
+    with pytest.raises(InputError, match=rf"'image': {height}x{width} with support set 'liver' \(1 support\(s\)\) is "
+                                         rf"{height * width} support-pixels; this server takes at most "
+                                         rf"{height * width - 1} .*--max-support-pixels"):
+        models.segment_support(unseen)
+    assert served.predictor.stats.encoder_runs == before.encoder_runs
+    exact = ServingModels(served.predictor, limits=ServeLimits(max_support_pixels=height * width),
+                          support_sets=liver_sets)
+    assert exact.segment_support(request)["mask"].shape == image.shape  # the limit itself is taken
 
 
 def test_a_key_is_looked_up_never_parsed_for_a_size(served, case):
@@ -167,7 +197,7 @@ def test_limits_are_configurable(served, case, tmp_path):
     refused = CliRunner().invoke(app, ["serve", "--model-dir", str(tmp_path), "--max-points", "0"])
     assert refused.exit_code == 1 and "limits must be >= 1" in refused.output, refused.output
     help_text = CliRunner().invoke(app, ["serve", "--help"]).output
-    assert all(flag in help_text for flag in ("--max-points", "--max-pixels", "--max-side"))
+    assert all(flag in help_text for flag in ("--max-points", "--max-pixels", "--max-side", "--max-support-pixels"))
 
 
 def test_a_refusal_reaches_the_client_as_one_line(served):
@@ -184,3 +214,17 @@ def test_a_refusal_reaches_the_client_as_one_line(served):
     assert sent == ("gmiseg_edge.serve.app.ServeRequestError: decode: input 'key': 'abc' is not an embedding key "
                     "(expected '<64 hex>-<H>x<W>' as returned by the 'encode' or 'segment' model)\n"), sent
     assert refused.tb is not None and "handlers.py" in "".join(traceback.format_tb(refused.tb))  # the log keeps it
+
+
+def test_stub_errors_find_the_refusal_and_word_empty_inputs():
+    """The text PyTriton's stub raises around a refusal (its traceback, the handler's line inside) gives the line
+    alone; anything else gives None (an internal error, answered as such)."""
+    from gmiseg_edge.serve.stub_errors import empty_input_message, refusal_line
+
+    wrapped = ("Model execute error: Traceback (most recent call last):\n  File \"/tmp/x/1/model.py\", line 484, in "
+               "execute\n    raise triton_responses_or_error\nc_python_backend_utils.TritonModelException: "
+               "gmiseg_edge.serve.app.ServeRequestError: decode: input 'key': 'abc' is not an embedding key\n\n")
+    assert refusal_line(wrapped) == "decode: input 'key': 'abc' is not an embedding key"
+    assert refusal_line("Model execute error: Traceback ...\nTypeError: boom\n") is None
+    assert empty_input_message("input 'box'", (0,), optional=True) == ("input 'box': empty, shape [0]; leave it out "
+                                                                       "instead")

@@ -23,6 +23,8 @@ from tests.serve.conftest import SCRIPTS, ServerProcess, free_ports, run_script
 
 pytestmark = [pytest.mark.slow, pytest.mark.weights]
 CASE_NAMES = ("lung2/lesion", "totalseg_abdomen/liver", "brain1/lesion")
+SUPPORT_PIXELS = 200_000  # serve --max-support-pixels: the liver set (1 support) takes 101x122, not 512x512
+INVALID = "StatusCode.INVALID_ARGUMENT"
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +73,7 @@ def support_folder(tmp_path_factory):
 def server(serve_env, model_dir, tmp_path_factory, support_folder):
     root = tmp_path_factory.mktemp("serve")
     process = ServerProcess(serve_env, model_dir, root / "cache", root / "server.log", free_ports(3),
-                            extra=("--support", f"liver={support_folder}"))
+                            extra=("--support", f"liver={support_folder}", "--max-support-pixels", str(SUPPORT_PIXELS)))
     process.root = root
     process.startup_s = process.wait_ready()
     yield process
@@ -137,11 +139,61 @@ def test_bad_requests_are_refused_naming_the_input_and_the_server_keeps_serving(
         for part in parts:
             assert part in message, (case, part, message)
     assert dice(checks["masks"]["after_errors_0"], reference[0]["ref"]) >= 0.999
-    # a plain Triton client gets the refusal as one line from the model, not the server's stack around it (PyTriton
-    # still wraps it in its own stub's few lines and answers 500: its callables cannot choose a status)
-    raw = checks["raw refusal"]
-    assert "ServeRequestError: decode: input 'key': 'not-a-key' is not an embedding key" in raw, raw
-    assert "handlers.py" not in raw and "gmiseg_edge/serve" not in raw, raw
+
+
+def test_a_plain_client_gets_each_refusal_as_one_line_with_status_invalid_argument(checks):
+    """Issue 26: PyTriton answered every refusal INTERNAL (500) with its stub's traceback around the model's message,
+    and an empty input with its own ``TypeError: memoryview: cannot cast view with zeros``."""
+    expected = {
+        "malformed key": "decode: input 'key': 'not-a-key' is not an embedding key (expected '<64 hex>-<H>x<W>' as "
+                         "returned by the 'encode' or 'segment' model)",
+        "empty image": "segment: input 'image': empty, shape [0, 0, 1]; send a non-empty one",
+        "zero points": "decode: input 'points': empty, shape [0, 2]; leave it out instead",
+        "too many points": "decode: input 'points': 65 points; this server takes at most 64 a request "
+                           "(serve --max-points)",
+        "unknown key": "decode: input 'key': embedding 000000000000... is not in the server's cache (evicted, or "
+                       "encoded by another server): encode the image again",
+        "support query too large": f"segment_support: input 'image': 512x512 with support set 'liver' (1 support(s)) "
+                                   f"is 262144 support-pixels; this server takes at most {SUPPORT_PIXELS} a request "
+                                   f"(serve --max-support-pixels): queries of up to {SUPPORT_PIXELS} pixels for "
+                                   "this set",
+    }
+    for case, message in expected.items():
+        assert checks["raw"][case] == {"status": INVALID, "message": message}, (case, checks["raw"][case])
+
+
+def test_a_refusal_over_http_is_a_400_with_the_models_line(server, checks):
+    import urllib.error
+    import urllib.request
+
+    body = json.dumps({"inputs": [{"name": "key", "shape": [1], "datatype": "BYTES", "data": ["not-a-key"]},
+                                  {"name": "box", "shape": [4], "datatype": "FP32", "data": [1, 1, 5, 5]}]})
+    request = urllib.request.Request(f"http://127.0.0.1:{server.http}/v2/models/decode/infer", data=body.encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=60)
+    assert refused.value.code == 400
+    assert json.loads(refused.value.read()) == {"error": "decode: input 'key': 'not-a-key' is not an embedding key "
+                                                         "(expected '<64 hex>-<H>x<W>' as returned by the 'encode' "
+                                                         "or 'segment' model)"}
+
+
+def test_refused_oversized_images_leave_no_memory_behind(server, serve_env, checks):
+    """Issue 26: each refused 4097² image (16 MiB) stayed in the server: its inputs' shared memory, held by
+    reference cycles in PyTriton's stub, and tritonserver's gRPC buffers kept for reuse. Twelve refusals (192 MiB
+    of images) may size the Python backend's shared memory regions once (each model instance's holds the largest
+    request it got: encode and segment's two instances) and nothing more."""
+    start = server.memory_mib()
+    first = run_script(serve_env, "serve_client.py", "oversized", server.url, "1")
+    before = server.memory_mib()
+    again = run_script(serve_env, "serve_client.py", "oversized", server.url, "5")
+    after = server.memory_mib()
+    image_mib = 4097 * 4097 / (1 << 20)
+    assert after["shm"] - start["shm"] < 3.5 * image_mib, (start, before, after)
+    assert after["anon"] - before["anon"] < image_mib, (start, before, after)
+    for refusal in first["refusals"] + again["refusals"]:
+        assert refusal["status"] == INVALID, refusal
+        assert "4097x4097 is larger than this server takes (16777216 pixels, 16384 a side" in refusal["message"]
 
 
 def test_health_and_prometheus_metrics(server, checks):
@@ -151,13 +203,15 @@ def test_health_and_prometheus_metrics(server, checks):
     assert status == 200
     counts = {}
     for line in text.splitlines():
-        if line.startswith(("nv_inference_request_success{", "nv_inference_request_failure{")):
+        if line.startswith(("nv_inference_request_success{", "gmiseg_edge_request_errors{")):
             name, value = line.rsplit(" ", 1)
             model = name.split('model="', 1)[1].split('"', 1)[0]
             counts[(name.split("{", 1)[0], model)] = counts.get((name.split("{", 1)[0], model), 0) + float(value)
     assert counts[("nv_inference_request_success", "encode")] >= 3
     assert counts[("nv_inference_request_success", "segment")] >= 11
-    assert counts[("nv_inference_request_failure", "decode")] >= 4
+    # refusals are answered as error responses, which Triton counts as successes: the served models count them
+    assert counts[("gmiseg_edge_request_errors", "decode")] >= 4
+    assert 'gmiseg_edge_request_errors{model="decode",status="INVALID_ARG"}' in text
 
 
 def test_bench_server_prints_the_latency_table(server, serve_env, tmp_path):

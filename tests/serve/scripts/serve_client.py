@@ -4,6 +4,7 @@
     serve_client.py load URL CASES.npz SECONDS     4 threads of segment/decode until SECONDS pass (the server
                                                    may be killed meanwhile): counts of right, wrong, failed
     serve_client.py decode URL CASES.npz OUT.npz   decode with the keys in CASES.npz only (after a restart)
+    serve_client.py oversized URL ROUNDS           encode and segment of a 4097x4097 image, ROUNDS times each
 
 CASES.npz holds image_<i>, box_<i>, point_<i> and (for load) ref_<i>: the in-process masks of the boxes.
 """
@@ -35,21 +36,22 @@ def refused(call) -> str:
     return "ACCEPTED"
 
 
-def raw_refusal(client: SegmentClient, key: str) -> str:
-    """The message a plain tritonclient (not SegmentClient) gets for a decode with a malformed key."""
+def raw_refusal(client: SegmentClient, model: str, inputs: dict[str, np.ndarray]) -> dict[str, str]:
+    """Status and message a plain tritonclient (not SegmentClient, which checks some inputs before sending) gets
+    for ``inputs`` sent as given."""
     import tritonclient.grpc as grpcclient
+    from tritonclient.utils import np_to_triton_dtype
 
     tensors = []
-    for name, value, kind in (("key", np.asarray([b"not-a-key"], dtype=object), "BYTES"),
-                              ("box", np.asarray([1, 1, 5, 5], np.float32), "FP32")):
-        tensor = grpcclient.InferInput(name, list(value.shape), kind)
+    for name, value in inputs.items():
+        tensor = grpcclient.InferInput(name, list(value.shape), np_to_triton_dtype(value.dtype))
         tensor.set_data_from_numpy(value)
         tensors.append(tensor)
     try:
-        client._client.infer("decode", tensors)
+        client._client.infer(model, tensors)
     except Exception as exc:  # tritonclient's InferenceServerException
-        return str(exc.message())
-    return "ACCEPTED"
+        return {"status": str(exc.status()), "message": str(exc.message())}
+    return {"status": "ACCEPTED", "message": ""}
 
 
 def checks(url: str, cases_path: str, out: str) -> dict:
@@ -93,11 +95,40 @@ def checks(url: str, cases_path: str, out: str) -> dict:
         }
         report["errors"]["empty image"] = refused(lambda: client.segment(np.zeros((0, 0), np.uint8), box=[1, 1, 5, 5]))
         report["errors"]["zero points"] = refused(lambda: client.decode(key, points=np.zeros((0, 2)), labels=[]))
-        report["raw refusal"] = raw_refusal(client, key)
+        box = np.asarray([1, 1, 5, 5], np.float32)
+        report["raw"] = {
+            "malformed key": raw_refusal(client, "decode", {"key": np.asarray([b"not-a-key"], dtype=object),
+                                                            "box": box}),
+            "empty image": raw_refusal(client, "segment", {"image": np.zeros((0, 0, 1), np.uint8), "box": box}),
+            "zero points": raw_refusal(client, "decode", {"key": np.asarray([key.encode()], dtype=object),
+                                                          "points": np.zeros((0, 2), np.float32),
+                                                          "labels": np.zeros(0, np.float32)}),
+            "too many points": raw_refusal(client, "decode", {"key": np.asarray([key.encode()], dtype=object),
+                                                              "points": np.full((65, 2), 3, np.float32),
+                                                              "labels": np.ones(65, np.float32)}),
+            "unknown key": raw_refusal(client, "decode", {"key": np.asarray([b"0" * 64 + b"-10x10"], dtype=object),
+                                                          "box": box}),
+            "support query too large": raw_refusal(client, "segment_support", {
+                "image": image[:, :, None] if image.ndim == 2 else image,
+                "support": np.asarray([b"liver"], dtype=object)}),
+        }
         masks["after_errors_0"] = client.decode(key, box=items[0]["box"]).mask
         masks["support_liver"] = client.segment_support(items[1]["image"], "liver").mask
     np.savez_compressed(out, **masks)
     return report
+
+
+def oversized(url: str, rounds: int) -> dict:
+    """``rounds`` times: encode and segment (with a box) of a 4097x4097 image, one pixel side over the default
+    limit (16 MiB each), sent as given; each refusal's status and message."""
+    image = np.zeros((4097, 4097, 1), np.uint8)
+    box = np.asarray([1, 1, 5, 5], np.float32)
+    refusals = []
+    with SegmentClient(url) as client:
+        for _ in range(rounds):
+            refusals.append(raw_refusal(client, "encode", {"image": image[None]}))
+            refusals.append(raw_refusal(client, "segment", {"image": image, "box": box}))
+    return {"refusals": refusals}
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -158,9 +189,11 @@ def decode_keys(url: str, cases_path: str, out: str) -> dict:
 
 
 if __name__ == "__main__":
-    mode, url, path, extra = sys.argv[1:5]
+    mode, url, path, extra = [*sys.argv[1:], ""][:4]
     if mode == "checks":
         result = checks(url, path, extra)
+    elif mode == "oversized":
+        result = oversized(url, int(path))
     elif mode == "load":
         result = load(url, path, float(extra))
     else:
