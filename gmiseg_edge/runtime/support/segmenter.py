@@ -45,8 +45,9 @@ than a few cells holds no cell of its own.
    same, and the few a lesion shares with another patient's drown among the rest.
 2. **Anatomy**: the support image is registered to the query (:mod:`.registration`: similarity, affine,
    B-spline, Mattes mutual information; in mm, each image at its own spacing) and its mask warped (linear):
-   ``A`` in [0, 1]. A failed registration
-   (or a query given only as an :class:`EncodedImage`) leaves this support with appearance only.
+   ``A`` in [0, 1] (``locate="deformable"``; ``"affine"`` stops before the B-spline, ``"appearance"`` does not
+   register). A failed registration (or a query given only as an :class:`EncodedImage`) leaves this support with
+   appearance only.
 3. **Appearance**: ``z = (score - threshold) / contrast`` upsampled to the query's size (+0.5 is the
    support's own structure on average, -0.5 its ring) and ``E = sigmoid(4 z)``. ``near = exp(-d^2 / (2
    r^2))`` with ``d`` the distance to ``A >= 0.5`` and ``r`` the warped structure's equivalent radius (at
