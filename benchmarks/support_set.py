@@ -37,6 +37,7 @@ from gmiseg_edge.data import load_sample_cases
 from gmiseg_edge.data.samples import load_sample_pair, load_sample_slice
 from gmiseg_edge.metrics import dice
 from gmiseg_edge.runtime import SupportSetSegmenter, load
+from gmiseg_edge.runtime.support.segmenter import STRATEGIES
 
 PRESENCE_CASES = (("breast1", "lesion"), ("totalseg_abdomen", "kidney_right"), ("totalseg_abdomen", "kidney_left"))
 
@@ -107,9 +108,9 @@ def main() -> None:
     parser.add_argument("--far", type=int, default=5, help="single-scan 'cross' supports: slices at least this far")
     parser.add_argument("--no-mask-prompt", action="store_true", help="no prior as mask_input to the decoder")
     parser.add_argument("--rigid", action="store_true", help="no B-spline stage")
-    parser.add_argument("--choice", default="auto", choices=("auto", "local", "anatomy", "appearance"),
+    parser.add_argument("--choice", default="auto", choices=list(STRATEGIES["choice"]),
                         help="candidate per support: chosen by evidence, or always the anatomy / appearance one")
-    parser.add_argument("--appearance", default="auto", choices=("auto", "probe", "prototype"),
+    parser.add_argument("--appearance", default="auto", choices=list(STRATEGIES["appearance"]),
                         help="appearance direction: the linear probe from 2 supports on and prototypes for one (auto), "
                              "or always the probe, or always per-support prototypes")
     parser.add_argument("--no-presence", action="store_true", help="skip the presence table")

@@ -1,13 +1,14 @@
 """``gmiseg-edge adapt``: a task adapter from a support set, in seconds, and its decoder added to the folder.
 
-The steps (DESIGN §11): the support set is read (every 2D pair, every labelled slice of a volume); the
-torch-free runtime encodes each support image through the embedding cache (a disk cache by default, so a
-second run on the same supports never runs the encoder); the torch side trains LoRA / Loose LoRA on the mask
-decoder from those embeddings (:func:`gmiseg_edge.train.decoder_adapt.adapt_decoder`); the adapter is written
-(safetensors, with the base checkpoint's sha256 and the folder encoder's identity); then, unless asked not
-to, its decoder is exported into the folder as ``decoders/<task>.onnx`` and validated on up to five of the
-supports' embeddings (:func:`gmiseg_edge.export.task_decoder.add_task_decoder`). Every argument is checked
-before anything runs; a failure leaves the model folder as it was.
+The steps (DESIGN §11): the support set is read by the one support-set reader (:mod:`gmiseg_edge.data.support_sets`:
+its rules for which label counts and for empty masks; every 2D pair, every labelled slice of a volume); the
+torch-free runtime encodes each support image through the embedding cache (a disk cache by default, so a second run
+on the same supports never runs the encoder); the torch side trains LoRA / Loose LoRA on the mask decoder from those
+embeddings (:func:`gmiseg_edge.train.decoder_adapt.adapt_decoder`); the adapter is written (safetensors, with the
+base checkpoint's sha256 and the folder encoder's identity); then, unless asked not to, its decoder is exported into
+the folder as ``decoders/<task>.onnx`` and validated on up to five of the supports' embeddings
+(:func:`gmiseg_edge.export.task_decoder.add_task_decoder`). Every argument is checked before anything runs; a
+failure leaves the model folder as it was.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from gmiseg_edge.train.decoder_adapt import (
     adapt_decoder,
 )
 from gmiseg_edge.train.prompts import PromptConfig
-from gmiseg_edge.train.samples import load_samples
+from gmiseg_edge.train.samples import load_support_samples
 
 Log = Callable[[str], None]
 VALIDATION_CASES = 5  # supports the task decoder is validated on against PyTorch (their embeddings are at hand)
@@ -133,8 +134,7 @@ def adapt(options: AdaptOptions, log: Log | None = None, progress: Progress | No
     start = time.perf_counter()
     seconds: dict[str, float] = {}
     manifest, config = check_options(options)
-    samples = load_samples(options.support, window=options.window, axis=options.axis,
-                           label=options.label)
+    samples = load_support_samples(options.support, window=options.window, axis=options.axis, label=options.label)
     predictor = load(options.model_dir, backend="ort", precision="fp32", threads=options.threads,
                      cache=options.cache_dir)
     seconds["load"] = time.perf_counter() - start

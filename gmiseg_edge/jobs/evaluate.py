@@ -41,9 +41,10 @@ import numpy as np
 from gmiseg_edge.core.files import atomic_path
 from gmiseg_edge.core.manifest import Manifest
 from gmiseg_edge.core.prompts import simulate_box, simulate_points
-from gmiseg_edge.data import Volume, extract_slices, find_pairs, select_label, to_uint8
+from gmiseg_edge.data import to_uint8
 from gmiseg_edge.data.challenge import CHALLENGE_SUFFIX, read_challenge_case
 from gmiseg_edge.data.samples import load_sample_cases
+from gmiseg_edge.data.support_sets import read_support_set
 from gmiseg_edge.jobs.challenge import boxes_from_labels, segment_case
 from gmiseg_edge.jobs.evaluate_volumes import evaluate_propagation, folder_volume_cases, sample_volume_cases
 from gmiseg_edge.metrics import (
@@ -188,19 +189,16 @@ def sample_eval_cases() -> list[EvalCase]:
 
 
 def folder_eval_cases(root: str | Path, window: str | tuple[float, float] = "percentile") -> list[EvalCase]:
-    """A dataset folder (``find_pairs``): 2D pairs as they are, volumes by their largest labelled slice."""
+    """A dataset folder, read as a support set (:func:`gmiseg_edge.data.support_sets.read_support_set`: its rules
+    for which label counts and for empty masks, since every case may support the others): 2D pairs as they are,
+    volumes by their largest labelled slice."""
     cases = []
     dataset = Path(root).name
-    for pair in find_pairs(root):
-        image, label_map = pair.read()
-        mask = select_label(label_map.array, pair.label, path=label_map.path)
-        if isinstance(image, Volume):
-            piece = extract_slices(image.array, mask, image.spacing, mode="largest")[0]
-            pixels, mask2d, spacing = piece.image, piece.mask, piece.spacing
-        else:
-            pixels, mask2d, spacing = image.array, mask, tuple(image.spacing)
-        pixels = to_uint8(pixels, window, image.path)
-        cases.append(EvalCase(pair.name, pixels, mask2d.astype(bool), spacing, dataset, dataset, pair.name))
+    for example in read_support_set(root):
+        piece = example.slices(mode="largest")[0]
+        pixels = to_uint8(piece.image, window, example.image.path)
+        cases.append(EvalCase(example.name, pixels, piece.mask.astype(bool), piece.spacing, dataset, dataset,
+                              example.name))
     return cases
 
 

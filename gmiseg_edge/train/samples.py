@@ -21,6 +21,7 @@ from PIL import Image
 from gmiseg_edge.core.transforms import PreprocessConfig, preprocess, resized_shape
 from gmiseg_edge.data import DataError, Image2D, find_pairs, volume_slices
 from gmiseg_edge.data.intensity import Window, to_uint8
+from gmiseg_edge.data.support_sets import read_support_set
 from gmiseg_edge.train.augment import AugmentConfig, augment
 from gmiseg_edge.train.prompts import Prompt, PromptConfig, simulate_prompt, to_input_frame
 
@@ -82,6 +83,22 @@ def load_samples(
             + (f" and {len(empty) - 5} more" if len(empty) > 5 else ""),
             folder,
         )
+    return samples
+
+
+def load_support_samples(
+    folder: str | Path, *, window: Window = "percentile", axis: int = 2, label: int | None = None,
+) -> list[TrainSample]:
+    """A support set's 2D samples, read by :func:`gmiseg_edge.data.support_sets.read_support_set` (its rules for
+    which label counts and for empty masks, the same as ``segment``'s, ``serve``'s and ``evaluate``'s): each 2D
+    example, and every labelled slice along ``axis`` of each example volume. Unlike :func:`load_samples` (a
+    training set, whose empty cases are skipped), an example without the structure is a DataError."""
+    samples: list[TrainSample] = []
+    for example in read_support_set(folder, label):
+        for piece in example.slices(axis):
+            pixels = to_uint8(piece.image, window, example.image.path)
+            name = example.name if not example.is_volume else f"{example.name}[{piece.axis}:{piece.index}]"
+            samples.append(TrainSample(name, pixels, piece.mask, example.image.path))
     return samples
 
 

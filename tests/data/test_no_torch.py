@@ -12,6 +12,7 @@ def test_data_package_needs_no_torch():
             apply_window, load_sample_cases, load_sample_pair, percentile_to_uint8, read_volume,
             sample_data_dir, volume_slices,
         )
+        from gmiseg_edge.data.support_sets import read_support_set  # the one support-set reader
 
         image = read_volume(sample_data_dir() / "pyradiomics" / "lung2_image.nrrd")
         labels = read_volume(sample_data_dir() / "pyradiomics" / "lung2_label.nrrd")

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from gmiseg_edge.cli import app
 from gmiseg_edge.core.manifest import ManifestError
-from gmiseg_edge.jobs.evaluate import EvalConfig, evaluate, sample_eval_cases, support_cases
+from gmiseg_edge.data import DataError
+from gmiseg_edge.jobs.evaluate import EvalConfig, evaluate, folder_eval_cases, sample_eval_cases, support_cases
 
 runner = CliRunner()
 SCANS = ("brain1", "brain2", "breast1", "lung1", "lung2", "totalseg_abdomen")  # 9 cases on 6 images: quick
@@ -21,6 +22,33 @@ SCANS = ("brain1", "brain2", "breast1", "lung1", "lung2", "totalseg_abdomen")  #
 @pytest.fixture(scope="module")
 def model_dir(exported_models) -> Path:
     return exported_models("lite_medsam").folder
+
+
+def test_a_dataset_folder_is_read_by_the_support_set_reader(tmp_path):
+    """Every case may support the others, so a folder is read as a support set (data.support_sets): every non-zero
+    value counts unless dataset.json names one; a case without the structure is refused, naming its mask."""
+    import cv2
+    import numpy as np
+
+    root = tmp_path / "set"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    labels = np.zeros((40, 50), np.uint8)
+    labels[5:15, 5:20], labels[25:35, 30:45] = 1, 4
+    for stem in ("a", "b"):
+        cv2.imwrite(str(root / "images" / f"{stem}.png"), np.full((40, 50), 90, np.uint8))
+        cv2.imwrite(str(root / "masks" / f"{stem}.png"), labels)
+    cases = folder_eval_cases(root)
+    assert [(c.name, c.scan, c.group) for c in cases] == [("a", "a", "set"), ("b", "b", "set")]
+    np.testing.assert_array_equal(cases[0].mask, labels != 0)
+    (root / "dataset.json").write_text(json.dumps([{"image": "images/a.png", "mask": "masks/a.png", "label": 4}]))
+    (only,) = folder_eval_cases(root)
+    np.testing.assert_array_equal(only.mask, labels == 4)
+    (root / "dataset.json").unlink()
+    cv2.imwrite(str(root / "masks" / "b.png"), np.zeros((40, 50), np.uint8))
+    with pytest.raises(DataError, match="mask is empty") as info:
+        folder_eval_cases(root)
+    assert str(root / "masks" / "b.png") in str(info.value)
 
 
 def test_sample_cases_one_per_nucleus():

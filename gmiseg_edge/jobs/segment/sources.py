@@ -8,8 +8,9 @@ import numpy as np
 from gmiseg_edge.core.errors import InputError
 from gmiseg_edge.core.prompts import box_from_mask, boxes_from_labels, instance_labels
 from gmiseg_edge.core.selection import spread
-from gmiseg_edge.data import Volume, find_pairs, labelled_indices, select_label, slice_2d
+from gmiseg_edge.data import Volume, slice_2d
 from gmiseg_edge.data.intensity import Window, to_uint8
+from gmiseg_edge.data.support_sets import read_support_set
 from gmiseg_edge.jobs.segment.prompts import (
     ONE_OBJECT,
     BoxesPrompt,
@@ -27,35 +28,30 @@ AXIS = 2  # volumes are segmented slice by slice along the last axis (k)
 
 def load_supports(predictor: Predictor, prompt: SupportSetPrompt,
                   window: Window = "percentile") -> SupportSetSegmenter:
-    """A segmenter holding every support of ``prompt.folder`` (encoded through the predictor's cache): each 2D
-    example, and up to ``prompt.slices`` labelled slices of each example volume, spread over the label's extent."""
+    """A segmenter holding every support of ``prompt.folder`` (read by :func:`gmiseg_edge.data.support_sets.
+    read_support_set`, encoded through the predictor's cache): each 2D example, and up to ``prompt.slices``
+    labelled slices of each example volume, spread over the label's extent."""
     segmenter = SupportSetSegmenter(predictor)
-    for pair in find_pairs(prompt.folder):
-        image, labels = pair.read()
-        label = prompt.label if prompt.label is not None else pair.label
-        mask = select_label(labels.array, label, path=labels.path)
+    for example in read_support_set(prompt.folder, prompt.label):
+        image = example.image
         if isinstance(image, Volume):
-            for k in spread(labelled_indices(mask, AXIS), prompt.slices):
-                segmenter.add_support(to_uint8(slice_2d(image.array, AXIS, k), window), slice_2d(mask, AXIS, k),
-                                      name=f"{pair.image} slice {k}")
+            for k in spread(example.labelled_indices(AXIS), prompt.slices):
+                segmenter.add_support(to_uint8(slice_2d(image.array, AXIS, k), window),
+                                      slice_2d(example.mask, AXIS, k), name=f"{example.source} slice {k}")
         else:
-            segmenter.add_support(to_uint8(image.array, window), mask, name=str(pair.image))
+            segmenter.add_support(to_uint8(image.array, window), example.mask, name=str(example.source))
     return segmenter
 
 
 def support_volumes(prompt: SupportSetPrompt) -> list[tuple[Volume, np.ndarray]] | None:
     """The examples of ``prompt.folder`` as (volume, structure mask) pairs for the 3D path when every example is a
     volume; None when they are 2D images (2D path). Examples mixing both are refused."""
-    pairs = []
-    for pair in find_pairs(prompt.folder):
-        image, labels = pair.read()
-        label = prompt.label if prompt.label is not None else pair.label
-        pairs.append((image, select_label(labels.array, label, path=labels.path)))
-    kinds = {isinstance(image, Volume) for image, _ in pairs}
+    examples = read_support_set(prompt.folder, prompt.label)
+    kinds = {example.is_volume for example in examples}
     if len(kinds) > 1:
         raise InputError(f"{prompt.folder}: the support set mixes 2D images and volumes; give all examples as 2D "
                          "images or all as volumes")
-    return pairs if kinds == {True} else None
+    return [(example.image, example.mask) for example in examples] if kinds == {True} else None
 
 
 def support_note(found: SupportVolume) -> str:

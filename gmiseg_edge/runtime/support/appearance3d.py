@@ -9,7 +9,7 @@ its place in the query is searched for by what it looks like, over the whole que
    fit at seconds for 4 support volumes of 8 slices instead of minutes); one
    L2-regularised logistic regression over all supports' cells (:func:`gmiseg_edge.runtime.embedding_probe.
    fit_direction`, every support volume weighing the same) gives the direction. ``score`` per cell is
-   :func:`gmiseg_edge.runtime.support.segmenter.score_map` (unit cells, 3 x 3 mean); ``threshold`` and ``contrast``
+   :func:`gmiseg_edge.runtime.support.appearance.score_map` (unit cells, 3 x 3 mean); ``threshold`` and ``contrast``
    the midpoint and difference of the mean score over the structure cells and over their ring (valid
    background cells within 4 cells).
 2. **Search** (:func:`search`): every ``stride``-th query slice that holds body (``stride`` = ``SEARCH_MM`` mm
@@ -38,7 +38,8 @@ from gmiseg_edge.core.selection import spread
 from gmiseg_edge.core.transforms import postprocess_logits
 from gmiseg_edge.runtime.embedding_probe import fit_direction
 from gmiseg_edge.runtime.predictor import EncodedImage, Predictor
-from gmiseg_edge.runtime.support.segmenter import RING_CELLS, grid_weights, score_map
+from gmiseg_edge.runtime.support.appearance import score_map
+from gmiseg_edge.runtime.support.supports import RING_CELLS, grid_weights
 
 PROBE_SLICES = 6
 NEGATIVE_SLICES = 2

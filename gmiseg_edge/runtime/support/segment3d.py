@@ -60,9 +60,10 @@ from gmiseg_edge.data.intensity import Window, rescale_to_uint8
 from gmiseg_edge.runtime.predictor import Predictor
 from gmiseg_edge.runtime.propagate import SliceSource
 from gmiseg_edge.runtime.support import appearance3d
+from gmiseg_edge.runtime.support.decode import MASK_LOGIT
 from gmiseg_edge.runtime.support.geometry import Canonical, canonical
 from gmiseg_edge.runtime.support.register3d import Registration3D, register_volume
-from gmiseg_edge.runtime.support.segmenter import MASK_LOGIT, grid_weights
+from gmiseg_edge.runtime.support.supports import grid_weights
 from gmiseg_edge.runtime.support.volume_prior import VolumePrior, WarpedSupport, fuse
 
 MIN_SLICES = 8  # a volume of fewer slices along its thinnest axis is a slab: 3D registration cannot work on it

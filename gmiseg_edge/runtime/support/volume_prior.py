@@ -5,7 +5,7 @@ For support s, on the query's canonical grid: ``A_s`` its warped label (linear i
 ``F_s`` its field of view (the warped all-ones map >= 0.5: where the support has voxels at all), ``I_s`` its
 warped image. Its *global weight* ``w_s`` is the normalised mutual information of the query and ``I_s`` around
 the warped structure (``A_s >= 0.5`` dilated by ``REACH_MM``; :func:`gmiseg_edge.runtime.registration.
-match_quality`). Its *local agreement* ``L_s`` is the 2D path's (:func:`gmiseg_edge.runtime.support.segmenter.
+match_quality`). Its *local agreement* ``L_s`` is the 2D path's (:func:`gmiseg_edge.runtime.support.locate.
 local_agreement`: a robust Gaussian of the grey-level difference between query and ``I_s``, smoothed over one
 embedding cell), computed axial slice by axial slice: the slice is what SAM sees, and the robust spread of the
 difference then follows the slice's content. A support's vote at a voxel is ``v_s = w_s L_s F_s`` (0 outside its
@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from gmiseg_edge.runtime.registration import match_quality
-from gmiseg_edge.runtime.support.segmenter import local_agreement
+from gmiseg_edge.runtime.support.locate import local_agreement
 
 SOFT_MM = 2.0  # in-plane Gaussian on the fused prior
 REACH_MM = 15.0  # the region around the warped structure where a support's match is measured

@@ -1,0 +1,137 @@
+"""The appearance model (steps 1 and 3 of :mod:`.segmenter`): how the supports score the query's embedding cells,
+and how much a region of the query looks like the supports' structure.
+
+The strategies that fit the appearance direction, by name (:data:`APPEARANCES`): ``"probe"`` one L2-regularised
+logistic regression over the unit embedding vectors of *all* supports' cells, structure against background
+(:func:`gmiseg_edge.runtime.embedding_probe.fit_direction`); ``"prototype"`` per support ``fg - bg``, the weighted
+mean unit vectors of its structure cells and of its ring; ``"auto"`` the probe for two or more supports, the
+prototype for a lone support. ``score = direction . v`` per cell, 3 x 3 mean; a support's ``threshold`` is the
+midpoint of its mean score on its structure cells and on its ring, its ``contrast`` their difference, and
+``z = (score - threshold) / contrast`` (:func:`similarity`), ``E = sigmoid(4 z)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import overload
+
+import cv2
+import numpy as np
+
+from gmiseg_edge.core.transforms import postprocess_logits
+from gmiseg_edge.runtime.embedding_probe import fit_direction
+from gmiseg_edge.runtime.predictor import EncodedImage
+from gmiseg_edge.runtime.support.supports import IntensityModel, Support, unit
+
+MIN_PROBE_SUPPORTS = 2  # appearance="auto": fewer supports than this use the prototype
+MIN_INTENSITY_CONTRAST = 1.0  # nats: grey levels below this tell the structure from its ring too weakly to vote
+
+
+@dataclass(frozen=True)
+class AppearanceModel:
+    """How one support scores embedding cells (step 1): ``z = (direction . v - threshold) / contrast``."""
+
+    direction: np.ndarray  # (256,)
+    threshold: float
+    contrast: float
+
+
+def score_map(embedding: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """``direction . v`` for each unit cell vector v of a (1, 256, g, g) embedding, 3 x 3 mean (for the
+    prototype direction ``fg - bg`` this is cos(v, fg) - cos(v, bg))."""
+    features = unit(embedding[0].astype(np.float32), 0)
+    score = np.einsum("chw,c->hw", features, direction)
+    return cv2.blur(score.astype(np.float32), (3, 3), borderType=cv2.BORDER_REPLICATE)
+
+
+def unit_cells(embedding: np.ndarray) -> np.ndarray:
+    """(g * g, 256) unit vectors of a (1, 256, g, g) embedding, row-major over the grid."""
+    return unit(embedding[0].reshape(embedding.shape[1], -1).T.astype(np.float32), 1)
+
+
+def calibrate(support: Support, direction: np.ndarray) -> AppearanceModel:
+    """A support's threshold and contrast under ``direction`` (step 1): the midpoint and the difference of its
+    mean score on its structure cells and on its ring."""
+    score = score_map(support.encoded.embedding, direction)
+    high = float(score[support.structure].mean())
+    low = float(score[support.ring].mean())
+    return AppearanceModel(direction.astype(np.float32), (high + low) / 2, max(high - low, 1e-3))
+
+
+class UnitCells(Sequence[np.ndarray]):
+    """Each support's unit cell vectors (:func:`unit_cells`), made when asked: the probe reads them support by
+    support, so 200 supports never hold 800 MiB of them at once (issue 26)."""
+
+    def __init__(self, supports: Sequence[Support]) -> None:
+        self._supports = supports
+
+    def __len__(self) -> int:
+        return len(self._supports)
+
+    @overload
+    def __getitem__(self, index: int) -> np.ndarray: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[np.ndarray]: ...
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [unit_cells(s.encoded.embedding) for s in self._supports[index]]
+        return unit_cells(self._supports[index].encoded.embedding)
+
+
+def fit_prototypes(supports: Sequence[Support]) -> list[AppearanceModel]:
+    """``appearance="prototype"``: each support scores by its own ``fg - bg``."""
+    return [calibrate(s, s.foreground - s.background) for s in supports]
+
+
+def fit_probe(supports: Sequence[Support]) -> list[AppearanceModel]:
+    """``appearance="probe"``: one direction fitted to every support's cells, each support calibrated under it."""
+    direction = fit_direction(UnitCells(supports), [s.structure.ravel() for s in supports],
+                              [s.background_cells.ravel() for s in supports])
+    return [calibrate(s, direction) for s in supports]
+
+
+def fit_auto(supports: Sequence[Support]) -> list[AppearanceModel]:
+    """``appearance="auto"``: the probe from ``MIN_PROBE_SUPPORTS`` supports on, the prototype for fewer (a
+    direction fitted to one image's cells follows that image's particulars; measured in BENCHMARKS.md)."""
+    return fit_prototypes(supports) if len(supports) < MIN_PROBE_SUPPORTS else fit_probe(supports)
+
+
+#: the appearance strategies by name: supports -> one model per support
+APPEARANCES: dict[str, Callable[[Sequence[Support]], list[AppearanceModel]]] = {
+    "auto": fit_auto, "probe": fit_probe, "prototype": fit_prototypes}
+
+
+def similarity(query: EncodedImage, model: AppearanceModel, input_size: int) -> np.ndarray:
+    """z = (score - threshold) / contrast at the query's size: +0.5 is the support's own structure on
+    average, -0.5 its surroundings, 0 the threshold."""
+    score = score_map(query.embedding, model.direction)
+    full = postprocess_logits(score[None], query.prepared, input_size)[0]
+    return ((full - model.threshold) / model.contrast).astype(np.float32)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """The logistic function as float32 (inputs clipped to +-60)."""
+    return (1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))).astype(np.float32)
+
+
+def informative(intensity: IntensityModel | None) -> bool:
+    """Whether a support's grey levels tell its structure from its ring (contrast >= MIN_INTENSITY_CONTRAST)."""
+    return intensity is not None and intensity.contrast >= MIN_INTENSITY_CONTRAST
+
+
+def likeness(similarity: np.ndarray | None, intensity: IntensityModel | None, query_gray: np.ndarray | None,
+             probability: np.ndarray, component: np.ndarray) -> dict:
+    """How much ``probability > 0.5`` (``component`` when that is empty) looks like the support's structure:
+    the mean z (embedding), averaged with the grey-level likeness when the support's grey levels are
+    :func:`informative`. Both are +0.5 on the support's own structure on average, -0.5 on its surroundings.
+    Returns the :class:`.locate.Candidate` fields ``likeness`` and ``looks`` (embedding, grey)."""
+    region = probability > 0.5
+    if not region.any():
+        region = component
+    embedding = float(similarity[region].mean()) if similarity is not None else float("nan")
+    grey = float("nan")
+    if intensity is not None and query_gray is not None:
+        grey = intensity.likeness(query_gray, region)
+    value = (embedding + grey) / 2 if informative(intensity) and np.isfinite(grey) else embedding
+    return {"likeness": value, "looks": (embedding, grey)}
