@@ -22,8 +22,29 @@ from gmiseg_edge.runtime.backends.onnxrt.session import CPU, candidate_providers
 from gmiseg_edge.runtime.backends.options import BackendOptions
 
 
-def _run_decoder(session: ort.InferenceSession, inputs: DecoderInputs) -> tuple[np.ndarray, np.ndarray]:
-    low_res, iou = session.run(list(DECODER_OUTPUTS), inputs.feed())
+def _shrinking() -> ort.RunOptions:
+    """Run options that give the CPU arena's free chunks back at the end of each run."""
+    options = ort.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options
+
+
+#: decoder runs on the CPU: the arena serves a run's many large buffers (K objects' upscaled masks) from memory it
+#: already holds, then gives back what it grew by, so memory returns to its baseline after each run (issue 26).
+#: Measured, lite_medsam, 2-core CPU: without an arena a K = 8 run maps fresh pages for every buffer (125 nuclei
+#: decoded in 16.9 s); with the shrinking arena 1000 boxes on 512² took 63 s and peaked at 909 MiB
+#: (``benchmarks/objects_memory.py``); with a plain arena 47 s but 1156 MiB, the arena kept at its largest run
+DECODER_RUN_OPTIONS = _shrinking()
+
+
+def decoder_run_options(session: ort.InferenceSession) -> ort.RunOptions | None:
+    """:data:`DECODER_RUN_OPTIONS` for a session on the CPU (its arena is the one that shrinks), else None."""
+    return DECODER_RUN_OPTIONS if session.get_providers()[0] == CPU else None
+
+
+def _run_decoder(session: ort.InferenceSession, inputs: DecoderInputs,
+                 options: ort.RunOptions | None) -> tuple[np.ndarray, np.ndarray]:
+    low_res, iou = session.run(list(DECODER_OUTPUTS), inputs.feed(), options)
     return np.asarray(low_res, dtype=np.float32), np.asarray(iou, dtype=np.float32)
 
 
@@ -39,6 +60,7 @@ class OnnxRuntimeBackend(Backend):
         self.providers = providers
         self._encoder = encoder
         self._decoder = decoder
+        self._decoder_options = decoder_run_options(decoder)
         objects = next(i.shape[0] for i in decoder.get_inputs() if i.name == POINT_COORDS)
         if isinstance(objects, int):  # a folder exported before the prompt dimension K: its decoder takes K = 1
             self.max_objects = objects
@@ -48,7 +70,7 @@ class OnnxRuntimeBackend(Backend):
         return np.asarray(embedding, dtype=np.float32)
 
     def decode(self, inputs: DecoderInputs) -> tuple[np.ndarray, np.ndarray]:
-        return _run_decoder(self._decoder, inputs)
+        return _run_decoder(self._decoder, inputs, self._decoder_options)
 
     def task_providers(self) -> tuple[str, ...]:
         """Task decoders run on this backend's provider (the CPU if they do not start there)."""
@@ -61,9 +83,10 @@ class OnnxTaskDecoder(TaskDecoder):
     def __init__(self, task: str, session: ort.InferenceSession) -> None:
         super().__init__(task)
         self.session = session
+        self._options = decoder_run_options(session)
 
     def decode(self, inputs: DecoderInputs) -> tuple[np.ndarray, np.ndarray]:
-        return _run_decoder(self.session, inputs)
+        return _run_decoder(self.session, inputs, self._options)
 
 
 def open_task_decoder(task: str, path: Path, providers: Sequence[str] = (),
@@ -71,10 +94,10 @@ def open_task_decoder(task: str, path: Path, providers: Sequence[str] = (),
     """The decoder graph of ``task`` at ``path`` on the first of ``providers`` that starts, else on the CPU
     (which raises, naming the file, if it cannot load the graph)."""
     for provider in [p for p in providers if p != CPU]:
-        session = open_session(path, provider, threads, arena=False)
+        session = open_session(path, provider, threads)
         if session is not None:
             return OnnxTaskDecoder(task, session)
-    session = open_session(path, CPU, threads, arena=False)
+    session = open_session(path, CPU, threads)
     assert session is not None  # the CPU provider raises rather than falls back
     return OnnxTaskDecoder(task, session)
 
@@ -98,7 +121,7 @@ def open_onnxruntime(manifest: Manifest, precision: str, options: BackendOptions
         encoder = open_session(encoder_path, provider, options.threads, spin=False)
         if encoder is None:
             continue
-        decoder = open_session(decoder_path, provider, options.threads, arena=False)
+        decoder = open_session(decoder_path, provider, options.threads)
         if decoder is None:
             continue
         return OnnxRuntimeBackend(encoder, decoder, encoder_id, precision)

@@ -32,16 +32,14 @@ def session_options(
     level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     profile_prefix: str | None = None,
     optimized_path: str | Path | None = None,
-    arena: bool = True,
 ) -> ort.SessionOptions:
     """Options with full graph optimisation. ``threads``: intra-op threads (None or 0: ONNX Runtime's default);
     ``spin=False``: idle worker threads sleep at once instead of busy-waiting for the next run;
     ``profile_prefix``: write ONNX Runtime's profile JSON with this prefix; ``optimized_path``: save the
-    optimised graph there; ``arena=False``: no CPU memory arena, so memory goes back after each run (for graphs run
-    at changing sizes: the decoder's object count grew the arena to 2.5x the memory used, issue 26)."""
+    optimised graph there. The CPU memory arena stays on: decoder runs give back what they grew it by
+    (:data:`gmiseg_edge.runtime.backends.onnxrt.runner.DECODER_RUN_OPTIONS`)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = level
-    options.enable_cpu_mem_arena = arena
     options.log_severity_level = 3  # a provider that fails to initialise is reported by the caller, not logged
     if not spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -70,16 +68,15 @@ def _provider_options(provider: str) -> dict[str, Any]:
     return {}
 
 
-def open_session(path: Path, provider: str, threads: int | None, spin: bool = True,
-                 arena: bool = True) -> ort.InferenceSession | None:
+def open_session(path: Path, provider: str, threads: int | None, spin: bool = True) -> ort.InferenceSession | None:
     """A session on ``provider`` (with the CPU as ONNX Runtime's fallback), or None if ``provider`` did not
     initialise (the session silently fell back, or creation failed). ``spin=False``: idle CPU worker threads
-    sleep at once instead of busy-waiting for the next run; ``arena``: see :func:`session_options`."""
+    sleep at once instead of busy-waiting for the next run."""
     chain: list[Any] = [(provider, _provider_options(provider))]
     if provider != CPU:
         chain.append(CPU)
     try:
-        session = ort.InferenceSession(str(path), session_options(threads, spin, arena=arena), providers=chain)
+        session = ort.InferenceSession(str(path), session_options(threads, spin), providers=chain)
     except Exception as exc:  # ONNX Runtime raises several types for a provider that cannot start
         if provider == CPU:
             raise BackendError(f"{path}: ONNX Runtime cannot load this graph ({exc})") from exc
