@@ -112,7 +112,7 @@ def test_torch_backend_rebuilds_the_merged_adapter_and_matches_the_onnx_graphs(m
     manifest.verify_files()
     adapted_torch, adapted_ort = load(merged.folder, backend="torch"), load(merged.folder, backend="ort")
     base_torch = load(base.folder, backend="torch")
-    for case in load_sample_cases(["lung2", "brain1"]):
+    for case in load_sample_cases(["lung2"]):  # one case: the same maths on every image (CI time)
         box = box_from_mask(case.mask)
         encoded = [p.encode(case.image).embedding for p in (adapted_torch, adapted_ort, base_torch)]
         agree, change = (float(np.abs(encoded[0] - e).max()) for e in encoded[1:])
