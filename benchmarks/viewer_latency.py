@@ -116,7 +116,17 @@ class Session:
         self.viewer.close()
 
 
-def click_latency(session: Session, clicks: int, seed: int) -> dict:
+PATHS = {"partial": True, "full": False}  # the Labels write: changed pixels only (data_setitem), or whole refresh
+
+
+def summary(values) -> dict:
+    return {"p50_ms": round(percentile(values, 50), 1), "p95_ms": round(percentile(values, 95), 1),
+            "max_ms": round(percentile(values, 100), 1)}
+
+
+def click_latency(session: Session, clicks: int, seed: int, paths: list[str]) -> dict:
+    """Each click (same random sequence for every path) written by each of ``paths`` in turn, the order
+    alternating click by click (ABBA...), so a change of machine load hits every path alike."""
     widget = session.widget
     session.open(sample_data_dir() / CT, "abdomen", SEED)
     truth = np.transpose(read_volume(sample_data_dir() / CT_LABELS).array, (2, 1, 0))[SEED] == LIVER
@@ -124,21 +134,32 @@ def click_latency(session: Session, clicks: int, seed: int) -> dict:
     session.app.processEvents()
     rows, cols = np.nonzero(truth)
     rng = np.random.default_rng(seed)
-    to_labels, to_drawn, decode = [], [], []
-    for _ in range(clicks):
+    times: dict[str, dict[str, list[float]]] = {p: {"labels": [], "drawn": [], "widget_decode": [], "write": []}
+                                                for p in paths}
+    for n in range(clicks):
         i = int(rng.integers(len(rows)))
-        t0 = time.perf_counter()
-        widget.clicks_layer.add(np.array([[SEED, rows[i], cols[i]]], np.float64))
-        t1 = time.perf_counter()
-        session.app.processEvents()
-        t2 = time.perf_counter()
-        to_labels.append(t1 - t0)
-        to_drawn.append(t2 - t0)
-        decode.append(widget.last_decode_s)
-        widget.clicks_layer.data = widget.clicks_layer.data[:0]
-        session.app.processEvents()
-    return {name: {"p50_ms": percentile(v, 50), "p95_ms": percentile(v, 95), "max_ms": percentile(v, 100)}
-            for name, v in (("labels", to_labels), ("drawn", to_drawn), ("widget_decode", decode))} | {"clicks": clicks}
+        for path in paths if n % 2 == 0 else paths[::-1]:
+            widget.partial_labels_update = PATHS[path]
+            t0 = time.perf_counter()
+            widget.clicks_layer.add(np.array([[SEED, rows[i], cols[i]]], np.float64))
+            t1 = time.perf_counter()
+            session.app.processEvents()
+            t2 = time.perf_counter()
+            for name, value in (("labels", t1 - t0), ("drawn", t2 - t0), ("widget_decode", widget.last_decode_s),
+                                ("write", widget.last_write_s)):
+                times[path][name].append(value)
+            widget.clicks_layer.data = widget.clicks_layer.data[:0]
+            session.app.processEvents()
+    widget.partial_labels_update = True
+    result: dict = {"clicks": clicks, "order": "interleaved ABBA" if len(paths) > 1 else paths[0]}
+    for path in paths:
+        result[path] = {name: summary(values) for name, values in times[path].items()}
+    if len(paths) == 2:
+        new, old = paths
+        result[f"ratio_{new}_over_{old}"] = {
+            name: {q: round(result[new][name][q] / result[old][name][q], 3) for q in ("p50_ms", "p95_ms")}
+            for name in times[new]}
+    return result
 
 
 def ui_block(session: Session, slices: list[int]) -> dict:
@@ -219,6 +240,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--protocol-only", action="store_true", help="skip the latency and UI-block parts")
+    parser.add_argument("--latency-only", action="store_true", help="skip the interactive protocol")
+    parser.add_argument("--paths", default="partial,full",
+                        help="Labels write paths, interleaved: partial (changed pixels), full (whole refresh)")
     parser.add_argument("--mask-input", choices=("both", "on", "off"), default="both",
                         help="protocol runs with / without the previous mask as mask_input")
     args = parser.parse_args()
@@ -227,18 +251,20 @@ def main() -> None:
         session = Session(args.model_dir, args.threads, None)  # in-memory cache only: the encodes are real
         try:
             if not args.protocol_only:
-                results["click_to_mask"] = click_latency(session, args.clicks, args.seed)
+                results["click_to_mask"] = click_latency(session, args.clicks, args.seed, args.paths.split(","))
                 print("click-to-mask", json.dumps(results["click_to_mask"]), flush=True)
                 results["ui_block"] = ui_block(session, [SEED - 6, SEED - 3, SEED + 3])
                 print("UI block while encoding", json.dumps(results["ui_block"]), flush=True)
-            session.cache_dir = args.cache_dir
-            session.widget.load_model(args.model_dir, backend="ort", threads=args.threads, cache_dir=args.cache_dir)
-            for previous in {"both": (True, False), "on": (True,), "off": (False,)}[args.mask_input]:
-                print(f"interactive protocol, previous mask as mask_input: {previous}", flush=True)
-                rows = protocol(session, args.max_corrections, previous)
-                mean = np.mean([r["dice"] for r in rows], axis=0)
-                print("  mean " + " ".join(f"{s:.3f}" for s in mean), flush=True)
-                results[f"protocol_mask_input_{previous}"] = {"cases": rows, "mean": [round(float(m), 4) for m in mean]}
+            if not args.latency_only:
+                session.cache_dir = args.cache_dir
+                session.widget.load_model(args.model_dir, backend="ort", threads=args.threads, cache_dir=args.cache_dir)
+                for previous in {"both": (True, False), "on": (True,), "off": (False,)}[args.mask_input]:
+                    print(f"interactive protocol, previous mask as mask_input: {previous}", flush=True)
+                    rows = protocol(session, args.max_corrections, previous)
+                    mean = np.mean([r["dice"] for r in rows], axis=0)
+                    print("  mean " + " ".join(f"{s:.3f}" for s in mean), flush=True)
+                    results[f"protocol_mask_input_{previous}"] = {"cases": rows,
+                                                                  "mean": [round(float(m), 4) for m in mean]}
         finally:
             session.close()
         results["load_average_end"] = os.getloadavg()
