@@ -1,11 +1,14 @@
 """The napari plugin, measured through its own widget in a real viewer (Xvfb when there is no display).
 
-1. Click-to-mask: on an encoded slice of the shipped CT (liver box), a click added to the Points layer runs the
-   widget's handler: decoder (with the previous mask as mask_input), paste into the Labels layer, layer refresh;
+1. Click-to-mask (the widget's partial Labels write and the former whole-layer refresh, interleaved click by
+   click): on an encoded slice of the shipped CT (liver box), a click added to the Points layer runs the
+   widget's handler: decoder (with the previous mask as mask_input), the write into the Labels layer ("write");
    timed to the Labels layer written ("labels") and to the canvas drawn after it (``processEvents``, "drawn").
    Each click is removed again (also a decoder run, not counted).
 2. UI thread while encoding: a 5 ms QTimer on the UI thread while the widget encodes a new slice in its worker;
-   the longest gap between two ticks is the longest the UI was blocked.
+   the longest gap between two ticks after the move to the slice is the longest the UI was blocked while encoding;
+   the first gap (the move: napari's slicing and redraw) is reported apart, beside a control move to an encoded
+   slice (no encoding). The widget's progress bar and Qt's animated busy bar (the former one) interleaved.
 3. The CVPR 2025 interactive protocol, slice-level, through the plugin's code path (the reader, the window, the
    Shapes/Points layers, the widget's decode and paste): on each shipped volume's structure, the slice of largest
    area (axis 2): one box (the label's extent), then up to 5 corrective clicks, each at the centre (the point
@@ -13,6 +16,7 @@
    negative when it is a false positive; Dice after each step. With and without the previous mask as mask_input.
 
     PYTHONPATH=. python benchmarks/viewer_latency.py --model-dir runs/lite_medsam [--clicks 60] [--threads 2]
+        [--latency-only] [--paths partial,full] [--bars step,busy]
 """
 
 from __future__ import annotations
@@ -113,6 +117,7 @@ class Session:
             time.sleep(0.002)
 
     def close(self) -> None:
+        self.widget.wait_for_jobs()  # no encode left running into the closing engine
         self.viewer.close()
 
 
@@ -162,29 +167,60 @@ def click_latency(session: Session, clicks: int, seed: int, paths: list[str]) ->
     return result
 
 
-def ui_block(session: Session, slices: list[int]) -> dict:
+def _gaps(session: Session, k: int, until) -> np.ndarray:
+    """Gaps (s) between the ticks of a 5 ms QTimer on the UI thread, from moving to slice ``k`` until ``until()``;
+    the first gap holds the move itself (napari's slicing and the canvas's redraw)."""
     from qtpy.QtCore import QTimer
 
-    widget = session.widget
     ticks: list[float] = []
     timer = QTimer()
     timer.setInterval(5)
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
-    gaps, encode_s = [], []
-    for k in slices:
-        ticks.clear()
-        timer.start()
+    timer.start()
+    t0 = time.perf_counter()
+    session.viewer.dims.set_current_step(0, k)  # the widget starts encoding the slice in its worker (if new)
+    while not until():
+        session.app.processEvents()
+        time.sleep(0.001)
+    timer.stop()
+    return np.diff([t0, *ticks])
+
+
+def ui_block(session: Session, slices: list[int], bars: list[str]) -> dict:
+    """The longest UI-thread gaps while the widget encodes each of ``slices``, the progress-bar variants
+    interleaved slice by slice: "step" (the widget's 0-of-1 bar) and "busy" (Qt's animated busy bar, range 0..0,
+    the former one, set here once the encode started). Each encode is followed by a control: a move back to an
+    encoded slice and 1 s of idle UI, no encoding (the move's own cost)."""
+    widget = session.widget
+    rows: dict[str, dict[str, list[float]]] = {bar: {"move": [], "while_encoding": [], "encode_s": []}
+                                               for bar in bars}
+    control_move, control_idle = [], []
+    for n, k in enumerate(slices):
+        bar = bars[n % len(bars)]
+
+        def encoded(k=k, bar=bar) -> bool:
+            if bar == "busy" and widget.progress_bar.maximum() != 0 and not widget.is_encoded(k):
+                widget.progress_bar.setRange(0, 0)
+            return widget.is_encoded(k)
+
         t0 = time.perf_counter()
-        session.viewer.dims.set_current_step(0, k)  # the widget starts encoding the slice in its worker
-        while not widget.is_encoded(k):
-            session.app.processEvents()
-            time.sleep(0.001)
-        encode_s.append(time.perf_counter() - t0)
-        timer.stop()
-        stamps = [t0, *ticks]
-        gaps.append(max(np.diff(stamps)) if len(stamps) > 1 else float("nan"))
-    return {"slices": slices, "max_gap_ms": 1000 * float(np.max(gaps)), "gaps_ms": [round(1000 * g, 1) for g in gaps],
-            "encode_s": [round(s, 2) for s in encode_s]}
+        gaps = _gaps(session, k, encoded)
+        rows[bar]["encode_s"].append(time.perf_counter() - t0)
+        rows[bar]["move"].append(gaps[0])
+        rows[bar]["while_encoding"].append(gaps[1:].max() if len(gaps) > 1 else float("nan"))
+        widget.progress_bar.setRange(0, 1)
+        end = time.perf_counter() + 1.0
+        gaps = _gaps(session, SEED, lambda end=end: time.perf_counter() > end)
+        control_move.append(gaps[0])
+        control_idle.append(gaps[1:].max())
+    ms = lambda values: [round(1000 * v, 1) for v in values]  # noqa: E731
+    result: dict = {"slices": slices, "order": "interleaved" if len(bars) > 1 else bars[0]}
+    for bar in bars:
+        result[bar] = {"max_gap_while_encoding_ms": ms(rows[bar]["while_encoding"]),
+                       "move_gap_ms": ms(rows[bar]["move"]),
+                       "encode_s": [round(v, 2) for v in rows[bar]["encode_s"]]}
+    result["control_no_encoding"] = {"move_gap_ms": ms(control_move), "max_gap_idle_ms": ms(control_idle)}
+    return result
 
 
 def volume_cases() -> list[dict]:
@@ -243,6 +279,8 @@ def main() -> None:
     parser.add_argument("--latency-only", action="store_true", help="skip the interactive protocol")
     parser.add_argument("--paths", default="partial,full",
                         help="Labels write paths, interleaved: partial (changed pixels), full (whole refresh)")
+    parser.add_argument("--bars", default="step,busy",
+                        help="progress bars while encoding, interleaved: step (the widget's), busy (Qt's animated)")
     parser.add_argument("--mask-input", choices=("both", "on", "off"), default="both",
                         help="protocol runs with / without the previous mask as mask_input")
     args = parser.parse_args()
@@ -253,7 +291,8 @@ def main() -> None:
             if not args.protocol_only:
                 results["click_to_mask"] = click_latency(session, args.clicks, args.seed, args.paths.split(","))
                 print("click-to-mask", json.dumps(results["click_to_mask"]), flush=True)
-                results["ui_block"] = ui_block(session, [SEED - 6, SEED - 3, SEED + 3])
+                results["ui_block"] = ui_block(session, [SEED - 9, SEED - 6, SEED - 3, SEED + 3],
+                                               args.bars.split(","))
                 print("UI block while encoding", json.dumps(results["ui_block"]), flush=True)
             if not args.latency_only:
                 session.cache_dir = args.cache_dir
