@@ -210,3 +210,5 @@ def test_a_click_redraws_only_its_objects_pixels(session, qtbot, ct_labels):
     box = (rows_changed.min(), cols_changed.min(), rows_changed.max() + 1, cols_changed.max() + 1)
     assert partial == [((box[0], box[1]), (box[2] - box[0], box[3] - box[1]))], \
         f"expected one partial update of the changed box {box}, got {partial}"
+    widget.labels_layer.undo()  # the click is one undo step, as napari's own painting
+    assert np.array_equal(widget.labels_layer.data, before)
