@@ -291,7 +291,7 @@ def main() -> None:
             if not args.protocol_only:
                 results["click_to_mask"] = click_latency(session, args.clicks, args.seed, args.paths.split(","))
                 print("click-to-mask", json.dumps(results["click_to_mask"]), flush=True)
-                results["ui_block"] = ui_block(session, [SEED - 9, SEED - 6, SEED - 3, SEED + 3],
+                results["ui_block"] = ui_block(session, [SEED - 12, SEED - 9, SEED - 6, SEED - 3, SEED + 3, SEED + 5],
                                                args.bars.split(","))
                 print("UI block while encoding", json.dumps(results["ui_block"]), flush=True)
             if not args.latency_only:
