@@ -32,6 +32,23 @@ def paste(labels: np.ndarray, mask: np.ndarray, label: int, overwrite: bool = Fa
     return int(np.count_nonzero(mask & ~free))
 
 
+def paste_changes(labels: np.ndarray, mask: np.ndarray, label: int, overwrite: bool = False,
+                  region: tuple | None = None) -> tuple[tuple[np.ndarray, ...], np.ndarray, int]:
+    """What :func:`paste` would write, without writing it: ``(indices, values, kept_out)``, the indices into
+    ``labels`` (one array per axis, fancy indexing) of the pixels whose value changes, their new values, and the
+    number of pixels of ``mask`` left to other objects. ``labels[indices] = values`` equals :func:`paste`; napari's
+    ``Labels.data_setitem(indices, values)`` redraws only those pixels. ``region``: leading integer indices (a
+    slice ``(k,)``) or None."""
+    if region is not None and not all(isinstance(i, int | np.integer) for i in region):
+        raise InputError(f"region must be leading integer indices, got {region!r}")
+    target = labels if region is None else labels[region]
+    updated = np.array(target, copy=True)
+    kept_out = paste(updated, mask, label, overwrite)
+    changed = np.nonzero(updated != target)
+    lead = tuple(np.full(len(changed[0]), int(i), np.intp) for i in (region or ()))
+    return lead + changed, updated[changed], kept_out
+
+
 def next_label(labels: np.ndarray) -> int:
     """The smallest label above every label in use (1 for an empty map)."""
     return int(labels.max(initial=0)) + 1

@@ -12,7 +12,7 @@ from gmiseg_edge.core.errors import DataError, InputError
 from gmiseg_edge.data import read_volume, sample_data_dir
 from gmiseg_edge.data.slicing import slice_2d
 from gmiseg_edge.viewer.image import SourceImage
-from gmiseg_edge.viewer.labels import next_label, paste
+from gmiseg_edge.viewer.labels import next_label, paste, paste_changes
 from gmiseg_edge.viewer.prompts import slice_prompt
 from gmiseg_edge.viewer.reader import SOURCE_KEY, axis_codes, napari_get_reader, read_layers
 from gmiseg_edge.viewer.save import save_labels
@@ -80,6 +80,29 @@ def test_paste_keeps_other_objects_unless_asked():
     assert (labels[0, 2] == 2).all() and next_label(labels) == 3
     with pytest.raises(InputError, match="label"):
         paste(labels, mask, 0, region=(0,))
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_paste_changes_are_the_pixels_paste_changes(overwrite):
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 4, (3, 20, 24)).astype(np.uint16)
+    mask = rng.random((20, 24)) > 0.5
+    expected = labels.copy()
+    kept = paste(expected, mask, 2, overwrite, region=(1,))
+    indices, values, kept_out = paste_changes(labels, mask, 2, overwrite, region=(1,))
+    assert kept_out == kept and len(indices) == 3 and (indices[0] == 1).all()
+    assert np.array_equal(labels[indices] != values, np.ones(len(values), bool)), "an unchanged pixel listed"
+    written = labels.copy()
+    written[indices] = values
+    assert np.array_equal(written, expected)
+    assert paste_changes(expected, mask, 2, overwrite, region=(1,))[1].size == 0  # written already: nothing left
+    plane, plane_expected = labels[0].copy(), labels[0].copy()
+    paste(plane_expected, mask, 3, overwrite)
+    flat, flat_values, _ = paste_changes(plane, mask, 3, overwrite)  # a 2D image: the whole map
+    plane[flat] = flat_values
+    assert len(flat) == 2 and np.array_equal(plane, plane_expected)
+    with pytest.raises(InputError, match="region"):
+        paste_changes(labels, mask, 2, region=(slice(0, 1),))
 
 
 def test_prompts_on_the_slice_and_outside_the_image():

@@ -177,3 +177,38 @@ def test_closing_the_viewer_during_propagation(make_napari_viewer, qtbot, viewer
     viewer.close()  # cancels the propagation; its end closes the engine
     qtbot.waitUntil(lambda: not widget.busy(), timeout=WAIT_MS)
     assert widget.engine is None and widget.viewer is None
+
+
+def test_a_click_redraws_only_its_objects_pixels(session, qtbot, ct_labels):
+    """A click rewrites only the current object's changed pixels, through napari's partial Labels update (the
+    changed pixels' box reaches the canvas, no whole-layer refresh); the other object's pixels stay as they were."""
+    viewer, widget = session
+    viewer.window.show()  # on screen, so the canvas holds the Labels layer's slice as a texture to update
+    liver, spleen = ct_labels[SEED] == LIVER, ct_labels[SEED] == SPLEEN
+    widget.boxes_layer.add(rectangle(SEED, box_from_mask(liver)), shape_type="rectangle")
+    assert widget.new_object() == 2
+    widget.boxes_layer.add(rectangle(SEED, box_from_mask(spleen)), shape_type="rectangle")
+    before = widget.labels_layer.data.copy()
+    assert (before == 1).sum() > 100 and (before == 2).sum() > 20
+    qtbot.wait(200)  # the canvas draws
+    partial, whole = [], []
+    layer_events = widget.labels_layer.events
+    layer_events.labels_update.connect(lambda event: partial.append((tuple(map(int, event.offset)),
+                                                                     event.data.shape[:2])))
+    layer_events.set_data.connect(lambda event: whole.append(event))
+    rows, cols = np.nonzero(spleen & (before[SEED] != 2)) if (spleen & (before[SEED] != 2)).any() \
+        else np.nonzero(spleen)
+    widget.clicks_layer.add(np.array([[SEED, rows[len(rows) // 2], cols[len(cols) // 2]]], np.float64))
+    after = widget.labels_layer.data
+    changed = after != before
+    assert changed.any(), "the click changed nothing"
+    assert np.array_equal(after == 1, before == 1), "the click touched object 1's pixels"
+    assert not changed[np.arange(len(after)) != SEED].any(), "the click wrote another slice"
+    assert np.all((before[changed] == 2) | (after[changed] == 2)), "a pixel changed that was not object 2's"
+    assert not whole, "the click refreshed the whole Labels layer"
+    rows_changed, cols_changed = np.nonzero(changed[SEED])
+    box = (rows_changed.min(), cols_changed.min(), rows_changed.max() + 1, cols_changed.max() + 1)
+    assert partial == [((box[0], box[1]), (box[2] - box[0], box[3] - box[1]))], \
+        f"expected one partial update of the changed box {box}, got {partial}"
+    widget.labels_layer.undo()  # the click is one undo step, as napari's own painting
+    assert np.array_equal(widget.labels_layer.data, before)

@@ -55,7 +55,8 @@ class SegmentWidget(ControlsMixin, MessagesMixin, ModelMixin, ImageLayersMixin, 
         self.clicks_layer = None
         self.uncertainty_layer = None
         self.messages = []
-        self.last_decode_s = None
+        self.last_decode_s = self.last_write_s = None
+        self.partial_labels_update = True
         self.segmenter = None
         self.example_count = 0
         self._encoded = OrderedDict()

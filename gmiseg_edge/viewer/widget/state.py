@@ -28,7 +28,9 @@ class WidgetState:
     clicks_layer: Points | None
     uncertainty_layer: Image | None
     messages: list[tuple[str, str]]  # (level, text), newest last
-    last_decode_s: float | None
+    last_decode_s: float | None  # the last click's decode and write into the Labels layer
+    last_write_s: float | None  # of which the write into the Labels layer
+    partial_labels_update: bool  # a click writes and redraws only its changed pixels (False: whole-layer refresh)
     segmenter: Any  # the support set (runtime SupportSetSegmenter), made on the first example
     example_count: int
     _encoded: OrderedDict[int, Any]  # slice -> embedding handle, for self.image

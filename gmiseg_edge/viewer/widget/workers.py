@@ -25,9 +25,12 @@ class WorkersMixin(WidgetState):
             self._cancel.clear()
             self._job_name = name
             self.cancel_button.setEnabled(True)
-            self.progress_bar.setRange(0, 0)  # busy until the first report
-        elif self._job_name is None:
-            self.progress_bar.setRange(0, 0)
+        if cancellable or self._job_name is None:
+            # 0 of 1 until done or the first report, not Qt's animated busy bar (range 0, 0): each frame of its
+            # animation repainted the window with the canvas and stalled the UI thread 50-150 ms again and again
+            # while a slice encoded (benchmarks/viewer_latency.py, UI block)
+            self.progress_bar.setRange(0, 1)
+            self.progress_bar.setValue(0)
         worker = create_worker(run_job, job, cancel, self.progress_changed.emit, _start_thread=False)
 
         results: list[Outcome] = []
