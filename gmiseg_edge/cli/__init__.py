@@ -181,7 +181,7 @@ def demo(
     model: Annotated[str, typer.Option(help="zoo model")] = "lite_medsam",
     out: Annotated[Path, typer.Option(help="where the model folder, overlays and reports go")] = Path("runs/demo"),
     precision: Annotated[str, typer.Option(help="comma-separated precisions to export and bench")] = "fp32,fp16,int8",
-    runs: Annotated[int, typer.Option(help="timed benchmark rounds")] = 3,
+    runs: Annotated[int, typer.Option(help="timed benchmark rounds (gmiseg-edge bench runs 10)")] = 2,
     no_torch: Annotated[bool, typer.Option("--no-torch", help="skip the PyTorch eager benchmark column")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="for logs: no progress bars and no export details, only "
                                                         "each step's headline and the results")] = False,

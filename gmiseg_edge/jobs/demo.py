@@ -40,7 +40,7 @@ STEPS = ("export", "segment", "evaluate", "benchmark")
 #: int8 calibration set (so int8 is validated on all three); ``gmiseg-edge export`` validates on every sample case
 DEMO_VALIDATION = ("lung1", "brain2", "dsb_nuclei")
 #: timed benchmark rounds in the main job (``gmiseg-edge bench`` runs 10)
-DEMO_RUNS = 3
+DEMO_RUNS = 2
 #: calibration slices for the TensorRT int8 graph in the main job (``gmiseg-edge export`` takes 16; the CPU int8
 #: graph is dynamically quantised and does not use them unless it misses its accuracy gate)
 DEMO_CALIBRATION = 8
