@@ -13,8 +13,9 @@ Patients (``../shared/data``, see its README; skipped with a message when absent
 
 For every structure and query patient: the query is the axial slice of the structure's largest area (and, with
 ``--extra-slices K``, K more spread over its extent); the supports are ``--supports`` slices spread over the
-structure's extent in ONE other patient (the next one holding it, in the listed order): column ``one``; and
-for kinds with more than two patients the same from EVERY other patient: column ``all``. Dice against the
+structure's extent in ONE other patient (the next one holding it, in the listed order): column ``one``; for
+kinds with more than two patients the same from EVERY other patient: column ``all``; and with ``--sizes 1,2,3,4``
+the support-size study: column ``n<N>`` takes the next N patients after the query (BraTS: up to 4). Dice against the
 label, next to a box prompt from the label's extent on the same slice. Each support and query carries its
 pixel spacing from the file's header (``spacing=``), and every scan is oriented the same way (axes along the
 patient's Left, Posterior, Superior, :func:`gmiseg_edge.data.orient.to_lps`; ``--no-orient``: as stored; the
@@ -182,6 +183,20 @@ def run_support(predictor, supports: list[Scan], structure: str, count: int, ima
     return dice(result.mask, mask), switched, time.perf_counter() - start
 
 
+def columns(patients: list[Scan], index: int, args) -> list[tuple[str, list[Scan]]]:
+    """The support patients of each column for the query ``patients[index]``: ``one`` the next patient in the
+    list, ``all`` every other (when there are at least two), and ``n<N>`` for each ``--sizes`` N the next N
+    patients after the query (when that many others hold the structure): the support-size study."""
+    others = [patients[(index + step) % len(patients)] for step in range(1, len(patients))]
+    chosen = []
+    if "one" in args.columns:
+        chosen.append(("one", others[:1]))
+    if "all" in args.columns and len(others) >= 2:
+        chosen.append(("all", others))
+    chosen += [(f"n{size}", others[:size]) for size in args.sizes if size <= len(others)]
+    return chosen
+
+
 def evaluate(predictor, scans: list[Scan], args, options: dict) -> list[dict]:
     records = []
     kinds = sorted({s.kind for s in scans})
@@ -194,7 +209,6 @@ def evaluate(predictor, scans: list[Scan], args, options: dict) -> list[dict]:
                 continue
             for index, query in enumerate(patients):
                 one = [patients[(index + 1) % len(patients)]]
-                everyone = [p for p in patients if p is not query]
                 for k in query_slices(query, structure, args.extra_slices):
                     image, mask, spacing = resample(*query.slice(structure, k), args.query_mm)
                     if not mask.any():
@@ -203,9 +217,7 @@ def evaluate(predictor, scans: list[Scan], args, options: dict) -> list[dict]:
                     record = {"model": predictor.model_name, "kind": kind, "structure": structure,
                               "query": f"{query.name}@{k}", "spacing": list(spacing), "box": box,
                               "area": int(mask.sum())}
-                    for column, supports in (("one", one), ("all", everyone)):
-                        if column not in args.columns or (column == "all" and len(everyone) < 2):
-                            continue
+                    for column, supports in columns(patients, index, args):
                         value, switched, seconds = run_support(predictor, supports, structure, args.supports,
                                                                image, mask, spacing, not args.no_spacing, options,
                                                                args.support_mm)
@@ -215,7 +227,8 @@ def evaluate(predictor, scans: list[Scan], args, options: dict) -> list[dict]:
                         record[f"{column}_seconds"] = seconds
                     records.append(record)
                     print(f"  {record['model']} {kind}/{structure} {record['query']} <- {one[0].name}: box {box:.3f}"
-                          + "".join(f" {c} {record[c]:.3f}" for c in ("one", "all") if c in record), flush=True)
+                          + "".join(f" {c} {record[c]:.3f}" for c in column_names(args) if c in record),
+                          flush=True)
     return records
 
 
@@ -240,11 +253,16 @@ def summarise(records: list[dict], column: str) -> list[dict]:
                                        r["group"]))
 
 
-def print_tables(records: list[dict], header: str) -> None:
+def column_names(args) -> list[str]:
+    """The support columns asked for, in table order."""
+    return [c for c in ("one", "all") if c in args.columns] + [f"n{size}" for size in args.sizes]
+
+
+def print_tables(records: list[dict], header: str, names: list[str]) -> None:
     print(f"\n{header}\n")
     print("| model | supports | structure / group | cases | box Dice | support Dice | ratio | below 0.5 |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for column in ("one", "all"):
+    for column in names:
         for row in summarise(records, column):
             bold = "**" if row["group"].startswith("all") else ""
             print(f"| {row['model']} | {column} | {bold}{row['group']}{bold} | {row['cases']} | {row['box']:.3f} | "
@@ -274,6 +292,8 @@ def main() -> None:
     parser.add_argument("--supports", type=int, default=3, help="support slices per support patient")
     parser.add_argument("--extra-slices", type=int, default=0, help="query slices beyond the largest, per patient")
     parser.add_argument("--columns", default="one,all", help="comma-separated: one (one other patient), all")
+    parser.add_argument("--sizes", default="", help="support-size study: comma-separated N (e.g. 1,2,3,4), a column "
+                        "n<N> with the next N other patients as supports, where that many hold the structure")
     parser.add_argument("--support-mm", type=float, default=None, help="resample support slices to this pixel size")
     parser.add_argument("--query-mm", type=float, default=None, help="resample query slices to this pixel size")
     parser.add_argument("--no-orient", action="store_true", help="slice every scan as stored (no LPS reorientation)")
@@ -284,7 +304,13 @@ def main() -> None:
                         help="how registration's similarity stage starts (runtime.registration.INITIAL)")
     parser.add_argument("--json", type=Path, default=None, help="write every case and the summaries here")
     args = parser.parse_args()
-    args.columns = set(args.columns.split(","))
+    args.columns = set(filter(None, args.columns.split(",")))
+    try:
+        args.sizes = sorted({int(size) for size in args.sizes.split(",") if size.strip()})
+    except ValueError:
+        parser.error(f"--sizes takes comma-separated whole numbers, got {args.sizes!r}")
+    if any(size < 1 for size in args.sizes):
+        parser.error(f"--sizes must be at least 1, got {args.sizes}")
     options = {}
     for item in args.option:
         name, _, value = item.partition("=")
@@ -315,11 +341,13 @@ def main() -> None:
     print_tables(records, f"support sets from other patients vs an exact box, leave one patient out, "
                           f"{args.supports} support slices per support patient, {spacing}, options {options}"
                           f"{options_note}; "
-                          f"'one': one other patient, 'all': every other patient")
+                          f"'one': one other patient, 'all': every other patient, 'n<N>': the next N patients",
+                 column_names(args))
     print(f"\n{time.perf_counter() - start:.0f} s")
     if args.json:
-        args.json.write_text(json.dumps({"records": records, "summary": summarise(records, "one")
-                                         + summarise(records, "all")}, indent=1))
+        args.json.write_text(json.dumps({"records": records, "summary": [row for name in column_names(args)
+                                                                         for row in summarise(records, name)]},
+                                        indent=1))
 
 
 if __name__ == "__main__":
