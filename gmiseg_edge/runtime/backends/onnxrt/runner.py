@@ -29,8 +29,9 @@ def _shrinking() -> ort.RunOptions:
     return options
 
 
-#: decoder runs on the CPU: the arena serves a run's many large buffers (K objects' upscaled masks) from memory it
-#: already holds, then gives back what it grew by, so memory returns to its baseline after each run (issue 26).
+#: decoder runs of several objects on the CPU: the arena serves a run's many large buffers (K objects' upscaled
+#: masks) from memory it already holds, then gives back what it grew by, so memory returns to its baseline after
+#: each run (issue 26).
 #: Measured, lite_medsam, 2-core CPU: without an arena a K = 8 run maps fresh pages for every buffer (125 nuclei
 #: decoded in 16.9 s); with the shrinking arena 1000 boxes on 512² took 63 s and peaked at 909 MiB
 #: (``benchmarks/objects_memory.py``); with a plain arena 47 s but 1156 MiB, the arena kept at its largest run
@@ -44,7 +45,9 @@ def decoder_run_options(session: ort.InferenceSession) -> ort.RunOptions | None:
 
 def _run_decoder(session: ort.InferenceSession, inputs: DecoderInputs,
                  options: ort.RunOptions | None) -> tuple[np.ndarray, np.ndarray]:
-    low_res, iou = session.run(list(DECODER_OUTPUTS), inputs.feed(), options)
+    """One decoder run; ``options`` (the shrinking arena) only for several objects: a one-object run's memory is
+    small and kept for the next click (shrinking after it cost ~15% of a one-object run here)."""
+    low_res, iou = session.run(list(DECODER_OUTPUTS), inputs.feed(), options if inputs.objects > 1 else None)
     return np.asarray(low_res, dtype=np.float32), np.asarray(iou, dtype=np.float32)
 
 
