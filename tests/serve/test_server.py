@@ -190,7 +190,9 @@ def test_refused_oversized_images_leave_no_memory_behind(server, serve_env, chec
     after = server.memory_mib()
     image_mib = 4097 * 4097 / (1 << 20)
     assert after["shm"] - start["shm"] < 3.5 * image_mib, (start, before, after)
-    assert after["anon"] - before["anon"] < image_mib, (start, before, after)
+    # a leak grows by an image per refusal (5 here: 80 MiB); the serve process's own malloc may keep one freed image
+    # buffer in a heap (the clean-clone CI run: +19.2 MiB after the five), which is not growth per request
+    assert after["anon"] - before["anon"] < 2 * image_mib, (start, before, after)
     for refusal in first["refusals"] + again["refusals"]:
         assert refusal["status"] == INVALID, refusal
         assert "4097x4097 is larger than this server takes (16777216 pixels, 16384 a side" in refusal["message"]
