@@ -115,6 +115,15 @@ def warn(message: str) -> None:
     errors.print(Text.assemble(("warning:", "bold yellow"), " ", message), highlight=False, soft_wrap=True)
 
 
+def usable_cache_dir(cache_dir: Path | None) -> Path | None:
+    """``--cache-dir`` when it can be used; else None, with a warning that the run goes on without the disk cache."""
+    problem = folder_problem(cache_dir) if cache_dir is not None else None
+    if problem is not None:
+        warn(f"--cache-dir {problem}; going on without the disk cache")
+        return None
+    return cache_dir
+
+
 def deprecated_alias(value: str | None, old_value: str | None, flag: str, old_flag: str) -> str | None:
     """The value of ``flag``, or of its deprecated alias ``old_flag`` (kept for one release) with a warning; both
     with different values is an error."""
@@ -382,16 +391,14 @@ def eval_command(
 
     results = {}
     with _user_errors():
-        problem = folder_problem(cache_dir) if cache_dir is not None else None
-        if problem is not None:
-            warn(f"--cache-dir {problem}; going on without the disk cache")
+        cache_dir = usable_cache_dir(cache_dir)
         # one cache for every prompt kind: each image is encoded once, however many tables are asked for
-        cache = EmbeddingCache(folder=None if problem else cache_dir)
+        cache = EmbeddingCache(folder=cache_dir)
         for kind in csv_list(prompt):
             config = EvalConfig(model_dir=model_dir, data=data, prompt=kind, backend=backend, precision=precision,
                                 seed=seed, threads=threads, reference=reference, window=parse_window(window),
                                 cases=csv_list(cases) if cases else None, nsd_tolerance_mm=nsd_tolerance, task=task,
-                                cache_dir=None if problem else cache_dir)
+                                cache_dir=cache_dir)
             with console.status(f"evaluating {kind} ...") as status:
                 results[kind] = evaluate(config, progress=lambda name: status.update(Text(f"evaluating {name}")),
                                          cache=cache)

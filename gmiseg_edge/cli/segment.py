@@ -13,12 +13,11 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from gmiseg_edge.cli import _user_errors, app, console, errors, say, warn
+from gmiseg_edge.cli import _user_errors, app, console, errors, say, usable_cache_dir
 from gmiseg_edge.cli.parse import parse_boxes, parse_points
 from gmiseg_edge.cli.progress import file_progress
 from gmiseg_edge.cli.render import failures_table
 from gmiseg_edge.core.errors import InputError
-from gmiseg_edge.core.files import folder_problem
 from gmiseg_edge.data.formats import describe_formats, volume_mask_formats
 from gmiseg_edge.data.intensity import parse_window
 from gmiseg_edge.jobs.segment import (
@@ -152,12 +151,9 @@ def segment(
         options.check(prompts_in_inputs=in_inputs)
         output_names(inputs, options.format)  # colliding outputs are refused before the model loads
         prepare_output_folder(out)
-        problem = folder_problem(cache_dir) if cache_dir is not None else None
-        if problem is not None:
-            warn(f"--cache-dir {problem}; going on without the disk cache")
-        predictor = load(model_dir, backend=backend, precision=precision, threads=threads,
-                         cache=None if problem else cache_dir, cache_max_gb=None if problem else cache_max_gb,
-                         task=task)
+        cache_dir = usable_cache_dir(cache_dir)
+        predictor = load(model_dir, backend=backend, precision=precision, threads=threads, cache=cache_dir,
+                         cache_max_gb=None if cache_dir is None else cache_max_gb, task=task)
         say(f"{predictor.model_name} {precision} on {predictor.backend.detail}" + (f", task {task}" if task else ""))
         with file_progress(console) as progress:
             results = segment_files(predictor, inputs, out, options, progress)

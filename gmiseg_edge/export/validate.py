@@ -126,10 +126,9 @@ def torch_references(model: Sam, preprocess_config: PreprocessConfig, cases: Seq
     out = []
     encoded: dict[bytes, tuple] = {}  # cases on one image (the nuclei's instances) share its one encoder run
     for case in cases:
-        image = np.ascontiguousarray(case.image)
-        key = hashlib.sha256(f"{image.dtype.str}{image.shape}".encode() + image.tobytes()).digest()
+        key = _array_key(case.image)
         if key not in encoded:
-            encoded[key] = reference.prepare(image)
+            encoded[key] = reference.prepare(case.image)
         prepared, embedding = encoded[key]
         prompt = make_prompt(box=box_from_mask(case.mask), image_size=prepared.original_size)
         inputs = prompt.decoder_inputs(embedding, prepared.original_size, size)
@@ -155,7 +154,7 @@ def validate_graphs(
     embeddings: dict[str, np.ndarray] = {}
     by_image: dict[bytes, np.ndarray] = {}  # one encoder run per distinct image
     for ref in references:
-        key = _tensor_key(ref.prepared.tensor)
+        key = _array_key(ref.prepared.tensor)
         if key not in by_image:
             (by_image[key],) = encoder.run(None, {ENCODER_INPUT: ref.prepared.tensor})
         emb = embeddings[ref.name] = by_image[key]
@@ -178,13 +177,15 @@ def shared_image_groups(references: Sequence[TorchReferenceCase]) -> list[list[T
     """References of one image with one decoder point count (what one K-object call can take), groups of 2+."""
     groups: dict[tuple[bytes, int], list[TorchReferenceCase]] = {}
     for ref in references:
-        key = (_tensor_key(ref.prepared.tensor), ref.inputs.point_coords.shape[1])
+        key = (_array_key(ref.prepared.tensor), ref.inputs.point_coords.shape[1])
         groups.setdefault(key, []).append(ref)
     return [group for group in groups.values() if len(group) > 1]
 
 
-def _tensor_key(tensor: np.ndarray) -> bytes:
-    return hashlib.sha256(np.ascontiguousarray(tensor).tobytes()).digest()
+def _array_key(array: np.ndarray) -> bytes:
+    """Equal for arrays of equal dtype, shape and values."""
+    array = np.ascontiguousarray(array)
+    return hashlib.sha256(f"{array.dtype.str}{array.shape}".encode() + array.tobytes()).digest()
 
 
 def _agreement(name: str, ref: TorchReferenceCase, emb: np.ndarray, logits: np.ndarray, iou: np.ndarray,
