@@ -51,3 +51,4 @@ def view(
         if model_dir is not None or server:
             widget.load_model(model_dir, url=server or None, backend=backend, cache_dir=cache_dir)
         napari.run()
+        widget.wait_for_jobs()  # a cancelled job ends at its next slice: not under a process that is exiting

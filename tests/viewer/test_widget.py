@@ -179,6 +179,22 @@ def test_closing_the_viewer_during_propagation(make_napari_viewer, qtbot, viewer
     assert widget.engine is None and widget.viewer is None
 
 
+def test_closing_the_viewer_starts_no_encoding(make_napari_viewer, qtbot, viewer_model_dir, viewer_embedding_cache,
+                                               ct_path):
+    """napari removes the layers before its window closes, and the last removal moves the dims: that must not start
+    an encoding that the close then waits for, or that runs on while the process exits (ONNX Runtime then failed
+    inside the closing session)."""
+    viewer, widget = open_ct(make_napari_viewer, ct_path, SEED)
+    assert widget.load_model(viewer_model_dir, backend="ort", cache_dir=viewer_embedding_cache)
+    qtbot.waitUntil(lambda: not widget.busy(), timeout=WAIT_MS)
+    started = []
+    start_job = widget._start_job
+    widget._start_job = lambda name, *args, **kwargs: (started.append(name), start_job(name, *args, **kwargs))
+    viewer.close()
+    assert started == [] and not widget.busy()
+    assert widget.engine is None, "with no job running, the close closes the engine at once"
+
+
 def test_a_click_redraws_only_its_objects_pixels(session, qtbot, ct_labels):
     """A click rewrites only the current object's changed pixels, through napari's partial Labels update (the
     changed pixels' box reaches the canvas, no whole-layer refresh); the other object's pixels stay as they were."""

@@ -20,6 +20,13 @@ class EncodingMixin(WidgetState):
         if not self._closed:
             self._encode_current()
 
+    def _image_on_screen(self) -> bool:
+        """Whether the widget's image layer is still in the viewer: napari removes the layers first when its
+        window closes, and the last removal moves the dims, which must not start an encoding the close then
+        waits for (or the process exits under)."""
+        layer, viewer = self.image_layer, self.viewer
+        return layer is not None and viewer is not None and any(item is layer for item in viewer.layers)
+
     def _encode_current(self) -> None:
         if self.engine is not None and self.image is not None:
             k = self.current_slice()
@@ -31,7 +38,8 @@ class EncodingMixin(WidgetState):
 
     def request_encode(self, k: int) -> None:
         """Encode slice ``k`` in a worker thread unless done or under way (the latest request wins the queue)."""
-        if k in self._encoded or self._encoding == k or self.engine is None or self.image is None:
+        if k in self._encoded or self._encoding == k or self.engine is None or self.image is None or \
+                not self._image_on_screen():
             return
         if self._encoding is not None:
             self._encode_wanted = k
