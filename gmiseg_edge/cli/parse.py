@@ -121,3 +121,36 @@ def parse_named_folder(item: str, flag: str = "--support") -> tuple[str, Path]:
 def csv_list(text: str) -> tuple[str, ...]:
     """``a, b,c`` -> ("a", "b", "c")."""
     return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+#: the support-set segmenter's steps that have named strategies (``--support-option STEP=NAME``), and ``select``
+SUPPORT_STEPS = ("locate", "fusion", "choice", "appearance", "select")
+
+
+def parse_support_options(texts: Sequence[str] | None) -> tuple[tuple[str, str | int], ...]:
+    """``--support-option STEP=NAME`` (repeatable) -> ((step, name), ...), each name checked against the
+    strategies the runtime registers for that step (``select=N``: keep the N supports most like the query)."""
+    from gmiseg_edge.runtime.support.appearance import APPEARANCES
+    from gmiseg_edge.runtime.support.choice import CHOICES
+    from gmiseg_edge.runtime.support.fusion import FUSIONS
+    from gmiseg_edge.runtime.support.locate import LOCATES
+
+    known = {"locate": LOCATES, "fusion": FUSIONS, "choice": CHOICES, "appearance": APPEARANCES}
+    options: dict[str, str | int] = {}
+    for text in texts or ():
+        step, sep, name = text.partition("=")
+        step, name = step.strip(), name.strip()
+        if not sep or step not in SUPPORT_STEPS:
+            raise InputError(f"--support-option takes STEP=NAME with STEP one of {', '.join(SUPPORT_STEPS)}, "
+                             f"got {text!r}")
+        if step in options:
+            raise InputError(f"--support-option {step}= given twice")
+        if step == "select":
+            if not name.isdigit() or int(name) < 1:
+                raise InputError(f"--support-option select=N takes a positive number of supports, got {name!r}")
+            options[step] = int(name)
+        elif name not in known[step]:
+            raise InputError(f"--support-option {step}= must be one of {', '.join(known[step])}, got {name!r}")
+        else:
+            options[step] = name
+    return tuple(options.items())

@@ -14,7 +14,7 @@ import typer
 from rich.text import Text
 
 from gmiseg_edge.cli import _user_errors, app, console, errors, say, usable_cache_dir
-from gmiseg_edge.cli.parse import parse_boxes, parse_points
+from gmiseg_edge.cli.parse import parse_boxes, parse_points, parse_support_options
 from gmiseg_edge.cli.progress import file_progress
 from gmiseg_edge.cli.render import failures_table
 from gmiseg_edge.core.errors import InputError
@@ -44,7 +44,8 @@ from gmiseg_edge.runtime import load
 def prompt_from_flags(box: Box | None = None, boxes: Sequence[Box] = (), points: Sequence[Point] = (),
                       support: Path | None = None, label: int | None = None, instances: bool = False,
                       slice_index: int | None = None, propagate: bool = False, uncertainty: bool = False,
-                      prompts_in_inputs: bool = False, prior: bool = False) -> Prompt | None:
+                      prompts_in_inputs: bool = False, prior: bool = False,
+                      strategies: tuple[tuple[str, str | int], ...] = ()) -> Prompt | None:
     """The one prompt source the flags give (None when every input brings its own, ``prompts_in_inputs``); an
     InputError naming the flags for a combination that is not one source. ``box``/``boxes``: as
     :func:`~gmiseg_edge.cli.parse.parse_boxes` splits them (one object, or one object per box)."""
@@ -70,6 +71,8 @@ def prompt_from_flags(box: Box | None = None, boxes: Sequence[Box] = (), points:
         raise InputError("--slice only applies to --box/--point prompts on a volume")
     if uncertainty and support is None:
         raise InputError("--uncertainty is the disagreement of a support set's examples: it needs --support")
+    if strategies and support is None:
+        raise InputError("--support-option chooses how a support set is used: it needs --support")
     if prior and support is None:
         raise InputError("--prior is where a support set's example volumes locate the structure: it needs --support")
     if propagate and support is not None:
@@ -80,7 +83,7 @@ def prompt_from_flags(box: Box | None = None, boxes: Sequence[Box] = (), points:
     if instances:
         return InstancesPrompt(label)
     if support is not None:
-        return SupportSetPrompt(support, label, uncertainty=uncertainty, prior=prior)
+        return SupportSetPrompt(support, label, uncertainty=uncertainty, prior=prior, strategies=strategies)
     if boxes:
         return BoxesPrompt(tuple(boxes), slice_index)
     if points:
@@ -109,6 +112,9 @@ def segment(
         int | None, typer.Option("--slice", help="volumes with --box/--point: the slice along the last axis")
     ] = None,
     support: Annotated[Path | None, typer.Option(help="support set: a dataset folder of example image/masks")] = None,
+    support_option: Annotated[list[str] | None, typer.Option(
+        help="with --support: STEP=NAME chooses a strategy of the 2D path (locate, fusion, choice, appearance; "
+        "select=N keeps the N supports most like the query); repeatable, defaults otherwise")] = None,
     label: Annotated[int | None, typer.Option(help="label K: prompts from its extent in the label map")] = None,
     window: Annotated[str, typer.Option(help="non-uint8: percentile, minmax, a CT preset, or low,high")] = "percentile",
     overlay: Annotated[bool, typer.Option("--overlay", help="also write overlay PNGs")] = False,
@@ -145,7 +151,7 @@ def segment(
         in_inputs = inputs_bring_prompts(inputs)
         check_output_format(output_format)
         prompt = prompt_from_flags(single_box, several_boxes, points, support, label, instances, slice_index,
-                                   propagate, uncertainty, in_inputs, prior)
+                                   propagate, uncertainty, in_inputs, prior, parse_support_options(support_option))
         options = SegmentOptions(prompt=prompt, window=window_value, overlay=overlay, series=series,
                                  format=output_format, structure=structure)
         options.check(prompts_in_inputs=in_inputs)

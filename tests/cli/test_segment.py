@@ -193,3 +193,20 @@ def test_a_prompted_slice_of_a_volume_is_scored_on_that_slice(model_dir, tmp_pat
     assert score > 0.9, result.output
     entry = json.loads((tmp_path / "out" / "segment_report.json").read_text())["files"][0]
     assert entry["dice_on"] == "the prompted slice 7" and abs(entry["dice"] - score) < 1e-4
+
+
+def test_support_options_reach_the_segmenter(model_dir, tmp_path):
+    """``--support-option`` pairs (parsed into the prompt) choose the 2D path segmenter's strategies."""
+    from gmiseg_edge.jobs.segment import SupportSetPrompt, load_supports
+    from gmiseg_edge.runtime import load
+
+    image = (np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[20:40, 16:44] = 1
+    for sub, array in (("images", image), ("masks", mask)):
+        (tmp_path / sub).mkdir()
+        cv2.imwrite(str(tmp_path / sub / "a.png"), array)
+    prompt = SupportSetPrompt(tmp_path, strategies=(("locate", "affine"), ("fusion", "prior"), ("select", 1)))
+    segmenter = load_supports(load(model_dir, backend="ort"), prompt)
+    assert (segmenter.locate_method, segmenter.fusion, segmenter.select) == ("affine", "prior", 1)
+    assert len(segmenter.supports) == 1

@@ -50,3 +50,21 @@ def test_each_flag_combination_gives_one_prompt_source():
 def test_combinations_that_are_not_one_source_are_refused_naming_the_flags(flags, message):
     with pytest.raises(InputError, match=re.escape(message)):
         prompt_from_flags(**flags)
+
+
+def test_support_options_name_registered_strategies():
+    from gmiseg_edge.cli.parse import parse_support_options
+
+    pairs = parse_support_options(["locate=affine", "fusion=prior", "select=2"])
+    assert pairs == (("locate", "affine"), ("fusion", "prior"), ("select", 2))
+    assert prompt_from_flags(support=Path("ex"), strategies=pairs) == SupportSetPrompt(Path("ex"), strategies=pairs)
+    assert parse_support_options(None) == ()
+    for text, message in (("fusion=nope", "fusion= must be one of"), ("speed=fast", "STEP one of"),
+                          ("locate", "STEP=NAME"), ("select=0", "positive number"),
+                          ("select=two", "positive number")):
+        with pytest.raises(InputError, match=re.escape(message)):
+            parse_support_options([text])
+    with pytest.raises(InputError, match="given twice"):
+        parse_support_options(["choice=auto", "choice=anatomy"])
+    with pytest.raises(InputError, match="it needs --support"):
+        prompt_from_flags(box=BOX, strategies=pairs)

@@ -86,13 +86,16 @@ class SupportSetPrompt:
     volume (and it and the input hold at least 8 slices: a thin slab goes slice by slice), a volume input takes
     the 3D path instead (:mod:`gmiseg_edge.runtime.support.segment3d`: each example
     volume registered onto it as a volume). ``label``: the structure in the examples' (and the evaluated inputs')
-    label maps; ``uncertainty``: also write the examples' disagreement; ``prior``: also write the 3D path's prior."""
+    label maps; ``uncertainty``: also write the examples' disagreement; ``prior``: also write the 3D path's prior;
+    ``strategies``: (step, name) pairs for the 2D path's segmenter (its keyword arguments: locate, fusion, choice,
+    appearance, select), the defaults where absent."""
 
     folder: Path
     label: int | None = None
     slices: int = 3
     uncertainty: bool = False
     prior: bool = False
+    strategies: tuple[tuple[str, str | int], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -204,6 +204,9 @@ def _support_volume_3d(item: InputFile, image: Volume, truth: np.ndarray | None,
     """A volume from example volumes (:mod:`gmiseg_edge.runtime.support.segment3d`): each registered onto it in
     3D, the structure located by anatomy or appearance, SAM on the slices it holds; the prior when asked."""
     assert isinstance(options.prompt, SupportSetPrompt) and segmenter.volumes is not None
+    if options.prompt.strategies:
+        raise InputError(f"{item.image}: --support-option chooses the 2D path's strategies (2D examples, or a volume "
+                         "segmented slice by slice); example volumes on a volume take the 3D path, which has none")
     result = segment_volume_from_supports(segmenter.predictor, image, segmenter.volumes, options.window,
                                           progress=lambda step, done, total: report(f"{item.image.name} ({step})",
                                                                                     done, total))

@@ -30,8 +30,8 @@ def load_supports(predictor: Predictor, prompt: SupportSetPrompt,
                   window: Window = "percentile") -> SupportSetSegmenter:
     """A segmenter holding every support of ``prompt.folder`` (read by :func:`gmiseg_edge.data.support_sets.
     read_support_set`, encoded through the predictor's cache): each 2D example, and up to ``prompt.slices``
-    labelled slices of each example volume, spread over the label's extent."""
-    segmenter = SupportSetSegmenter(predictor)
+    labelled slices of each example volume, spread over the label's extent; the prompt's strategies chosen."""
+    segmenter = SupportSetSegmenter(predictor, **dict(prompt.strategies))
     for example in read_support_set(prompt.folder, prompt.label):
         image = example.image
         if isinstance(image, Volume):
