@@ -239,9 +239,9 @@ def _segment(predictor, case: EvalCase, prompt: dict[str, np.ndarray] | None, su
         return predictor.predict(case.image, **prompt).mask
 
     segmenter = SupportSetSegmenter(predictor)
-    for support in supports:
-        segmenter.add_support(support.image, support.mask, name=support.name)
-    return segmenter.segment(case.image).mask
+    for support in supports:  # each at its own pixel size: registration and the size rules work in mm
+        segmenter.add_support(support.image, support.mask, name=support.name, spacing=support.spacing)
+    return segmenter.segment(case.image, spacing=case.spacing).mask
 
 
 def _instance_groups(cases: list[EvalCase]) -> dict[str, list[int]]:

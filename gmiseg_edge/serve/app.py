@@ -180,7 +180,8 @@ def load_support_sets(predictor: Any, support_sets: Sequence[tuple[str, Path]],
     for name, folder in support_sets:
         if name in loaded:
             raise ValueError(f"support set {name!r} given twice")
-        loaded[name] = load_supports(predictor, SupportSetPrompt(Path(folder)))
+        # a request's image has no pixel size: examples and queries are both taken at 1 mm per pixel
+        loaded[name] = load_supports(predictor, SupportSetPrompt(Path(folder)), physical=False)
         count = supports_used(loaded[name])
         largest = min(limits.max_support_pixels // max(count, 1), limits.max_pixels)
         log(f"support set {name}: {len(loaded[name].supports)} support(s) from {folder}; queries of up to "

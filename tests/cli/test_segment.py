@@ -195,18 +195,24 @@ def test_a_prompted_slice_of_a_volume_is_scored_on_that_slice(model_dir, tmp_pat
     assert entry["dice_on"] == "the prompted slice 7" and abs(entry["dice"] - score) < 1e-4
 
 
-def test_support_options_reach_the_segmenter(model_dir, tmp_path):
-    """``--support-option`` pairs (parsed into the prompt) choose the 2D path segmenter's strategies."""
+def test_support_options_and_pixel_sizes_reach_the_segmenter(model_dir, tmp_path):
+    """``--support-option`` pairs (parsed into the prompt) choose the 2D path segmenter's strategies, and each
+    example slice carries its header's in-plane pixel size (rows j, columns i of a slice along k); a served set
+    (``physical=False``: its queries come without one) keeps both at 1 mm per pixel."""
     from gmiseg_edge.jobs.segment import SupportSetPrompt, load_supports
     from gmiseg_edge.runtime import load
 
-    image = (np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)
-    mask = np.zeros((64, 64), np.uint8)
-    mask[20:40, 16:44] = 1
+    image = (np.random.default_rng(0).random((48, 64, 2)) * 255).astype(np.uint8)
+    mask = np.zeros((48, 64, 2), np.uint8)
+    mask[16:40, 20:44, 1] = 1
+    affine = np.diag([0.7, 0.9, 3.0, 1.0])
     for sub, array in (("images", image), ("masks", mask)):
         (tmp_path / sub).mkdir()
-        cv2.imwrite(str(tmp_path / sub / "a.png"), array)
+        nib.save(nib.Nifti1Image(array, affine), str(tmp_path / sub / "a.nii.gz"))
     prompt = SupportSetPrompt(tmp_path, strategies=(("locate", "affine"), ("fusion", "prior"), ("select", 1)))
-    segmenter = load_supports(load(model_dir, backend="ort"), prompt)
+    predictor = load(model_dir, backend="ort")
+    segmenter = load_supports(predictor, prompt)
     assert (segmenter.locate_method, segmenter.fusion, segmenter.select) == ("affine", "prior", 1)
-    assert len(segmenter.supports) == 1
+    assert [s.spacing for s in segmenter.supports] == [pytest.approx((0.9, 0.7))]
+    served = load_supports(predictor, SupportSetPrompt(tmp_path), physical=False)
+    assert [s.spacing for s in served.supports] == [(1.0, 1.0)]

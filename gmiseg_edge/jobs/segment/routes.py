@@ -26,6 +26,7 @@ from gmiseg_edge.data import (
     read_image,
     save_like,
     slice_2d,
+    slice_spacing,
 )
 from gmiseg_edge.data.challenge import CHALLENGE_SUFFIX
 from gmiseg_edge.data.intensity import Window, to_uint8
@@ -121,7 +122,7 @@ def _image_2d(item: InputFile, image: Image2D, output: Path, name: str, options:
         raise InputError(f"{item.image}: --slice and --propagate apply to volumes only")
     pixels = to_uint8(image.array, options.window)
     report(item.image.name, 0, 1)
-    mask = segmenter(pixels, truth)
+    mask = segmenter(pixels, truth, tuple(image.spacing))
     report(item.image.name, 1, 1)
     _save_mask_2d(image, mask, output)
     if isinstance(options.prompt, SupportSetPrompt) and options.prompt.uncertainty:
@@ -169,7 +170,7 @@ def _volume_slices(item: InputFile, image: Volume, truth: np.ndarray | None, out
         report(item.image.name, done, len(indices))
         pixels = to_uint8(slice_2d(image.array, AXIS, k), options.window)
         slice_truth = slice_2d(truth, AXIS, k) if truth is not None else None
-        mask3d[:, :, k] = segmenter(pixels, slice_truth).T
+        mask3d[:, :, k] = segmenter(pixels, slice_truth, slice_spacing(image.spacing, AXIS)).T
     report(item.image.name, len(indices), len(indices))
     if isinstance(prompt, ON_A_SLICE):  # one prompted slice is scored on that slice, not on the whole label map
         scope = Scope(f"the prompted slice {indices[0]}", indices)
@@ -189,7 +190,8 @@ def _support_volume(item: InputFile, image: Volume, truth: np.ndarray | None, ou
         return _support_volume_3d(item, image, truth, output, name, options, segmenter, report, start)
     depth = image.array.shape[AXIS]
     found = segment_volume(segmenter.supports, lambda k: to_uint8(slice_2d(image.array, AXIS, k), options.window),
-                           depth, lambda done, total: report(item.image.name, done, total))
+                           depth, lambda done, total: report(item.image.name, done, total),
+                           spacing=slice_spacing(image.spacing, AXIS))
     # slice k's (rows j, columns i) back to the volume's (i, j, k)
     mask3d = np.ascontiguousarray(found.mask.transpose(2, 1, 0))
     spread3d = np.ascontiguousarray(found.uncertainty.transpose(2, 1, 0)) if options.prompt.uncertainty else None

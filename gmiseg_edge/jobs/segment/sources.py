@@ -8,7 +8,7 @@ import numpy as np
 from gmiseg_edge.core.errors import InputError
 from gmiseg_edge.core.prompts import box_from_mask, boxes_from_labels, instance_labels
 from gmiseg_edge.core.selection import spread
-from gmiseg_edge.data import Volume, slice_2d
+from gmiseg_edge.data import Volume, slice_2d, slice_spacing
 from gmiseg_edge.data.intensity import Window, to_uint8
 from gmiseg_edge.data.support_sets import read_support_set
 from gmiseg_edge.jobs.segment.prompts import (
@@ -27,19 +27,23 @@ AXIS = 2  # volumes are segmented slice by slice along the last axis (k)
 
 
 def load_supports(predictor: Predictor, prompt: SupportSetPrompt,
-                  window: Window = "percentile") -> SupportSetSegmenter:
+                  window: Window = "percentile", physical: bool = True) -> SupportSetSegmenter:
     """A segmenter holding every support of ``prompt.folder`` (read by :func:`gmiseg_edge.data.support_sets.
     read_support_set`, encoded through the predictor's cache): each 2D example, and up to ``prompt.slices``
-    labelled slices of each example volume, spread over the label's extent; the prompt's strategies chosen."""
+    labelled slices of each example volume, spread over the label's extent, each at its pixel size from its header
+    (1 mm where the format has none, such as PNG); the prompt's strategies chosen. ``physical=False``: every
+    example at 1 mm per pixel, for queries that come without a pixel size (served images): both then in pixels."""
     segmenter = SupportSetSegmenter(predictor, **dict(prompt.strategies))
     for example in read_support_set(prompt.folder, prompt.label):
         image = example.image
         if isinstance(image, Volume):
             for k in spread(example.labelled_indices(AXIS), prompt.slices):
                 segmenter.add_support(to_uint8(slice_2d(image.array, AXIS, k), window),
-                                      slice_2d(example.mask, AXIS, k), name=f"{example.source} slice {k}")
+                                      slice_2d(example.mask, AXIS, k), name=f"{example.source} slice {k}",
+                                      spacing=slice_spacing(image.spacing, AXIS) if physical else None)
         else:
-            segmenter.add_support(to_uint8(image.array, window), example.mask, name=str(example.source))
+            segmenter.add_support(to_uint8(image.array, window), example.mask, name=str(example.source),
+                                  spacing=tuple(image.spacing) if physical else None)
     return segmenter
 
 
@@ -82,12 +86,14 @@ class SliceSegmenter:
         self.volumes = volumes
         self.uncertainty: np.ndarray | None = None  # the last support-set query's, as uint8 (0..255 for 0..0.5)
 
-    def __call__(self, pixels: np.ndarray, truth: np.ndarray | None) -> np.ndarray:
-        """The mask of ``pixels`` (uint8); ``truth``: the slice's label map, read by label and instance prompts."""
+    def __call__(self, pixels: np.ndarray, truth: np.ndarray | None,
+                 spacing: tuple[float, float] | None = None) -> np.ndarray:
+        """The mask of ``pixels`` (uint8); ``truth``: the slice's label map, read by label and instance prompts;
+        ``spacing``: its (row, col) pixel size in mm, read by a support set (its examples carry theirs)."""
         prompt = self.prompt
         if isinstance(prompt, SupportSetPrompt):
             assert self.supports is not None
-            prediction = self.supports.segment(pixels)
+            prediction = self.supports.segment(pixels, spacing=spacing)
             self.uncertainty = uncertainty_uint8(prediction)
             return prediction.mask
         if isinstance(prompt, BoxesPrompt):
