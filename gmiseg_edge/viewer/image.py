@@ -29,6 +29,7 @@ class SourceImage:
     window: str | tuple[float, float]
     rgb: bool = False
     name: str = "image"
+    scale: tuple[float, ...] | None = None  # the layer's scale, napari order: the voxel (or pixel) size in mm
     warnings: list[str] = field(default_factory=list)
     _source: SliceSource | None = field(default=None, repr=False)
 
@@ -56,7 +57,9 @@ class SourceImage:
         data = layer.data
         if getattr(layer, "multiscale", False):
             data = data[0]
-        return cls(np.asarray(data), window, rgb=bool(getattr(layer, "rgb", False)), name=str(layer.name))
+        scale = getattr(layer, "scale", None)
+        return cls(np.asarray(data), window, rgb=bool(getattr(layer, "rgb", False)), name=str(layer.name),
+                   scale=None if scale is None else tuple(float(v) for v in scale))
 
     @property
     def is_volume(self) -> bool:
@@ -71,6 +74,21 @@ class SourceImage:
     def plane_shape(self) -> tuple[int, int]:
         """(H, W) of a slice."""
         return tuple(int(v) for v in (self.data.shape[1:3] if self.is_volume else self.data.shape[:2]))  # type: ignore
+
+    @property
+    def plane_spacing(self) -> tuple[float, float] | None:
+        """(row mm, col mm) of a slice, from the layer's scale (the reader sets it from the header); None when
+        the layer has none (the runtime then takes 1 mm per pixel)."""
+        if self.scale is None or len(self.scale) < 2:
+            return None
+        return (float(self.scale[-2]), float(self.scale[-1]))
+
+    @property
+    def voxel_spacing(self) -> tuple[float, float, float] | None:
+        """(D, H, W) voxel size in mm of a volume, from the layer's scale; None for a 2D image or no scale."""
+        if not self.is_volume or self.scale is None or len(self.scale) != 3:
+            return None
+        return (float(self.scale[0]), float(self.scale[1]), float(self.scale[2]))
 
     @property
     def file_order(self) -> np.ndarray:

@@ -66,12 +66,14 @@ def propagate_job(predictor: Any, volume: np.ndarray, window: Any, seed: int, se
     return job
 
 
-def support_volume_job(segmenter: Any, pixels: Callable[[int], np.ndarray], depth: int) -> Callable[[Progress], Any]:
-    """The support set through every slice of a volume (the runtime's ``segment_volume``)."""
+def support_volume_job(segmenter: Any, pixels: Callable[[int], np.ndarray], depth: int,
+                       spacing: tuple[float, float] | None = None) -> Callable[[Progress], Any]:
+    """The support set through every slice of a volume (the runtime's ``segment_volume``); ``spacing``: the
+    slices' (row mm, col mm) pixel size."""
 
     def job(progress: Progress) -> Any:
         from gmiseg_edge.runtime.support_volume import segment_volume
 
-        return segment_volume(segmenter, pixels, depth, progress=progress)
+        return segment_volume(segmenter, pixels, depth, progress=progress, spacing=spacing)
 
     return job

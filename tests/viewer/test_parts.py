@@ -65,6 +65,23 @@ def test_source_image_windows_like_the_runtime_and_refuses_4d():
     assert photo.warnings and "RGB photo" in photo.warnings[0]
 
 
+def test_source_image_pixel_size_is_the_layers_scale():
+    """The reader's layer scale (the header's voxel size) reaches the support set as mm: a slice's (row, col) is
+    the runtime's ``slice_spacing`` of the file's volume; no scale, no size (the runtime's 1 mm default)."""
+    from napari.layers import Image
+
+    from gmiseg_edge.data import slice_spacing
+
+    path = sample_data_dir() / CT
+    volume = read_volume(path)
+    data, kwargs, _ = read_layers(path)[0]
+    image = SourceImage.of_layer(Image(data, scale=kwargs["scale"], name="ct"), "abdomen")
+    assert image.plane_spacing == pytest.approx(slice_spacing(volume.spacing, 2))
+    assert image.voxel_spacing == pytest.approx(tuple(reversed(volume.spacing)))
+    flat = SourceImage(np.zeros((8, 9), np.float32), "abdomen")
+    assert flat.plane_spacing is None and flat.voxel_spacing is None
+
+
 def test_paste_keeps_other_objects_unless_asked():
     labels = np.zeros((2, 6, 6), np.uint16)
     labels[0, :3] = 1

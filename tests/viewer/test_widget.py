@@ -13,7 +13,7 @@ require_display()
 
 from gmiseg_edge.core.prompts import box_from_mask  # noqa: E402
 from gmiseg_edge.data import read_volume  # noqa: E402
-from gmiseg_edge.data.slicing import slice_2d  # noqa: E402
+from gmiseg_edge.data.slicing import slice_2d, slice_spacing  # noqa: E402
 from gmiseg_edge.metrics import dice  # noqa: E402
 from gmiseg_edge.runtime import SupportSetSegmenter, load  # noqa: E402
 
@@ -124,10 +124,11 @@ def test_support_set_matches_the_runtime(session, predictor, qtbot, ct_path, ct_
     viewer.dims.set_current_step(0, query)
     widget.segment_from_examples(volume=False)
     qtbot.waitUntil(lambda: not widget.busy(), timeout=WAIT_MS)
-    volume = read_volume(ct_path).array
+    scan = read_volume(ct_path)
+    volume, pixel = scan.array, slice_spacing(scan.spacing, 2)  # the layer's scale is the header's voxel size
     runtime = SupportSetSegmenter(predictor, window="abdomen")
-    runtime.add_support(slice_2d(volume, 2, SEED), liver, name="liver")
-    expected = runtime.segment(slice_2d(volume, 2, query))
+    runtime.add_support(slice_2d(volume, 2, SEED), liver, name="liver", spacing=pixel)
+    expected = runtime.segment(slice_2d(volume, 2, query), spacing=pixel)
     got = widget.labels_layer.data[query] == 1
     assert dice(got, expected.mask) > 0.99, "the widget's support-set mask differs from the runtime's"
     assert dice(got, ct_labels[query] == LIVER) > 0.6

@@ -39,7 +39,8 @@ class ExamplesMixin(WidgetState):
             k = self.current_slice()
             mask = self.object_mask(k)
             name = f"{self.image.name} slice {k}" if k is not None else self.image.name
-            self._support_set().add_support(self.image.slice(k or 0), mask, name=name)
+            self._support_set().add_support(self.image.slice(k or 0), mask, name=name,
+                                            spacing=self.image.plane_spacing)
             self._added(1)
         self._guarded(add)
 
@@ -55,7 +56,8 @@ class ExamplesMixin(WidgetState):
             pixels = np.zeros(mask.shape, np.uint8)
             for k in labelled:
                 pixels[k] = self.image.slice(int(k))
-            added = self._support_set().add_support(pixels, mask, name=self.image.name, axis=0)
+            added = self._support_set().add_support(pixels, mask, name=self.image.name, axis=0,
+                                                    spacing=self.image.voxel_spacing)
             self._added(len(added))
         self._guarded(add)
 
@@ -74,13 +76,14 @@ class ExamplesMixin(WidgetState):
         if volume:
             if not image.is_volume:
                 raise InputError("this image is 2D: segment the slice")
-            job = support_volume_job(segmenter, image.slice, image.depth)
+            job = support_volume_job(segmenter, image.slice, image.depth, image.plane_spacing)
             self._start_job("support-set volume", job, lambda outcome: self._support_volume_done(image, label,
                                                                                                   outcome))
             return
         k = self.current_slice()
         pixels = image.slice(k or 0)
-        self._start_job("support-set slice", lambda _progress: segmenter.segment(pixels),
+        spacing = image.plane_spacing  # examples and query each at their layer's pixel size (mm)
+        self._start_job("support-set slice", lambda _progress: segmenter.segment(pixels, spacing=spacing),
                         lambda outcome: self._support_slice_done(image, label, k, outcome))
 
     def _uncertainty(self, image: SourceImage) -> Image:
