@@ -1,8 +1,8 @@
-"""The appearance map E with the support's grey levels (runtime.support.appearance.joint_look, issue 24): where a
-support's grey levels are informative, E = sigmoid(4 (z + z_grey) / 2), so a structure the encoder's cells do not
-carry across patients is still found by the grey levels it shares with the support's. Real ONNX Runtime (the
-exported lite_medsam) and SimpleITK on a small phantom: the query's bright structure sits elsewhere than the
-support's, on another texture."""
+"""The appearance map E with the support's grey levels (runtime.support.appearance.joint_look, issue 24; the option
+grey_appearance=True, not the default): where a support's grey levels are informative, E = sigmoid(4 (z + z_grey)
+/ 2), so a structure the encoder's cells do not carry across patients can still be found by its grey levels.
+Real ONNX Runtime (the exported lite_medsam) and SimpleITK on a small phantom: the query's bright structure sits
+elsewhere than the support's, on another texture."""
 
 from __future__ import annotations
 
@@ -70,12 +70,12 @@ def _match(predictor, phantom, grey: bool):
 
 
 def test_the_segmenter_builds_e_from_the_embedding_and_the_grey_levels(predictor, phantom):
-    """E is exactly sigmoid(4 (z + z_grey) / 2) with grey_appearance (the default), sigmoid(4 z) without; the
+    """E is exactly sigmoid(4 (z + z_grey) / 2) with grey_appearance=True, sigmoid(4 z) without (the default); the
     match's similarity stays the embedding's z either way (the choice's likeness reads it)."""
     (query, truth) = phantom[1]
     with_grey, segmenter = _match(predictor, phantom, True)
     without, _ = _match(predictor, phantom, False)
-    assert SupportSetSegmenter(predictor).grey_appearance is True
+    assert SupportSetSegmenter(predictor).grey_appearance is False
     for joint, alone, support in zip(with_grey, without, segmenter.supports, strict=True):
         assert informative(support.intensity)
         np.testing.assert_array_equal(joint.similarity, alone.similarity)

@@ -7,8 +7,9 @@ logistic regression over the unit embedding vectors of *all* supports' cells, st
 mean unit vectors of its structure cells and of its ring; ``"auto"`` the probe for two or more supports, the
 prototype for a lone support. ``score = direction . v`` per cell, 3 x 3 mean; a support's ``threshold`` is the
 midpoint of its mean score on its structure cells and on its ring, its ``contrast`` their difference, and
-``z = (score - threshold) / contrast`` (:func:`similarity`), ``E = sigmoid(4 z)``, or with the support's grey
-levels when they are informative ``E = sigmoid(4 (z + z_grey) / 2)`` (:func:`joint_look`).
+``z = (score - threshold) / contrast`` (:func:`similarity`), ``E = sigmoid(4 z)``, or (``grey_appearance=True``,
+not the default) with the support's grey levels when they are informative ``E = sigmoid(4 (z + z_grey) / 2)``
+(:func:`joint_look`).
 """
 
 from __future__ import annotations

@@ -143,7 +143,7 @@ def appearance_prior(appearance: np.ndarray, similarity: np.ndarray, spacing: tu
 
 def locate(query: EncodedImage, pixels: np.ndarray | None, support: Support, model: AppearanceModel,
            input_size: int, spacing: tuple[float, float], locate_by: Locate, *, appearance_candidate: bool,
-           appearance_first: bool, grey: bool = True) -> SupportMatch:
+           appearance_first: bool, grey: bool = False) -> SupportMatch:
     """Steps 2-5 for one support (weight before the appearance-only correction of
     :func:`.fusion.weigh_unregistered`): its candidates' priors, the first one chosen until the choice
     (:mod:`.choice`) weighs the evidence. ``pixels`` None (a query given as an :class:`EncodedImage`) or a
