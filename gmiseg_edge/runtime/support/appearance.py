@@ -7,7 +7,9 @@ logistic regression over the unit embedding vectors of *all* supports' cells, st
 mean unit vectors of its structure cells and of its ring; ``"auto"`` the probe for two or more supports, the
 prototype for a lone support. ``score = direction . v`` per cell, 3 x 3 mean; a support's ``threshold`` is the
 midpoint of its mean score on its structure cells and on its ring, its ``contrast`` their difference, and
-``z = (score - threshold) / contrast`` (:func:`similarity`), ``E = sigmoid(4 z)``.
+``z = (score - threshold) / contrast`` (:func:`similarity`), ``E = sigmoid(4 z)``, or (``grey_appearance=True``,
+not the default) with the support's grey levels when they are informative ``E = sigmoid(4 (z + z_grey) / 2)``
+(:func:`joint_look`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 from gmiseg_edge.core.transforms import postprocess_logits
 from gmiseg_edge.runtime.embedding_probe import fit_direction
 from gmiseg_edge.runtime.predictor import EncodedImage
-from gmiseg_edge.runtime.support.supports import IntensityModel, Support, unit
+from gmiseg_edge.runtime.support.supports import INTENSITY_BINS, IntensityModel, Support, unit
 
 MIN_PROBE_SUPPORTS = 2  # appearance="auto": fewer supports than this use the prototype
 MIN_INTENSITY_CONTRAST = 1.0  # nats: grey levels below this tell the structure from its ring too weakly to vote
@@ -115,9 +117,31 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))).astype(np.float32)
 
 
+def grey_similarity(intensity: IntensityModel, query_gray: np.ndarray) -> np.ndarray:
+    """The grey-level counterpart of :func:`similarity`: per pixel the support's log-likelihood ratio of the
+    query's grey level, smoothed over one embedding cell (``max(H, W) / 64`` px), as ``(ratio - middle) /
+    contrast`` (+0.5 the support's structure on average, -0.5 its ring)."""
+    bins = np.clip((query_gray * (INTENSITY_BINS / 256)).astype(int), 0, INTENSITY_BINS - 1)
+    cell = max(1.0, max(query_gray.shape[:2]) / 64)
+    ratio = cv2.GaussianBlur(intensity.ratio[bins].astype(np.float32), (0, 0), cell)
+    return ((ratio - intensity.middle) / intensity.contrast).astype(np.float32)
+
+
 def informative(intensity: IntensityModel | None) -> bool:
     """Whether a support's grey levels tell its structure from its ring (contrast >= MIN_INTENSITY_CONTRAST)."""
     return intensity is not None and intensity.contrast >= MIN_INTENSITY_CONTRAST
+
+
+def joint_look(z: np.ndarray, intensity: IntensityModel | None, query_gray: np.ndarray | None) -> np.ndarray:
+    """The map E is made from (step 3): the embedding's ``z`` averaged with the grey-level z
+    (:func:`grey_similarity`) when the support's grey levels are :func:`informative` and the query's pixels are
+    known; ``z`` itself otherwise. Both are +0.5 on the support's structure on average, -0.5 on its ring. An
+    encoder whose cells do not carry another patient's lesion (mobile_sam on FLAIR tumours: AUC 0.83 of the
+    probe's score on the query's tumour cells, lite_medsam 0.997; BENCHMARKS.md, issue 24) still finds it by the
+    grey levels it shares with the support's."""
+    if query_gray is None or intensity is None or not informative(intensity):
+        return z
+    return ((z + grey_similarity(intensity, query_gray)) / 2).astype(np.float32)
 
 
 def likeness(similarity: np.ndarray | None, intensity: IntensityModel | None, query_gray: np.ndarray | None,

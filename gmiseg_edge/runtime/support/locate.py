@@ -17,7 +17,7 @@ import numpy as np
 
 from gmiseg_edge.runtime.predictor import EncodedImage
 from gmiseg_edge.runtime.registration import Registration, match_quality, register
-from gmiseg_edge.runtime.support.appearance import AppearanceModel, sigmoid, similarity
+from gmiseg_edge.runtime.support.appearance import AppearanceModel, joint_look, sigmoid, similarity
 from gmiseg_edge.runtime.support.spacing import DEFAULT_SPACING
 from gmiseg_edge.runtime.support.supports import IntensityModel, Support, gray
 
@@ -143,14 +143,18 @@ def appearance_prior(appearance: np.ndarray, similarity: np.ndarray, spacing: tu
 
 def locate(query: EncodedImage, pixels: np.ndarray | None, support: Support, model: AppearanceModel,
            input_size: int, spacing: tuple[float, float], locate_by: Locate, *, appearance_candidate: bool,
-           appearance_first: bool) -> SupportMatch:
+           appearance_first: bool, grey: bool = False) -> SupportMatch:
     """Steps 2-5 for one support (weight before the appearance-only correction of
     :func:`.fusion.weigh_unregistered`): its candidates' priors, the first one chosen until the choice
     (:mod:`.choice`) weighs the evidence. ``pixels`` None (a query given as an :class:`EncodedImage`) or a
     failed registration leave the appearance candidate only. With a registration, ``appearance_candidate``
-    says whether the appearance candidate is made too, ``appearance_first`` whether it comes first."""
+    says whether the appearance candidate is made too, ``appearance_first`` whether it comes first. ``grey``: E
+    is ``sigmoid(4 (z + z_grey) / 2)`` when the support's grey levels are informative and the query's pixels
+    are given (:func:`.appearance.joint_look`); the match keeps the embedding's ``z`` as its ``similarity``."""
     z = similarity(query, model, input_size)
-    appearance = sigmoid(4 * z)
+    query_gray = None if pixels is None else gray(pixels)
+    look = joint_look(z, support.intensity, query_gray) if grey else z
+    appearance = sigmoid(4 * look)
     registration = anatomy = None
     if pixels is not None:
         registration = locate_by(pixels, support, spacing)
@@ -158,10 +162,9 @@ def locate(query: EncodedImage, pixels: np.ndarray | None, support: Support, mod
             anatomy = np.clip(registration.warp(support.mask.astype(np.float32)), 0, 1)
             if anatomy.max() < 0.5:  # warped out of the query: treat as failed
                 anatomy = None
-    look_alike = appearance_prior(appearance, z, spacing)
+    look_alike = appearance_prior(appearance, look, spacing)
     candidates = []
     agreement = None
-    query_gray = None if pixels is None else gray(pixels)
     if anatomy is None:
         match = 0.0
     else:

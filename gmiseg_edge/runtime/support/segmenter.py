@@ -49,7 +49,11 @@ than a few cells holds no cell of its own.
    register). A failed registration (or a query given only as an :class:`EncodedImage`) leaves this support with
    appearance only.
 3. **Appearance**: ``z = (score - threshold) / contrast`` upsampled to the query's size (+0.5 is the
-   support's own structure on average, -0.5 its ring) and ``E = sigmoid(4 z)``. ``near = exp(-d^2 / (2
+   support's own structure on average, -0.5 its ring) and ``E = sigmoid(4 z)``; when the support's grey levels
+   are informative (step 7) and the query's pixels are given, ``grey_appearance=True`` (not the default) makes
+   it ``E = sigmoid(4 (z + z_grey) / 2)`` with ``z_grey = (ratio - middle) / contrast`` of the query's grey
+   levels, smoothed over one cell (:func:`.appearance.joint_look`; it helped mobile_sam on 1 of 9 lesions and
+   cost lite_medsam 0.458 -> 0.395 on the cross-patient benchmark, so it stays an option). ``near = exp(-d^2 / (2
    r^2))`` with ``d`` the distance to ``A >= 0.5`` and ``r`` the warped structure's equivalent radius (at
    least ``MIN_RADIUS`` = 3 px).
 4. **Candidates** of the support. *Anatomy*: ``P = (A + E * near) / 2``, so a look-alike far from the
@@ -189,14 +193,16 @@ class SupportSetSegmenter:
     ``"local"``, or always the ``"anatomy"`` or the ``"appearance"`` candidate, with its own presence and weight);
     ``fusion`` (step 6, :data:`.fusion.FUSIONS`: ``"fused"``, ``"prior"`` the prior alone, no decoder, or
     ``"sam"`` SAM's probabilities alone). ``mask_prompt`` gives the decoder the prior as ``mask_input``;
-    ``select`` keeps the ``select`` supports most like each query (:mod:`.selection`). ``deformable=False`` is
+    ``select`` keeps the ``select`` supports most like each query (:mod:`.selection`). ``grey_appearance=True``
+    (step 3; not the default, measured in BENCHMARKS.md, issue 24) averages the grey-level z into E where the
+    support's grey levels are informative. ``deformable=False`` is
     ``locate="affine"`` and ``register_supports=False`` ``locate="appearance"`` (the earlier switches).
     """
 
     def __init__(self, predictor: Predictor, window: Window | None = None, *, fusion: str = "fused",
                  mask_prompt: bool = True, deformable: bool = True, register_supports: bool = True,
                  refine: bool = False, choice: str = "auto", appearance: str = "auto",
-                 select: int | None = None, locate: str | None = None) -> None:
+                 select: int | None = None, locate: str | None = None, grey_appearance: bool = False) -> None:
         self._fusion: Fusion = pick(FUSIONS, "fusion", fusion)
         self._choice: Choice = pick(CHOICES, "choice", choice)
         self._fit = pick(APPEARANCES, "appearance", appearance)
@@ -205,6 +211,7 @@ class SupportSetSegmenter:
         if select is not None and select < 1:
             raise ValueError(f"select must be a positive number of supports or None, got {select!r}")
         self.select = select
+        self.grey_appearance = grey_appearance
         self.choice = choice
         self.appearance_method = appearance
         self.predictor = predictor
@@ -319,7 +326,7 @@ class SupportSetSegmenter:
         evidence."""
         return locate(query, pixels, support, self._model(support), self.predictor.input_size, spacing,
                       self._locate, appearance_candidate=self._choice.appearance_candidate,
-                      appearance_first=self._choice.appearance_first)
+                      appearance_first=self._choice.appearance_first, grey=self.grey_appearance)
 
     def decode(self, query: EncodedImage, match: SupportMatch) -> SupportMatch:
         """Steps 6-7 for one support (:func:`.choice.choose`): decode its first candidate; decode the appearance
