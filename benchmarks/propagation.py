@@ -354,6 +354,19 @@ def speed_and_memory(model_dir: Path, depth: int, batches: list[int], threads: i
     return rows
 
 
+def _overrides(text: str) -> dict:
+    """``key=value,...`` as PropagationSettings keywords, each value cast to the default's type."""
+    defaults = PropagationSettings().to_dict()
+    out: dict = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        if key not in defaults:
+            raise SystemExit(f"--set: {key!r} is not a PropagationSettings field ({', '.join(defaults)})")
+        kind = type(defaults[key])
+        out[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path, default=Path("models/lite_medsam"))
@@ -371,8 +384,11 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=0, help="synthetic volume depth for speed/memory (0: skip)")
     parser.add_argument("--batches", default="2", help="comma-separated encoder batch sizes for the speed run")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--set", default="", help="comma-separated PropagationSettings overrides for the accuracy "
+                        "part, e.g. margin=0 (default: the library's defaults)")
     args = parser.parse_args()
-    settings = PropagationSettings()
+    overrides = _overrides(args.set)
+    settings = PropagationSettings(**overrides)
     print(f"settings: {settings.to_dict()}")
     out: dict = {"model_dir": str(args.model_dir), "settings": settings.to_dict(), "rows": [], "speed": []}
     order = args.groups.split(",")
@@ -387,7 +403,7 @@ def main() -> None:
         predictor = load(args.model_dir, backend="ort", threads=args.threads, cache=args.cache_dir,
                          cache_max_gb=args.cache_max_gb if args.cache_dir else None)
         print(f"\n### {args.model_dir.name}: propagation vs per-slice exact boxes (upper bound)\n\n{HEADER}")
-        out["rows"] = accuracy(predictor, items, args.seeds.split(","), None)
+        out["rows"] = accuracy(predictor, items, args.seeds.split(","), settings if overrides else None)
         predictor.close()
         print()
         summarise(out["rows"], held_out)

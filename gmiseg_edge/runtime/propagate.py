@@ -7,9 +7,10 @@ each seed the structure is carried slice by slice in both directions; between tw
 slices until they meet, and where one stops early the other carries on to the far seed.
 
 **Carrying** (box-only prompts, no ``mask_input``): the previous slice's mask gives the next slice's box, its
-extent grown by the slack a box prompt needs (``margin`` of the extent, at least ``min_margin`` pixels) and by how
-far the structure's boundary can move from one slice to the next, from the voxel spacing (``spacing``, mm: a
-surface meeting the slice plane at 45 degrees or more moves at most one slice thickness in-plane: the reach).
+extent grown by the slack a box prompt needs (``min_margin`` pixels; by default no share of the structure's size:
+``margin``) and by how far the structure's boundary can move from one slice to the next, from the voxel spacing
+(``spacing``, mm: a surface meeting the slice plane at 45 degrees or more moves at most one slice thickness
+in-plane: the reach).
 From a seed, where no movement has been seen, each side grows by the whole reach; after that, by the outward
 movement of that side between the last two masks (the surface's slope is continuous from one slice to the next),
 at least one pixel (a smaller movement cannot be seen in pixel extents) and at most the reach (``follow_motion``;

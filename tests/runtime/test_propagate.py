@@ -305,3 +305,24 @@ def test_boxes_past_a_seed_grow_by_each_sides_last_movement():
     assert box(thick, moved) == [36, 37, 62, 69]  # 2 + 2, 2 + 1 (floor), 2 + 1, 2 + 8 (capped at the reach)
     assert box(thick, moved, follow_motion=False) == [30, 30, 69, 69]
     assert box(Geometry.of((3.0, 3.0, 3.0), 2), moved) == box(Geometry.of((3.0, 3.0, 3.0), 2), None) == [37, 37, 62, 62]
+
+
+def test_the_next_box_grows_by_the_reach_and_the_pixel_slack_whatever_the_structure_size():
+    """The box next to a seed is its mask's extent grown by the boundary's reach (slice thickness) and min_margin
+    pixels, the same for a small and a large structure (no share of the extent: ``margin`` defaults to 0)."""
+    from gmiseg_edge.runtime.propagation.carry import _Front, _prior
+    from gmiseg_edge.runtime.propagation.evidence import Geometry
+
+    geometry = Geometry.of((1.0, 1.0, 3.0), 2)  # reach 3 pixels
+    settings = PropagationSettings(inertia=0.0)
+    assert settings.margin == 0.0
+
+    def grown(size: int, **changes) -> list[float]:
+        mask = np.zeros((200, 200), bool)
+        mask[20:20 + size, 30:30 + size] = True
+        front = _Front(None, None, 1, 1, 1, 9, mask)  # type: ignore[arg-type]
+        box = _prior(front, geometry, PropagationSettings(**{**settings.to_dict(), **changes}))
+        return (box - np.array([30, 20, 29 + size, 19 + size])).tolist()
+
+    assert grown(10) == grown(120) == [-5, -5, 5, 5]  # 2 pixels of slack + 3 of reach a side
+    assert grown(120, margin=0.1) == [-15, -15, 15, 15]  # the old default: a tenth of the extent a side

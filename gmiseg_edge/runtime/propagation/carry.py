@@ -67,7 +67,11 @@ class _Front:
 
 def _margin(mask: np.ndarray, geometry: Geometry, settings: PropagationSettings) -> tuple[float, float]:
     """(columns, rows) pixels a box grows by around a mask's extent: the boundary's reach in one slice (spacing)
-    plus the slack a box prompt needs around its object (``margin`` of the extent, at least ``min_margin``)."""
+    plus the slack a box prompt needs around its object: ``min_margin`` pixels (a mask's extent is known to a
+    pixel or two), or ``margin`` of the extent where that is more. The default ``margin`` is 0: how far a boundary
+    moves from one slice to the next depends on the slice thickness (the reach), not on the structure's size, and
+    a box looser than the seed's exact one draws in the surroundings (mobile_sam, sample CT spleen: the seed mask's
+    extent grown by a tenth of it and the reach gave a neighbour on the next slice, Dice 0.04; BENCHMARKS.md)."""
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
     reach_x, reach_y = geometry.margin_px(0.0)

@@ -25,7 +25,7 @@ class PropagationSettings:
     keep_collapsed: bool = True
     min_area: int = 4  # pixels: a smaller mask is empty
     ratio_floor: int = 16  # pixels: area ratios compare with at least this many
-    margin: float = 0.1  # box slack: this fraction of the mask's extent on each side ...
+    margin: float = 0.0  # box slack: this fraction of the mask's extent on each side (0: none, see carry._margin)
     min_margin: float = 2.0  # ... and at least this many pixels, ...
     reach: float = 1.0  # ... plus this many slice thicknesses (in pixels of the slice: the boundary's reach)
     follow_motion: bool = True  # past a seed, each side grows by its last outward movement (at most the reach)
