@@ -113,8 +113,9 @@ def segment(
     ] = None,
     support: Annotated[Path | None, typer.Option(help="support set: a dataset folder of example image/masks")] = None,
     support_option: Annotated[list[str] | None, typer.Option(
-        help="with --support: STEP=NAME chooses a strategy of the 2D path (locate, fusion, choice, appearance; "
-        "select=N keeps the N supports most like the query); repeatable, defaults otherwise")] = None,
+        help="with --support: STEP=NAME chooses a strategy (locate, fusion, choice, appearance; select=N keeps the "
+        "N supports most like the query; example volumes on a volume take locate and fusion); repeatable, "
+        "defaults otherwise")] = None,
     label: Annotated[int | None, typer.Option(help="label K: prompts from its extent in the label map")] = None,
     window: Annotated[str, typer.Option(help="non-uint8: percentile, minmax, a CT preset, or low,high")] = "percentile",
     overlay: Annotated[bool, typer.Option("--overlay", help="also write overlay PNGs")] = False,

@@ -159,7 +159,9 @@ def test_propagate_refuses_a_support_set_and_2d_images(model_dir, tmp_path):
 def test_segment_a_volume_from_example_volumes_takes_the_3d_path(model_dir, tmp_path):
     """A support set of example volumes on a volume: registered as volumes (the 3D path), the note says so, and
     --prior / --uncertainty are written with the input's geometry. The example is the scan itself (a stand-in for
-    another patient that keeps CI small, cut to 12 of its 30 slices: CI time): the liver must come back."""
+    another patient that keeps CI small, cut to 12 of its 30 slices: CI time): the liver must come back.
+    ``--support-option locate=affine`` reaches the 3D path (no B-spline stage: the stage that costs most here,
+    registering a volume onto itself), and a 2D-only step is refused naming the ones the 3D path takes."""
     folder = sample_data_dir() / "totalsegmentator"
     support = tmp_path / "support"
     for sub, name in (("images", "example_ct_sm.nii.gz"), ("masks", "example_seg.nii.gz")):
@@ -169,14 +171,21 @@ def test_segment_a_volume_from_example_volumes_takes_the_3d_path(model_dir, tmp_
     result = runner.invoke(app, ["segment", "--model-dir", str(model_dir), "--image", str(source),
                                  "--mask", str(support / "masks" / "ct.nii.gz"), "--support", str(support),
                                  "--label", "5", "--window", "abdomen", "--out", str(tmp_path / "out"),
-                                 "--backend", "ort", "--uncertainty", "--prior"])
+                                 "--backend", "ort", "--uncertainty", "--prior", "--support-option", "locate=affine"])
     assert result.exit_code == 0, result.output
-    assert "3D path (volumes registered as volumes): located by anatomy" in result.output, result.output
+    assert "3D path (volumes registered as volumes, locate=affine): located by anatomy" in result.output, \
+        result.output
+    assert "b-spline" not in result.output  # the stage did not run (it says so when it runs and does not help)
     assert float(re.search(r"Dice (\d\.\d+)", result.output).group(1)) > 0.8
     original = nib.load(str(source))
     for kind in ("mask", "prior", "uncertainty"):
         written = nib.load(str(tmp_path / "out" / f"ct_{kind}.nii.gz"))
         assert written.shape == original.shape and np.allclose(written.affine, original.affine)
+    refused = runner.invoke(app, ["segment", "--model-dir", str(model_dir), "--image", str(source), "--support",
+                                  str(support), "--label", "5", "--window", "abdomen", "--out", str(tmp_path / "o2"),
+                                  "--backend", "ort", "--support-option", "choice=local"])
+    assert refused.exit_code == 1 and "choice= is a 2D path step" in refused.output, refused.output
+    assert "takes locate=, fusion=" in refused.output and "Traceback" not in refused.output
 
 
 def test_a_prompted_slice_of_a_volume_is_scored_on_that_slice(model_dir, tmp_path):

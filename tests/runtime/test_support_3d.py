@@ -115,20 +115,38 @@ def test_constant_support_is_a_stated_failure(ct):
     assert "constant" in registration.message
 
 
-def test_segment_volume_from_a_shifted_patient(predictor, ct, moved):
+def _slab_of(volume: Volume, truth: np.ndarray, low: int, high: int) -> tuple[Volume, np.ndarray]:
+    """Slices low..high-1 of a volume (and its label), the affine moved with them: a shorter scan of the same body."""
+    shift = np.eye(4)
+    shift[2, 3] = low
+    return (replace(volume, array=np.ascontiguousarray(volume.array[:, :, low:high]), affine=volume.affine @ shift),
+            truth[:, :, low:high])
+
+
+@pytest.mark.parametrize("slab", [(10, 20), pytest.param(None, marks=pytest.mark.extended)], ids=["slab", "whole"])
+def test_segment_volume_from_a_shifted_patient(predictor, ct, moved, slab):
     """End to end with lite_medsam: the liver of the moved scan from the original, the query given in LPS file
-    order and the support in RAS; the same answer (in physical space) as with the query in canonical order."""
+    order and the support in RAS; the same answer (in physical space) as with the query in canonical order. The
+    second call reuses the first's registration (both register the same canonical arrays; CI time), so it checks
+    what follows it: the warp, the slices decoded, and the mask put back in the query's file order. In CI the
+    query is 10 of the moved scan's 30 slices (a shorter scan inside the support's: CI time, the encoder runs
+    once per slice); ``extended`` runs the whole scan."""
     image, liver = ct
-    query, truth = moved
+    query, truth = moved if slab is None else _slab_of(*moved, *slab)
     twin = _lps_twin(query)
-    result = segment_volume_from_supports(predictor, twin, [(image, liver)], "abdomen", deformable=False)
+    registrations: dict = {}
+    result = segment_volume_from_supports(predictor, twin, [(image, liver)], "abdomen", deformable=False,
+                                          registrations=registrations)
+    assert len(registrations) == 1
     assert result.path == "3d" and result.located == "anatomy"
     assert result.mask.shape == twin.array.shape
     mask = canonical(replace(twin, array=result.mask)).array
     truth_c = canonical(replace(query, array=truth)).array
     assert dice(mask, truth_c) >= 0.85, result.messages
     assert set(result.timings) >= {"encode", "register", "decode"}
-    again = segment_volume_from_supports(predictor, query, [(image, liver)], "abdomen", deformable=False)
+    again = segment_volume_from_supports(predictor, query, [(image, liver)], "abdomen", deformable=False,
+                                         registrations=registrations)
+    assert again.registrations == result.registrations
     np.testing.assert_array_equal(canonical(replace(query, array=again.mask)).array, mask)
 
 

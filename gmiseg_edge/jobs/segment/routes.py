@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -200,16 +201,37 @@ def _support_volume(item: InputFile, image: Volume, truth: np.ndarray | None, ou
                            scope=Scope(f"the whole volume ({depth} slices)", None))
 
 
+#: ``--support-option`` on the 3D path: the 2D path's names, with the same meaning (``locate=affine``: no
+#: deformable stage; ``locate=appearance``: the appearance search alone; ``fusion``: the same three rules)
+VOLUME_PATH_STEPS = ("locate", "fusion")
+
+
+def volume_path_options(strategies: Sequence[tuple[str, str | int]], image: Path) -> dict[str, Any]:
+    """``segment_volume_from_supports`` keywords from ``--support-option`` pairs (validated names); the steps the
+    3D path has no counterpart for (choice, appearance, select) are refused naming the ones it takes."""
+    keywords: dict[str, Any] = {}
+    for step, name in strategies:
+        if step not in VOLUME_PATH_STEPS:
+            raise InputError(f"{image}: --support-option {step}= is a 2D path step (2D examples, or a volume "
+                             "segmented slice by slice); example volumes on a volume take the 3D path, which takes "
+                             f"{', '.join(f'{s}=' for s in VOLUME_PATH_STEPS)}")
+        if step == "fusion":
+            keywords["fusion"] = name
+        elif name == "appearance":
+            keywords["locate"] = "appearance"
+        else:
+            keywords["deformable"] = name == "deformable"
+    return keywords
+
+
 def _support_volume_3d(item: InputFile, image: Volume, truth: np.ndarray | None, output: Path, name: str,
                        options: SegmentOptions, segmenter: SliceSegmenter, report: Progress, start: float,
                        ) -> FileResult:
     """A volume from example volumes (:mod:`gmiseg_edge.runtime.support.segment3d`): each registered onto it in
     3D, the structure located by anatomy or appearance, SAM on the slices it holds; the prior when asked."""
     assert isinstance(options.prompt, SupportSetPrompt) and segmenter.volumes is not None
-    if options.prompt.strategies:
-        raise InputError(f"{item.image}: --support-option chooses the 2D path's strategies (2D examples, or a volume "
-                         "segmented slice by slice); example volumes on a volume take the 3D path, which has none")
     result = segment_volume_from_supports(segmenter.predictor, image, segmenter.volumes, options.window,
+                                          **volume_path_options(options.prompt.strategies, item.image),
                                           progress=lambda step, done, total: report(f"{item.image.name} ({step})",
                                                                                     done, total))
     if options.prompt.prior:
@@ -218,8 +240,9 @@ def _support_volume_3d(item: InputFile, image: Volume, truth: np.ndarray | None,
         if options.prompt.uncertainty else None
     located = f"located by {result.located}" + (f" (confidence {result.confidence:.2f})"
                                                  if result.confidence is not None else "")
-    note = (f"support set, 3D path (volumes registered as volumes): {located}, {len(result.slices)} slice(s) "
-            f"decoded" + "".join(f"; {m}" for m in result.messages))
+    chosen = "".join(f", {step}={name}" for step, name in options.prompt.strategies)
+    note = (f"support set, 3D path (volumes registered as volumes{chosen}): {located}, {len(result.slices)} "
+            f"slice(s) decoded" + "".join(f"; {m}" for m in result.messages))
     return _volume_written(item, image, truth, result.mask, output, name, options, segmenter, list(result.slices),
                            len(result.slices), start, note=note, uncertainty=spread3d,
                            scope=Scope(f"the whole volume ({image.array.shape[AXIS]} slices)", None))
