@@ -56,12 +56,14 @@ def run_job(job: Callable[[Progress], Any], cancel: threading.Event, report: Pro
 
 
 def propagate_job(predictor: Any, volume: np.ndarray, window: Any, seed: int, seed_mask: np.ndarray,
-                  ) -> Callable[[Progress], Any]:
+                  spacing: tuple[float, float, float] | None = None) -> Callable[[Progress], Any]:
     """Propagation of a labelled slice through a (W, H, D) volume (the runtime's ``propagate``, slices along axis
-    2, intensities mapped with ``window`` as the widget's slices are); ``seed_mask`` is the seed slice (H, W)."""
+    2, intensities mapped with ``window`` as the widget's slices are); ``seed_mask`` is the seed slice (H, W);
+    ``spacing``: mm along (W, H, D), the volume's order (None: 1 mm)."""
 
     def job(progress: Progress) -> Any:
-        return predictor.propagate(volume, seed, mask=seed_mask, axis=2, window=window, progress=progress)
+        return predictor.propagate(volume, seed, mask=seed_mask, axis=2, window=window, spacing=spacing,
+                                   progress=progress)
 
     return job
 

@@ -96,8 +96,9 @@ def test_propagation_fills_the_volume_and_matches_the_runtime(session, predictor
     labels = widget.labels_layer.data
     filled = np.flatnonzero((labels == 1).any(axis=(1, 2)))
     assert len(filled) >= 10, f"propagation filled only slices {filled}"
-    volume = read_volume(ct_path).array
-    expected = predictor.propagate(volume, SEED, mask=seed, axis=2, window="abdomen").mask
+    scan = read_volume(ct_path)
+    assert widget.propagation.spacing == tuple(scan.spacing)  # the layer's scale reached the runtime, (i, j, k)
+    expected = predictor.propagate(scan.array, SEED, mask=seed, axis=2, window="abdomen", spacing=scan.spacing).mask
     assert np.array_equal(labels == 1, np.transpose(expected, (2, 1, 0)))
     reference = np.isin(ct_labels, [LIVER])
     assert dice(labels == 1, reference) > 0.7

@@ -32,7 +32,9 @@ class PropagationMixin(WidgetState):
         if not seed.any():
             raise InputError(f"object {label} has no mask on slice {k}: segment it there first")
         image = self.image
-        job = propagate_job(predictor, image.file_order, image.window, k, seed)
+        voxel = image.voxel_spacing  # napari order (D, H, W): the layer's scale, the header's voxel size
+        spacing = None if voxel is None else (voxel[2], voxel[1], voxel[0])  # the runtime's (W, H, D) order
+        job = propagate_job(predictor, image.file_order, image.window, k, seed, spacing)
         self.status.setText(f"propagating object {label} from slice {k}…")
         self._start_job("propagation", job, lambda outcome: self._propagated(image, label, k, outcome))
 
@@ -40,6 +42,7 @@ class PropagationMixin(WidgetState):
         if self._report_outcome("propagation", outcome) or image is not self.image or self.labels_layer is None:
             return
         result = outcome.value
+        self.propagation = result
         mask = np.transpose(result.mask, (2, 1, 0))  # (W, H, D) -> napari's (D, H, W)
         kept = [int(k) for k in np.flatnonzero(result.kept) if k != seed]
         for k in kept:

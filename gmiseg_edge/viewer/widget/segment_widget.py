@@ -59,6 +59,7 @@ class SegmentWidget(ControlsMixin, MessagesMixin, ModelMixin, ImageLayersMixin, 
         self.partial_labels_update = True
         self.segmenter = None
         self.example_count = 0
+        self.propagation = None
         self._encoded = OrderedDict()
         self._encoding = None
         self._encode_wanted = None

@@ -33,6 +33,7 @@ class WidgetState:
     partial_labels_update: bool  # a click writes and redraws only its changed pixels (False: whole-layer refresh)
     segmenter: Any  # the support set (runtime SupportSetSegmenter), made on the first example
     example_count: int
+    propagation: Any  # the last propagation's runtime PropagationResult (stops, spacing), None before one
     _encoded: OrderedDict[int, Any]  # slice -> embedding handle, for self.image
     _encoding: int | None  # slice being encoded
     _encode_wanted: int | None  # slice to encode next
