@@ -25,7 +25,7 @@ import numpy as np
 from gmiseg_edge.core.errors import BackendError, GmisegError
 from gmiseg_edge.runtime import load
 from gmiseg_edge.runtime.backends.trt.device import cuda_device
-from gmiseg_edge.serve.handlers import ServingModels, supports_used
+from gmiseg_edge.serve.handlers import ServedSupportSet, ServingModels, supports_used
 from gmiseg_edge.serve.protocol import (
     BOX,
     DECODE,
@@ -42,6 +42,7 @@ from gmiseg_edge.serve.protocol import (
     SCORE,
     SEGMENT,
     SEGMENT_SUPPORT,
+    SPACING,
     SUPPORT,
     UNCERTAINTY,
     ServeLimits,
@@ -167,24 +168,31 @@ def _tensors(triton_types: Any) -> dict[str, Sequence[Any]]:
                tensor(name=UNCERTAINTY, dtype=np.float32, shape=(-1, -1))]
     return {"encode_in": [image], "encode_out": [key], "decode_in": [key, *prompt], "decode_out": answer,
             "segment_in": [image, *prompt], "segment_out": [*answer, key],
-            "support_in": [image, tensor(name=SUPPORT, dtype=bytes, shape=(1,))], "support_out": support}
+            "support_in": [image, tensor(name=SUPPORT, dtype=bytes, shape=(1,)),
+                           tensor(name=SPACING, dtype=np.float32, shape=(2,), optional=True)],
+            "support_out": support}
 
 
 def load_support_sets(predictor: Any, support_sets: Sequence[tuple[str, Path]],
                       log: Callable[[str], None], limits: ServeLimits = DEFAULT_LIMITS) -> dict[str, Any]:
-    """Each named support set (a dataset folder of example images and masks), encoded through the cache; the log
-    says how large a query each takes (``limits.max_support_pixels``)."""
+    """Each named support set (a dataset folder of example images and masks), encoded through the cache, twice
+    over: at 1 mm per pixel for requests without a pixel size (input 'spacing'), at the headers' pixel sizes for
+    those with one (the embeddings are the same: the second reads them from the cache). The log says how large a
+    query each takes (``limits.max_support_pixels``)."""
     from gmiseg_edge.jobs.segment import SupportSetPrompt, load_supports
 
     loaded = {}
     for name, folder in support_sets:
         if name in loaded:
             raise ValueError(f"support set {name!r} given twice")
-        # a request's image has no pixel size: examples and queries are both taken at 1 mm per pixel
-        loaded[name] = load_supports(predictor, SupportSetPrompt(Path(folder)), physical=False)
-        count = supports_used(loaded[name])
+        prompt = SupportSetPrompt(Path(folder))
+        loaded[name] = ServedSupportSet(pixels=load_supports(predictor, prompt, physical=False),
+                                        physical=load_supports(predictor, prompt))
+        count = supports_used(loaded[name].pixels)
         largest = min(limits.max_support_pixels // max(count, 1), limits.max_pixels)
-        log(f"support set {name}: {len(loaded[name].supports)} support(s) from {folder}; queries of up to "
+        sizes = sorted({s.spacing for s in loaded[name].physical.supports})
+        log(f"support set {name}: {len(loaded[name].pixels.supports)} support(s) from {folder} (pixel sizes "
+            f"{', '.join(f'{r:g}x{c:g}' for r, c in sizes)} mm, used when a request gives 'spacing'); queries of up to "
             f"{largest} pixels (serve --max-support-pixels {limits.max_support_pixels} / {count} supports)")
     return loaded
 

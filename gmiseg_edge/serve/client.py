@@ -36,6 +36,7 @@ from gmiseg_edge.serve.protocol import (
     SCORE,
     SEGMENT,
     SEGMENT_SUPPORT,
+    SPACING,
     SUPPORT,
     UNCERTAINTY,
     check_not_empty,
@@ -130,11 +131,15 @@ class SegmentClient:
         inputs.update(_prompt_arrays(points, labels, box, mask_input, decoder))
         return _prediction(self._infer(SEGMENT, inputs), with_key=True)
 
-    def segment_support(self, image: np.ndarray, support: str) -> ServedPrediction:
+    def segment_support(self, image: np.ndarray, support: str,
+                        spacing: tuple[float, float] | None = None) -> ServedPrediction:
         """Segment ``image`` with the server's support set named ``support`` (``uncertainty``: the supports'
-        disagreement)."""
-        result = self._infer(SEGMENT_SUPPORT, {IMAGE: as_hwc(image),
-                                               SUPPORT: np.asarray([support.encode()], dtype=object)})
+        disagreement). ``spacing``: the image's (row, column) pixel size in mm; given, the server takes its
+        examples at their headers' pixel sizes (registration in mm); None: everything at 1 mm per pixel."""
+        inputs = {IMAGE: as_hwc(image), SUPPORT: np.asarray([support.encode()], dtype=object)}
+        if spacing is not None:
+            inputs[SPACING] = np.asarray(spacing, dtype=np.float32).reshape(2)
+        result = self._infer(SEGMENT_SUPPORT, inputs)
         return ServedPrediction(mask=result.as_numpy(MASK).astype(bool), score=float(result.as_numpy(SCORE)[0]),
                                 low_res_logits=None, uncertainty=result.as_numpy(UNCERTAINTY))
 

@@ -8,6 +8,7 @@ an :class:`~gmiseg_edge.core.errors.InputError` that names the input ('image', '
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -29,8 +30,10 @@ from gmiseg_edge.serve.protocol import (
     LOW_RES_LOGITS,
     MASK,
     MASK_INPUT,
+    MAX_SPACING_MM,
     POINTS,
     SCORE,
+    SPACING,
     SUPPORT,
     UNCERTAINTY,
     EmbeddingKey,
@@ -44,6 +47,32 @@ if TYPE_CHECKING:
 
 
 SIZE_ENTRIES = 1 << 16  # image sizes held in memory beside the embeddings (8 bytes each)
+
+
+@dataclass(frozen=True)
+class ServedSupportSet:
+    """A support set as served: ``pixels`` answers queries that come without a pixel size (examples and query all
+    at 1 mm per pixel), ``physical`` (each example at its header's pixel size) those that state theirs."""
+
+    pixels: SupportSetSegmenter
+    physical: SupportSetSegmenter
+
+    @classmethod
+    def of(cls, served: ServedSupportSet | SupportSetSegmenter) -> ServedSupportSet:
+        """A served set as given, or one segmenter serving both kinds of query."""
+        return served if isinstance(served, ServedSupportSet) else cls(served, served)
+
+
+def query_spacing(inputs: Mapping[str, np.ndarray]) -> tuple[float, float] | None:
+    """The optional input 'spacing': the query's (row, column) pixel size in mm, None when absent."""
+    if SPACING not in inputs:
+        return None
+    value = np.asarray(inputs[SPACING]).reshape(-1)
+    if value.size != 2 or value.dtype.kind not in "fiu" or not np.all(np.isfinite(value)) or \
+            not np.all((value > 0) & (value <= MAX_SPACING_MM)):
+        raise InputError(f"input '{SPACING}': the image's pixel size takes two numbers of mm (row, column), each "
+                         f"above 0 and at most {MAX_SPACING_MM:g}, got {value.tolist()}")
+    return float(value[0]), float(value[1])
 
 
 def supports_used(segmenter: SupportSetSegmenter) -> int:
@@ -92,10 +121,11 @@ class ServingModels:
     """
 
     def __init__(self, predictor: Predictor, limits: ServeLimits = DEFAULT_LIMITS,
-                 support_sets: Mapping[str, SupportSetSegmenter] | None = None) -> None:
+                 support_sets: Mapping[str, ServedSupportSet | SupportSetSegmenter] | None = None) -> None:
         self.predictor = predictor
         self.limits = limits
-        self.support_sets = dict(support_sets or {})  # name -> its support set (on this predictor)
+        # name -> its support set (on this predictor)
+        self.support_sets = {name: ServedSupportSet.of(s) for name, s in (support_sets or {}).items()}
         folder = predictor.cache.folder
         # the size of each encoded image, by cache key, beside the embeddings (on disk too: keys survive a restart)
         self.sizes = EmbeddingCache(max_bytes=8 * SIZE_ENTRIES, folder=None if folder is None else folder / "sizes",
@@ -128,7 +158,8 @@ class ServingModels:
         return {**prediction_outputs(prediction), KEY: np.asarray([self._key(encoded).encode()], dtype=object)}
 
     def segment_support(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Segment the image with the support set named by input 'support' (no prompt)."""
+        """Segment the image with the support set named by input 'support' (no prompt), in mm when the optional
+        input 'spacing' gives the image's pixel size."""
         if SUPPORT not in inputs or IMAGE not in inputs:
             raise InputError(f"inputs '{IMAGE}' and '{SUPPORT}' are required")
         names = np.asarray(inputs[SUPPORT]).reshape(-1)
@@ -138,7 +169,9 @@ class ServingModels:
                              f"{', '.join(sorted(self.support_sets)) or 'no support sets'}")
         image = np.asarray(inputs[IMAGE])
         pixels = check_served_image(image, limits=self.limits)
-        segmenter = self.support_sets[name]
+        spacing = query_spacing(inputs)
+        served = self.support_sets[name]
+        segmenter = served.pixels if spacing is None else served.physical
         count = supports_used(segmenter)
         height, width = pixels.shape[:2]
         limit = self.limits.max_support_pixels
@@ -146,7 +179,7 @@ class ServingModels:
             raise InputError(f"input '{IMAGE}': {height}x{width} with support set {name!r} ({count} support(s)) is "
                              f"{count * height * width} support-pixels; this server takes at most {limit} a request "
                              f"(serve --max-support-pixels): queries of up to {limit // count} pixels for this set")
-        result = segmenter.segment(pixels)
+        result = segmenter.segment(pixels, spacing=spacing)
         return {MASK: result.mask.astype(np.uint8), SCORE: np.asarray([result.score], dtype=np.float32),
                 UNCERTAINTY: result.uncertainty.astype(np.float32)}
 

@@ -8,7 +8,10 @@
             empty: the base decoder)
 ``segment`` image + the prompt inputs of ``decode`` (``decoder`` too) -> the outputs of ``decode`` and the
             image's key
-``segment_support`` (served when support sets are given) image + support BYTES [1] (a support set's name)
+``segment_support`` (served when support sets are given) image + support BYTES [1] (a support set's name),
+            optional spacing FP32 [2]: the image's pixel size in mm (row, column); given, the examples are taken
+            at their headers' pixel sizes and the query at this one (registration and size rules in mm); absent,
+            examples and query are all taken at 1 mm per pixel (the same pixel size)
             -> mask, score (the supports' weighted predicted IoU, 0 when the structure is absent), uncertainty
             FP32 [H, W]. (Renamed from ``segment_task``, input ``task``: a *task* is a task decoder, DESIGN §11.)
 
@@ -34,6 +37,8 @@ from gmiseg_edge.serve.stub_errors import empty_input_message
 ENCODE, DECODE, SEGMENT, SEGMENT_SUPPORT = "encode", "decode", "segment", "segment_support"
 MODELS = (ENCODE, DECODE, SEGMENT)
 IMAGE, KEY, SUPPORT, UNCERTAINTY, DECODER = "image", "key", "support", "uncertainty", "decoder"
+SPACING = "spacing"
+MAX_SPACING_MM = 100.0  # a pixel larger than this (mm) is refused as a unit mistake
 POINTS, LABELS, BOX, MASK_INPUT = "points", "labels", "box", "mask_input"
 PROMPT_INPUTS = (POINTS, LABELS, BOX, MASK_INPUT)
 MASK, SCORE, LOW_RES_LOGITS = "mask", "score", "low_res_logits"

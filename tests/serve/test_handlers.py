@@ -121,10 +121,46 @@ def test_segment_support_uses_the_named_support_set(served, liver_sets):
     support_sets = liver_sets
     models = ServingModels(served.predictor, support_sets=support_sets)
     out = models.segment_support({"image": liver.image[:, :, None], "support": np.asarray([b"liver"], dtype=object)})
-    expected = support_sets["liver"].segment(liver.image)
+    expected = support_sets["liver"].pixels.segment(liver.image)
     assert np.array_equal(out["mask"].astype(bool), expected.mask) and out["uncertainty"].shape == liver.image.shape
     with pytest.raises(InputError, match=r"'support': unknown support set 'spleen'; this server has liver"):
         models.segment_support({"image": liver.image[:, :, None], "support": np.asarray([b"spleen"], dtype=object)})
+
+
+def test_a_request_with_a_pixel_size_is_segmented_in_mm(served, tmp_path):
+    """Input 'spacing' (issue 24, millimetres everywhere): the examples at their headers' pixel sizes, the query at
+    the stated one, as the runtime does given both; without it, everything at 1 mm per pixel. The example is the
+    liver slice at 1.5 mm per pixel (a NIfTI header), the query the same slice at half the size (3 mm per pixel):
+    the two rules answer differently here, so a server that dropped the input would fail."""
+    import cv2
+    import nibabel as nib
+
+    from gmiseg_edge.metrics import dice
+    from gmiseg_edge.serve.app import load_support_sets
+
+    liver = next(c for c in load_sample_cases() if c.name == "totalseg_abdomen/liver")
+    for folder, array in (("images", liver.image), ("masks", liver.mask.astype(np.uint8))):
+        (tmp_path / folder).mkdir()
+        nib.save(nib.Nifti1Image(np.ascontiguousarray(array.T), np.diag([1.5, 1.5, 1.0, 1.0])),
+                 str(tmp_path / folder / "a.nii.gz"))
+    sets = load_support_sets(served.predictor, [("liver", tmp_path)], log=lambda _: None)
+    assert [s.spacing for s in sets["liver"].physical.supports] == [(1.5, 1.5)]
+    assert [s.spacing for s in sets["liver"].pixels.supports] == [(1.0, 1.0)]
+    height, width = liver.image.shape
+    query = cv2.resize(liver.image, (width // 2, height // 2), interpolation=cv2.INTER_AREA)
+    truth = cv2.resize(liver.mask.astype(np.uint8), (width // 2, height // 2), interpolation=cv2.INTER_NEAREST) > 0
+    models = ServingModels(served.predictor, support_sets=sets)
+    request = {"image": query[:, :, None], "support": np.asarray([b"liver"], dtype=object)}
+    in_mm = models.segment_support({**request, "spacing": np.asarray([3.0, 3.0], np.float32)})["mask"] > 0
+    in_pixels = models.segment_support(request)["mask"] > 0
+    assert np.array_equal(in_mm, sets["liver"].physical.segment(query, spacing=(3.0, 3.0)).mask)
+    assert np.array_equal(in_pixels, sets["liver"].pixels.segment(query).mask)
+    assert not np.array_equal(in_mm, in_pixels)
+    print(f"liver at half size: Dice in mm {dice(in_mm, truth):.3f}, in pixels {dice(in_pixels, truth):.3f}")
+    assert dice(in_mm, truth) > 0.8
+    for bad in ([3.0], [0.0, 3.0], [np.nan, 3.0], [3.0, 1e4]):
+        with pytest.raises(InputError, match=r"input 'spacing': the image's pixel size takes two numbers of mm"):
+            models.segment_support({**request, "spacing": np.asarray(bad, np.float32)})
 
 
 def test_a_support_query_beyond_the_support_pixel_limit_is_refused_before_any_work(served, liver_sets, case):

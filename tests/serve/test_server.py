@@ -113,7 +113,9 @@ def test_segment_support_serves_the_support_set(checks, reference, model_dir, su
                           np.asarray(Image.open(support_folder / "masks" / "a.png")) > 0)
     expected = segmenter.segment(reference[1]["image"]).mask
     assert dice(checks["masks"]["support_liver"], expected) >= 0.999
+    assert np.array_equal(checks["masks"]["support_liver_mm"], checks["masks"]["support_liver"])  # input 'spacing'
     assert "'support': unknown support set 'spleen'; this server has liver" in checks["errors"]["unknown support"]
+    assert "input 'spacing': the image's pixel size takes two numbers of mm" in checks["errors"]["zero spacing"]
 
 
 def test_bad_requests_are_refused_naming_the_input_and_the_server_keeps_serving(checks, reference):

@@ -89,6 +89,7 @@ def checks(url: str, cases_path: str, out: str) -> dict:
             "labels mismatch": refused(lambda: client.decode(key, points=[[3, 3], [4, 4]], labels=[1])),
             "empty prompt": refused(lambda: client.decode(key)),
             "unknown support": refused(lambda: client.segment_support(items[1]["image"], "spleen")),
+            "zero spacing": refused(lambda: client.segment_support(items[1]["image"], "liver", spacing=(0.0, 1.0))),
             "unknown decoder": refused(lambda: client.decode(key, box=[1, 1, 5, 5], decoder="nope")),
             "box float64": refused(lambda: raw("decode", {"key": np.asarray([key.encode()], dtype=object),
                                                           "box": np.asarray([1, 1, 5, 5], np.float64)})),
@@ -114,6 +115,8 @@ def checks(url: str, cases_path: str, out: str) -> dict:
         }
         masks["after_errors_0"] = client.decode(key, box=items[0]["box"]).mask
         masks["support_liver"] = client.segment_support(items[1]["image"], "liver").mask
+        # the PNG example has no pixel size (1 mm): a query stated at 1 mm gets the same answer through 'spacing'
+        masks["support_liver_mm"] = client.segment_support(items[1]["image"], "liver", spacing=(1.0, 1.0)).mask
     np.savez_compressed(out, **masks)
     return report
 
