@@ -68,6 +68,19 @@ def propagate_job(predictor: Any, volume: np.ndarray, window: Any, seed: int, se
     return job
 
 
+def correct_job(predictor: Any, volume: np.ndarray, window: Any, result: Any, slice_index: int,
+                mask: np.ndarray) -> Callable[[Progress], Any]:
+    """A propagation corrected on one slice (the runtime's ``propagate.correct``): ``mask`` (H, W) is that slice's
+    fixed mask; only the slices between it and the nearest other seeds are re-run."""
+
+    def job(progress: Progress) -> Any:
+        from gmiseg_edge.runtime.propagate import correct
+
+        return correct(predictor, volume, result, slice_index, mask=mask, window=window, progress=progress)
+
+    return job
+
+
 def support_volume_job(segmenter: Any, pixels: Callable[[int], np.ndarray], depth: int,
                        spacing: tuple[float, float] | None = None) -> Callable[[Progress], Any]:
     """The support set through every slice of a volume (the runtime's ``segment_volume``); ``spacing``: the

@@ -16,9 +16,11 @@ from gmiseg_edge.data import read_volume  # noqa: E402
 from gmiseg_edge.data.slicing import slice_2d, slice_spacing  # noqa: E402
 from gmiseg_edge.metrics import dice  # noqa: E402
 from gmiseg_edge.runtime import SupportSetSegmenter, load  # noqa: E402
+from gmiseg_edge.runtime.propagate import correct  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.weights]
 SEED = 24  # the liver's largest slice of the shipped CT
+FIX = SEED + 3  # a slice fixed by hand after propagating from SEED
 WAIT_MS = 300_000  # a loaded 2-core machine encodes the 30 slices slowly
 
 
@@ -87,7 +89,7 @@ def test_objects_keep_their_labels(session, ct_labels):
 
 
 def test_propagation_fills_the_volume_and_matches_the_runtime(session, predictor, qtbot, ct_path, ct_labels):
-    _viewer, widget = session
+    viewer, widget = session
     liver = ct_labels[SEED] == LIVER
     widget.boxes_layer.add(rectangle(SEED, box_from_mask(liver)), shape_type="rectangle")
     seed = widget.labels_layer.data[SEED] == 1
@@ -102,6 +104,24 @@ def test_propagation_fills_the_volume_and_matches_the_runtime(session, predictor
     assert np.array_equal(labels == 1, np.transpose(expected, (2, 1, 0)))
     reference = np.isin(ct_labels, [LIVER])
     assert dice(labels == 1, reference) > 0.7
+    # issue 28's correction loop: slice FIX is fixed by hand (painted to the true liver) and the propagation is
+    # corrected from there; only the slices from the seed up are re-run (the seed is the nearest other seed)
+    before, fixed = labels.copy(), ct_labels[FIX] == LIVER
+    first_result = widget.propagation
+    viewer.dims.set_current_step(0, FIX)  # the user scrolls to the wrong slice and paints the fix
+    qtbot.waitUntil(lambda: not widget.busy(), timeout=WAIT_MS)
+    labels[FIX][labels[FIX] == 1] = 0
+    labels[FIX][fixed] = 1
+    widget.correct_propagation()
+    qtbot.waitUntil(lambda: not widget.busy(), timeout=WAIT_MS)
+    after = widget.labels_layer.data
+    expected = correct(predictor, scan.array, first_result, FIX, mask=fixed, window="abdomen").mask
+    others = [k for k in range(after.shape[0]) if k != FIX]
+    assert np.array_equal(after[others] == 1, np.transpose(expected, (2, 1, 0))[others]), widget.messages
+    assert np.array_equal(after[FIX] == 1, fixed)  # the hand fix is kept as painted
+    assert np.array_equal(after[:SEED + 1], before[:SEED + 1])  # below the seed: untouched
+    assert widget.propagation.seeds == (SEED, FIX)
+    assert any("changed by the correction on slice" in text for _, text in widget.messages), widget.messages
 
 
 def test_cancelled_propagation_leaves_the_labels(session, qtbot, ct_labels):
@@ -113,6 +133,9 @@ def test_cancelled_propagation_leaves_the_labels(session, qtbot, ct_labels):
     qtbot.waitUntil(lambda: not widget.busy(), timeout=WAIT_MS)
     assert np.array_equal(widget.labels_layer.data, before)
     assert any("cancelled" in text for _, text in widget.messages), widget.messages
+    widget.correct_propagation()  # nothing propagated to correct: a message, no job, the labels unchanged
+    assert widget.messages[-1][0] == "error" and "has not been propagated" in widget.messages[-1][1]
+    assert not widget.busy() and np.array_equal(widget.labels_layer.data, before)
 
 
 def test_support_set_matches_the_runtime(session, predictor, qtbot, ct_path, ct_labels):

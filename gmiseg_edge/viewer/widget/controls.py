@@ -90,6 +90,10 @@ class ControlsMixin(WidgetState):
         box = QVBoxLayout(volume)
         self.propagate_button = QPushButton("Propagate object through the volume")
         self.propagate_button.clicked.connect(self.propagate)
+        self.correct_button = QPushButton("Correct the propagation from this slice")
+        self.correct_button.setToolTip("after fixing the object on this slice (box, clicks or painting): re-run only "
+                                       "the slices between this one and the nearest seeds on either side")
+        self.correct_button.clicked.connect(self.correct_propagation)
         self.add_slice_button = QPushButton("Add this slice as an example")
         self.add_slice_button.clicked.connect(self.add_example_slice)
         self.add_volume_button = QPushButton("Add this labelled volume as an example")
@@ -98,7 +102,7 @@ class ControlsMixin(WidgetState):
         self.segment_slice_button.clicked.connect(lambda: self.segment_from_examples(volume=False))
         self.segment_volume_button = QPushButton("Segment the volume from the examples")
         self.segment_volume_button.clicked.connect(lambda: self.segment_from_examples(volume=True))
-        for button in (self.propagate_button, self.add_slice_button, self.add_volume_button,
+        for button in (self.propagate_button, self.correct_button, self.add_slice_button, self.add_volume_button,
                        self.segment_slice_button, self.segment_volume_button):
             box.addWidget(button)
         self.examples_label = QLabel("examples: 0")

@@ -60,6 +60,7 @@ class SegmentWidget(ControlsMixin, MessagesMixin, ModelMixin, ImageLayersMixin, 
         self.segmenter = None
         self.example_count = 0
         self.propagation = None
+        self._propagation_of = None
         self._encoded = OrderedDict()
         self._encoding = None
         self._encode_wanted = None

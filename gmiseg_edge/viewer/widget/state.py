@@ -34,6 +34,7 @@ class WidgetState:
     segmenter: Any  # the support set (runtime SupportSetSegmenter), made on the first example
     example_count: int
     propagation: Any  # the last propagation's runtime PropagationResult (stops, spacing), None before one
+    _propagation_of: tuple[Any, int] | None  # (image, object label) that ``propagation`` belongs to
     _encoded: OrderedDict[int, Any]  # slice -> embedding handle, for self.image
     _encoding: int | None  # slice being encoded
     _encode_wanted: int | None  # slice to encode next
@@ -59,6 +60,7 @@ class WidgetState:
     previous_check: QCheckBox
     overwrite_check: QCheckBox
     propagate_button: QPushButton
+    correct_button: QPushButton
     add_slice_button: QPushButton
     add_volume_button: QPushButton
     segment_slice_button: QPushButton
