@@ -9,6 +9,12 @@ The choice strategies by name (:data:`CHOICES`):
   lesion registered onto healthy tissue does.
 - ``"local"``: as ``"auto"``, but the anatomy candidate is also kept when it stands out from its own
   surroundings on the query (:func:`stands_out`).
+- ``"weighed"`` (not the default; BENCHMARKS.md, issue 24): the embedding z and the grey-level z are weighed by
+  how well each splits *the query* into a compact high region and a low background
+  (:func:`.appearance.separation`; on the supports both look fine, leave-one-slice-out AUC 0.94-1.00, so only
+  the query can say which to trust). E is made from the weighed map (the appearance candidate with it), a
+  candidate's likeness is the weighed sum of its two (weak separation shrinks it towards 0, undecided), and the
+  anatomy candidate is reconsidered when that is below ``UNLIKE`` (:func:`looks_unlike_weighed`).
 - ``"anatomy"`` / ``"appearance"``: always that candidate (for measurement; ``"appearance"`` with its own
   presence and weight).
 
@@ -43,6 +49,14 @@ def looks_unlike(match: SupportMatch, candidate: Candidate) -> bool:
     return embedding < UNLIKE and not (informative(match.intensity) and np.isfinite(grey) and grey >= UNLIKE)
 
 
+def looks_unlike_weighed(match: SupportMatch, candidate: Candidate) -> bool:
+    """``choice="weighed"``: the candidate's weighed likeness (:func:`.appearance.likeness` with the match's
+    ``look_weights``) is below UNLIKE; :func:`looks_unlike` for a match made without them."""
+    if match.look_weights is None or sum(match.look_weights) <= 0:
+        return looks_unlike(match, candidate)
+    return candidate.likeness < UNLIKE
+
+
 def stands_out(match: SupportMatch, candidate: Candidate) -> bool:
     """``choice="local"``: the decoded candidate stands out from its own surroundings *on the query* in the
     support's appearance direction: mean z over it minus mean z over its ring (RING_CELLS embedding cells wide)
@@ -69,18 +83,21 @@ def _unlike_and_plain(match: SupportMatch, candidate: Candidate) -> bool:
 class Choice:
     """A choice strategy. ``appearance_candidate``: a registered support also makes its appearance candidate;
     ``appearance_first``: that candidate comes first (is taken); ``reconsider(match, decoded anatomy candidate)``:
-    decode the appearance candidate too (None: never)."""
+    decode the appearance candidate too (None: never); ``weighed``: E and the likeness weigh the embedding and the
+    grey levels by how well each separates on the query (:func:`.appearance.weighed_look`)."""
 
     name: str
     appearance_candidate: bool = True
     appearance_first: bool = False
     reconsider: Callable[[SupportMatch, Candidate], bool] | None = None
+    weighed: bool = False
 
 
 #: the choice strategies by name
 CHOICES: dict[str, Choice] = {
     "auto": Choice("auto", reconsider=looks_unlike),
     "local": Choice("local", reconsider=_unlike_and_plain),
+    "weighed": Choice("weighed", reconsider=looks_unlike_weighed, weighed=True),
     "anatomy": Choice("anatomy", appearance_candidate=False),
     "appearance": Choice("appearance", appearance_first=True),
 }

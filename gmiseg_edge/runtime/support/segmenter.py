@@ -326,7 +326,8 @@ class SupportSetSegmenter:
         evidence."""
         return locate(query, pixels, support, self._model(support), self.predictor.input_size, spacing,
                       self._locate, appearance_candidate=self._choice.appearance_candidate,
-                      appearance_first=self._choice.appearance_first, grey=self.grey_appearance)
+                      appearance_first=self._choice.appearance_first, grey=self.grey_appearance,
+                      weighed=self._choice.weighed)
 
     def decode(self, query: EncodedImage, match: SupportMatch) -> SupportMatch:
         """Steps 6-7 for one support (:func:`.choice.choose`): decode its first candidate; decode the appearance
