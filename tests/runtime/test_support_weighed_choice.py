@@ -79,8 +79,8 @@ def _scene(centre: tuple[int, int], seed: int, texture: float) -> tuple[np.ndarr
 
 def test_weighed_choice_weighs_each_support_by_the_query_and_finds_a_moved_structure(predictor):
     """With the real model: each match's weights are the two maps' separation on the query, E is made from the
-    map that separates better, and the supports' disc, registered onto plain texture, is found where it sits on
-    the query."""
+    map that separates better, each map gives an appearance candidate, every decoded candidate's likeness is the
+    weighed sum, and the supports' disc, registered onto plain texture, is found where it sits on the query."""
     assert "weighed" in CHOICES
     supports = [_scene((30, 30), 0, 20), _scene((34, 62), 4, 20)]
     query, truth = _scene((64, 60), 1, 35)
@@ -95,6 +95,8 @@ def test_weighed_choice_weighs_each_support_by_the_query_and_finds_a_moved_struc
         assert match.look_weights == pytest.approx(weights, abs=1e-6)
         better = grey if weights[1] > weights[0] else match.similarity
         np.testing.assert_allclose(match.appearance, sigmoid(4 * better), atol=1e-5)
+        # the anatomy candidate, then one appearance candidate per map that separates on the query
+        assert [c.kind for c in match.candidates] == ["anatomy"] + ["appearance"] * (1 + (min(weights) > 0))
         for candidate in match.candidates:
             if candidate.probability is not None:
                 expected = (weights[0] * candidate.looks[0] + weights[1] * candidate.looks[1]) / max(sum(weights), 1)

@@ -12,9 +12,10 @@ The choice strategies by name (:data:`CHOICES`):
 - ``"weighed"`` (not the default; BENCHMARKS.md, issue 24): the embedding z and the grey-level z are weighed by
   how well each splits *the query* into a compact high region and a low background
   (:func:`.appearance.separation`; on the supports both look fine, leave-one-slice-out AUC 0.94-1.00, so only
-  the query can say which to trust). E is made from the weighed map (the appearance candidate with it), a
-  candidate's likeness is the weighed sum of its two (weak separation shrinks it towards 0, undecided), and the
-  anatomy candidate is reconsidered when that is below ``UNLIKE`` (:func:`looks_unlike_weighed`).
+  the query can say which to trust). E is made from the map that separates better; each map that separates at
+  all gives an appearance candidate; a candidate's likeness is the weighed sum of its two looks (weak separation
+  shrinks it towards 0, undecided); the anatomy candidate is reconsidered when that is below ``UNLIKE``
+  (:func:`looks_unlike_weighed`), and the likeliest appearance candidate taken when it exceeds it by ``MARGIN``.
 - ``"anatomy"`` / ``"appearance"``: always that candidate (for measurement; ``"appearance"`` with its own
   presence and weight).
 
@@ -83,8 +84,9 @@ def _unlike_and_plain(match: SupportMatch, candidate: Candidate) -> bool:
 class Choice:
     """A choice strategy. ``appearance_candidate``: a registered support also makes its appearance candidate;
     ``appearance_first``: that candidate comes first (is taken); ``reconsider(match, decoded anatomy candidate)``:
-    decode the appearance candidate too (None: never); ``weighed``: E and the likeness weigh the embedding and the
-    grey levels by how well each separates on the query (:func:`.appearance.weighed_look`)."""
+    decode the appearance candidates too (None: never); ``weighed``: E and the likeness weigh the embedding and
+    the grey levels by how well each separates on the query (:func:`.appearance.weighed_look`), and each map
+    gives an appearance candidate."""
 
     name: str
     appearance_candidate: bool = True
@@ -104,17 +106,20 @@ CHOICES: dict[str, Choice] = {
 
 
 def choose(match: SupportMatch, choice: Choice, decode: Callable[[Candidate], Candidate]) -> SupportMatch:
-    """Steps 6-7 for one support: decode its first candidate; decode the appearance candidate too only when
-    ``choice`` reconsiders the first, and take it when its likeness exceeds the first's by ``MARGIN``."""
+    """Steps 6-7 for one support: decode its first candidate; decode the appearance candidates too only when
+    ``choice`` reconsiders the first, and take the likeliest when its likeness exceeds the first's by
+    ``MARGIN`` (it then comes first among them)."""
     first = decode(match.candidates[0])
     decoded = [first]
     chosen = first
     if (choice.reconsider is not None and first.kind == "anatomy" and len(match.candidates) > 1
             and choice.reconsider(match, first)):
-        other = decode(match.candidates[1])
-        decoded.append(other)
-        if other.likeness - first.likeness >= MARGIN:
-            chosen = other
+        others = [decode(candidate) for candidate in match.candidates[1:]]
+        best = max(range(len(others)), key=lambda i: others[i].likeness)
+        decoded.append(others.pop(best))
+        decoded += others
+        if decoded[1].likeness - first.likeness >= MARGIN:
+            chosen = decoded[1]
     decoded += list(match.candidates[len(decoded):])
     # presence and weight stay the first candidate's (module docstring)
     return replace(match, prior=chosen.prior, probability=chosen.probability,

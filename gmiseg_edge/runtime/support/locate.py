@@ -161,15 +161,19 @@ def locate(query: EncodedImage, pixels: np.ndarray | None, support: Support, mod
     is ``sigmoid(4 (z + z_grey) / 2)`` when the support's grey levels are informative and the query's pixels
     are given (:func:`.appearance.joint_look`); ``weighed`` (``choice="weighed"``, it overrides ``grey``): E is
     ``sigmoid(4 look)`` with ``look`` the embedding's and the grey levels' z weighed by how well each separates
-    on the query (:func:`.appearance.weighed_look`), the weights kept as the match's ``look_weights``. The match
-    keeps the embedding's ``z`` as its ``similarity``."""
+    on the query (:func:`.appearance.weighed_look`), the weights kept as the match's ``look_weights``; the map
+    that separates less well also gives an appearance candidate (after the other's) when its separation is above
+    0. The match keeps the embedding's ``z`` as its ``similarity``."""
     z = similarity(query, model, input_size)
     query_gray = None if pixels is None else gray(pixels)
     look_weights = None
+    looks = []  # maps that give an appearance candidate after E's own
     if weighed:
         grey_z = grey_similarity(support.intensity, query_gray) \
             if query_gray is not None and informative(support.intensity) else None
         look, look_weights = weighed_look(z, grey_z)
+        if grey_z is not None and min(look_weights) > 0:
+            looks.append(z if look_weights[1] > look_weights[0] else grey_z)
     else:
         look = joint_look(z, support.intensity, query_gray) if grey else z
     appearance = sigmoid(4 * look)
@@ -197,6 +201,9 @@ def locate(query: EncodedImage, pixels: np.ndarray | None, support: Support, mod
         agreement = local_agreement(query_gray, warped)
     if appearance_candidate or anatomy is None:
         candidates.append(Candidate("appearance", look_alike, float(appearance[best_component(look_alike)].mean())))
+        for other in looks:
+            prior = appearance_prior(sigmoid(4 * other), other, spacing)
+            candidates.append(Candidate("appearance", prior, float(appearance[best_component(prior)].mean())))
     if appearance_first and anatomy is not None:
         candidates.reverse()
     first = candidates[0]

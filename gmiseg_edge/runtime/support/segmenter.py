@@ -91,9 +91,10 @@ than a few cells holds no cell of its own.
    high. ``choice="anatomy"`` / ``"appearance"`` always take that candidate (for measurement; ``"appearance"``
    with its own presence and weight). ``choice="weighed"`` (not the default; measured in BENCHMARKS.md, issue 24)
    weighs the embedding's and the grey levels' z by how well each splits the query by itself
-   (:func:`.appearance.separation`): E comes from the one that separates better, a candidate's likeness is
-   ``(s_e z + s_g grey) / max(s_e + s_g, 1)``, and the anatomy candidate is reconsidered when that is below
-   ``UNLIKE``.
+   (:func:`.appearance.separation`): E comes from the one that separates better, each that separates at all
+   gives an appearance candidate, a candidate's likeness is ``(s_e z + s_g grey) / max(s_e + s_g, 1)``, and the
+   anatomy candidate is reconsidered when that is below ``UNLIKE`` (the likeliest appearance candidate taken by
+   ``MARGIN``).
 8. **Combine** supports, pixel by pixel: a support's vote is ``w L`` (``L`` its local agreement when it took
    its anatomy candidate, 1 otherwise: an appearance candidate is not where the registration put the support);
    ``probability = sum(w L p) / sum(w L)``, mask ``probability > 0.5``; ``prior`` the same mean of the chosen
