@@ -78,6 +78,8 @@ def test_every_named_strategy_runs_and_does_what_it_says(predictor, scenes, step
                 assert kinds == [["anatomy"]] * 2 and all(m.chosen == "anatomy" for m in matches)
             elif name == "appearance":
                 assert kinds == [["appearance", "anatomy"]] * 2 and all(m.chosen == "appearance" for m in matches)
+            elif name == "weighed":  # each map (embedding, grey levels) that separates on the query gives one
+                assert all(k[0] == "anatomy" and k[1:] in (["appearance"], ["appearance"] * 2) for k in kinds)
             else:
                 assert kinds == [["anatomy", "appearance"]] * 2
             if name != "appearance":

@@ -9,7 +9,8 @@ prototype for a lone support. ``score = direction . v`` per cell, 3 x 3 mean; a 
 midpoint of its mean score on its structure cells and on its ring, its ``contrast`` their difference, and
 ``z = (score - threshold) / contrast`` (:func:`similarity`), ``E = sigmoid(4 z)``, or (``grey_appearance=True``,
 not the default) with the support's grey levels when they are informative ``E = sigmoid(4 (z + z_grey) / 2)``
-(:func:`joint_look`).
+(:func:`joint_look`). ``choice="weighed"`` (not the default) weighs the two maps by how well each splits the
+query by itself (:func:`separation`, :func:`weighed_look`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from gmiseg_edge.runtime.support.supports import INTENSITY_BINS, IntensityModel,
 
 MIN_PROBE_SUPPORTS = 2  # appearance="auto": fewer supports than this use the prototype
 MIN_INTENSITY_CONTRAST = 1.0  # nats: grey levels below this tell the structure from its ring too weakly to vote
+SEPARATION = 2.0  # separation(): a high region this many background sds above the background separates fully
 
 
 @dataclass(frozen=True)
@@ -145,11 +147,13 @@ def joint_look(z: np.ndarray, intensity: IntensityModel | None, query_gray: np.n
 
 
 def likeness(similarity: np.ndarray | None, intensity: IntensityModel | None, query_gray: np.ndarray | None,
-             probability: np.ndarray, component: np.ndarray) -> dict:
+             probability: np.ndarray, component: np.ndarray, weights: tuple[float, float] | None = None) -> dict:
     """How much ``probability > 0.5`` (``component`` when that is empty) looks like the support's structure:
     the mean z (embedding), averaged with the grey-level likeness when the support's grey levels are
-    :func:`informative`. Both are +0.5 on the support's own structure on average, -0.5 on its surroundings.
-    Returns the :class:`.locate.Candidate` fields ``likeness`` and ``looks`` (embedding, grey)."""
+    :func:`informative`; with ``weights`` (``choice="weighed"``, :func:`weighed_look`) their weighed sum
+    ``(s_e z + s_g grey) / max(s_e + s_g, 1)`` instead. Both are +0.5 on the support's own structure on average,
+    -0.5 on its surroundings. Returns the :class:`.locate.Candidate` fields ``likeness`` and ``looks``
+    (embedding, grey)."""
     region = probability > 0.5
     if not region.any():
         region = component
@@ -158,4 +162,48 @@ def likeness(similarity: np.ndarray | None, intensity: IntensityModel | None, qu
     if intensity is not None and query_gray is not None:
         grey = intensity.likeness(query_gray, region)
     value = (embedding + grey) / 2 if informative(intensity) and np.isfinite(grey) else embedding
+    if weights is not None and sum(weights) > 0:
+        embedding_weight, grey_weight = weights
+        grey_weight = grey_weight if np.isfinite(grey) else 0.0
+        value = (embedding_weight * embedding + (grey_weight * grey if grey_weight else 0.0)) \
+            / max(embedding_weight + grey_weight, 1.0)
     return {"likeness": value, "looks": (embedding, grey)}
+
+
+def separation(score: np.ndarray) -> float:
+    """How well a z-scale score map splits *the query* into a compact high region and a low background, in
+    [0, 1]; nothing measured on the supports enters. *High*: ``score >= min(0, (max + median) / 2)``, at or
+    above the support's threshold, or above the midpoint of the query's peak and its typical score when that is
+    lower (a shift of every score between two patients' scans does not make an informative map flat). ``core``: the
+    connected high region with the largest summed score above the level. The product of its share of that sum
+    (one region, not scattered look-alikes), ``max(0, 1 - 2 f)`` with ``f`` the high share of the query (a
+    minority: a grey level that half the query shares is spread, not a structure) and ``min(1, d /
+    SEPARATION)``, ``d`` the core's mean above the low background's in the background's standard deviations
+    (not flat)."""
+    level = min(0.0, (float(score.max()) + float(np.median(score))) / 2)
+    high = score >= level
+    if high.all():
+        return 0.0
+    count, labels = cv2.connectedComponents(high.astype(np.uint8), connectivity=8)
+    above = np.maximum(score - level, 0).astype(np.float64)
+    mass = np.bincount(labels.ravel(), weights=above.ravel(), minlength=count)
+    mass[0] = -1
+    core = labels == int(np.argmax(mass))
+    total = float(above.sum())
+    if total <= 0:
+        return 0.0
+    compact = float(mass.max()) / total * max(0.0, 1.0 - 2.0 * float(high.mean()))
+    low = score[~high]
+    apart = (float(score[core].mean()) - float(low.mean())) / max(float(low.std()), 0.05)
+    return float(compact * min(1.0, max(apart, 0.0) / SEPARATION))
+
+
+def weighed_look(z: np.ndarray, grey: np.ndarray | None) -> tuple[np.ndarray, tuple[float, float]]:
+    """``choice="weighed"``: each map's :func:`separation` on the query, ``(s_e, s_g)`` (``grey`` None: grey
+    levels not informative on the support, or no query pixels: ``s_g = 0``), and the map E is made from: the
+    one that separates better (``z`` on a tie). A candidate's likeness weighs the two by them
+    (:func:`likeness`)."""
+    embedding = separation(z)
+    grey_weight = separation(grey) if grey is not None else 0.0
+    look = grey if grey is not None and grey_weight > embedding else z
+    return look.astype(np.float32), (embedding, grey_weight)

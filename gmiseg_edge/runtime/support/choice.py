@@ -9,6 +9,13 @@ The choice strategies by name (:data:`CHOICES`):
   lesion registered onto healthy tissue does.
 - ``"local"``: as ``"auto"``, but the anatomy candidate is also kept when it stands out from its own
   surroundings on the query (:func:`stands_out`).
+- ``"weighed"`` (not the default; BENCHMARKS.md, issue 24): the embedding z and the grey-level z are weighed by
+  how well each splits *the query* into a compact high region and a low background
+  (:func:`.appearance.separation`; on the supports both look fine, leave-one-slice-out AUC 0.94-1.00, so only
+  the query can say which to trust). E is made from the map that separates better; each map that separates at
+  all gives an appearance candidate; a candidate's likeness is the weighed sum of its two looks (weak separation
+  shrinks it towards 0, undecided); the anatomy candidate is reconsidered when that is below ``UNLIKE``
+  (:func:`looks_unlike_weighed`), and the likeliest appearance candidate taken when it exceeds it by ``MARGIN``.
 - ``"anatomy"`` / ``"appearance"``: always that candidate (for measurement; ``"appearance"`` with its own
   presence and weight).
 
@@ -43,6 +50,14 @@ def looks_unlike(match: SupportMatch, candidate: Candidate) -> bool:
     return embedding < UNLIKE and not (informative(match.intensity) and np.isfinite(grey) and grey >= UNLIKE)
 
 
+def looks_unlike_weighed(match: SupportMatch, candidate: Candidate) -> bool:
+    """``choice="weighed"``: the candidate's weighed likeness (:func:`.appearance.likeness` with the match's
+    ``look_weights``) is below UNLIKE; :func:`looks_unlike` for a match made without them."""
+    if match.look_weights is None or sum(match.look_weights) <= 0:
+        return looks_unlike(match, candidate)
+    return candidate.likeness < UNLIKE
+
+
 def stands_out(match: SupportMatch, candidate: Candidate) -> bool:
     """``choice="local"``: the decoded candidate stands out from its own surroundings *on the query* in the
     support's appearance direction: mean z over it minus mean z over its ring (RING_CELLS embedding cells wide)
@@ -69,35 +84,42 @@ def _unlike_and_plain(match: SupportMatch, candidate: Candidate) -> bool:
 class Choice:
     """A choice strategy. ``appearance_candidate``: a registered support also makes its appearance candidate;
     ``appearance_first``: that candidate comes first (is taken); ``reconsider(match, decoded anatomy candidate)``:
-    decode the appearance candidate too (None: never)."""
+    decode the appearance candidates too (None: never); ``weighed``: E and the likeness weigh the embedding and
+    the grey levels by how well each separates on the query (:func:`.appearance.weighed_look`), and each map
+    gives an appearance candidate."""
 
     name: str
     appearance_candidate: bool = True
     appearance_first: bool = False
     reconsider: Callable[[SupportMatch, Candidate], bool] | None = None
+    weighed: bool = False
 
 
 #: the choice strategies by name
 CHOICES: dict[str, Choice] = {
     "auto": Choice("auto", reconsider=looks_unlike),
     "local": Choice("local", reconsider=_unlike_and_plain),
+    "weighed": Choice("weighed", reconsider=looks_unlike_weighed, weighed=True),
     "anatomy": Choice("anatomy", appearance_candidate=False),
     "appearance": Choice("appearance", appearance_first=True),
 }
 
 
 def choose(match: SupportMatch, choice: Choice, decode: Callable[[Candidate], Candidate]) -> SupportMatch:
-    """Steps 6-7 for one support: decode its first candidate; decode the appearance candidate too only when
-    ``choice`` reconsiders the first, and take it when its likeness exceeds the first's by ``MARGIN``."""
+    """Steps 6-7 for one support: decode its first candidate; decode the appearance candidates too only when
+    ``choice`` reconsiders the first, and take the likeliest when its likeness exceeds the first's by
+    ``MARGIN`` (it then comes first among them)."""
     first = decode(match.candidates[0])
     decoded = [first]
     chosen = first
     if (choice.reconsider is not None and first.kind == "anatomy" and len(match.candidates) > 1
             and choice.reconsider(match, first)):
-        other = decode(match.candidates[1])
-        decoded.append(other)
-        if other.likeness - first.likeness >= MARGIN:
-            chosen = other
+        others = [decode(candidate) for candidate in match.candidates[1:]]
+        best = max(range(len(others)), key=lambda i: others[i].likeness)
+        decoded.append(others.pop(best))
+        decoded += others
+        if decoded[1].likeness - first.likeness >= MARGIN:
+            chosen = decoded[1]
     decoded += list(match.candidates[len(decoded):])
     # presence and weight stay the first candidate's (module docstring)
     return replace(match, prior=chosen.prior, probability=chosen.probability,

@@ -71,9 +71,10 @@ def decode_candidate(predictor: Predictor, query: EncodedImage, match: SupportMa
     if not fusion.decodes:  # no decoder
         probability = fusion.fuse(None, prior)
         return replace(candidate, **likeness(match.similarity, match.intensity, match.query_gray, probability,
-                                             component), probability=probability, box=box)
+                                             component, match.look_weights), probability=probability, box=box)
     low_res, iou = predictor.decode(query, prompt)
     sam = sigmoid(postprocess_logits(low_res[:1], query.prepared, predictor.input_size)[0])
     probability = fusion.fuse(sam, prior)
-    return replace(candidate, **likeness(match.similarity, match.intensity, match.query_gray, probability, component),
+    return replace(candidate, **likeness(match.similarity, match.intensity, match.query_gray, probability, component,
+                                         match.look_weights),
                    probability=probability.astype(np.float32), sam_probability=sam, iou=float(iou[0]), box=box)

@@ -17,7 +17,15 @@ import numpy as np
 
 from gmiseg_edge.runtime.predictor import EncodedImage
 from gmiseg_edge.runtime.registration import Registration, match_quality, register
-from gmiseg_edge.runtime.support.appearance import AppearanceModel, joint_look, sigmoid, similarity
+from gmiseg_edge.runtime.support.appearance import (
+    AppearanceModel,
+    grey_similarity,
+    informative,
+    joint_look,
+    sigmoid,
+    similarity,
+    weighed_look,
+)
 from gmiseg_edge.runtime.support.spacing import DEFAULT_SPACING
 from gmiseg_edge.runtime.support.supports import IntensityModel, Support, gray
 
@@ -64,6 +72,7 @@ class SupportMatch:
     candidates: tuple[Candidate, ...] = field(default=(), repr=False)
     agreement: np.ndarray | None = field(default=None, repr=False)  # L (step 5); None when not registered
     spacing: tuple[float, float] = DEFAULT_SPACING  # the query's (row mm, col mm)
+    look_weights: tuple[float, float] | None = None  # choice="weighed": (embedding, grey) separation on the query
 
 
 #: a location strategy: (query pixels, support, query spacing) -> the support registered onto the query, or None
@@ -143,17 +152,30 @@ def appearance_prior(appearance: np.ndarray, similarity: np.ndarray, spacing: tu
 
 def locate(query: EncodedImage, pixels: np.ndarray | None, support: Support, model: AppearanceModel,
            input_size: int, spacing: tuple[float, float], locate_by: Locate, *, appearance_candidate: bool,
-           appearance_first: bool, grey: bool = False) -> SupportMatch:
+           appearance_first: bool, grey: bool = False, weighed: bool = False) -> SupportMatch:
     """Steps 2-5 for one support (weight before the appearance-only correction of
     :func:`.fusion.weigh_unregistered`): its candidates' priors, the first one chosen until the choice
     (:mod:`.choice`) weighs the evidence. ``pixels`` None (a query given as an :class:`EncodedImage`) or a
     failed registration leave the appearance candidate only. With a registration, ``appearance_candidate``
     says whether the appearance candidate is made too, ``appearance_first`` whether it comes first. ``grey``: E
     is ``sigmoid(4 (z + z_grey) / 2)`` when the support's grey levels are informative and the query's pixels
-    are given (:func:`.appearance.joint_look`); the match keeps the embedding's ``z`` as its ``similarity``."""
+    are given (:func:`.appearance.joint_look`); ``weighed`` (``choice="weighed"``, it overrides ``grey``): E is
+    ``sigmoid(4 look)`` with ``look`` the embedding's and the grey levels' z weighed by how well each separates
+    on the query (:func:`.appearance.weighed_look`), the weights kept as the match's ``look_weights``; the map
+    that separates less well also gives an appearance candidate (after the other's) when its separation is above
+    0. The match keeps the embedding's ``z`` as its ``similarity``."""
     z = similarity(query, model, input_size)
     query_gray = None if pixels is None else gray(pixels)
-    look = joint_look(z, support.intensity, query_gray) if grey else z
+    look_weights = None
+    looks = []  # maps that give an appearance candidate after E's own
+    if weighed:
+        grey_z = grey_similarity(support.intensity, query_gray) \
+            if query_gray is not None and informative(support.intensity) else None
+        look, look_weights = weighed_look(z, grey_z)
+        if grey_z is not None and min(look_weights) > 0:
+            looks.append(z if look_weights[1] > look_weights[0] else grey_z)
+    else:
+        look = joint_look(z, support.intensity, query_gray) if grey else z
     appearance = sigmoid(4 * look)
     registration = anatomy = None
     if pixels is not None:
@@ -179,10 +201,13 @@ def locate(query: EncodedImage, pixels: np.ndarray | None, support: Support, mod
         agreement = local_agreement(query_gray, warped)
     if appearance_candidate or anatomy is None:
         candidates.append(Candidate("appearance", look_alike, float(appearance[best_component(look_alike)].mean())))
+        for other in looks:
+            prior = appearance_prior(sigmoid(4 * other), other, spacing)
+            candidates.append(Candidate("appearance", prior, float(appearance[best_component(prior)].mean())))
     if appearance_first and anatomy is not None:
         candidates.reverse()
     first = candidates[0]
     return SupportMatch(support.name, registration, anatomy, appearance, first.prior, first.presence,
                         match, match * max(first.presence, MIN_PRESENCE_WEIGHT), similarity=z,
                         chosen=first.kind, candidates=tuple(candidates), intensity=support.intensity,
-                        query_gray=query_gray, agreement=agreement, spacing=spacing)
+                        query_gray=query_gray, agreement=agreement, spacing=spacing, look_weights=look_weights)

@@ -89,7 +89,12 @@ than a few cells holds no cell of its own.
    onto healthy tissue does. The support's presence and weight stay the
    first candidate's: the appearance candidate is the best of all regions, so its own presence is biased
    high. ``choice="anatomy"`` / ``"appearance"`` always take that candidate (for measurement; ``"appearance"``
-   with its own presence and weight).
+   with its own presence and weight). ``choice="weighed"`` (not the default; measured in BENCHMARKS.md, issue 24)
+   weighs the embedding's and the grey levels' z by how well each splits the query by itself
+   (:func:`.appearance.separation`): E comes from the one that separates better, each that separates at all
+   gives an appearance candidate, a candidate's likeness is ``(s_e z + s_g grey) / max(s_e + s_g, 1)``, and the
+   anatomy candidate is reconsidered when that is below ``UNLIKE`` (the likeliest appearance candidate taken by
+   ``MARGIN``).
 8. **Combine** supports, pixel by pixel: a support's vote is ``w L`` (``L`` its local agreement when it took
    its anatomy candidate, 1 otherwise: an appearance candidate is not where the registration put the support);
    ``probability = sum(w L p) / sum(w L)``, mask ``probability > 0.5``; ``prior`` the same mean of the chosen
@@ -190,7 +195,8 @@ class SupportSetSegmenter:
     ``"affine"`` without the B-spline stage; ``"appearance"`` no registration, the method before anatomy);
     ``appearance`` (step 1, :data:`.appearance.APPEARANCES`: ``"auto"`` the probe from two supports on, the
     prototype for one; ``"probe"``; ``"prototype"``); ``choice`` (step 7, :data:`.choice.CHOICES`: ``"auto"``,
-    ``"local"``, or always the ``"anatomy"`` or the ``"appearance"`` candidate, with its own presence and weight);
+    ``"local"``, ``"weighed"``, or always the ``"anatomy"`` or the ``"appearance"`` candidate, with its own
+    presence and weight);
     ``fusion`` (step 6, :data:`.fusion.FUSIONS`: ``"fused"``, ``"prior"`` the prior alone, no decoder, or
     ``"sam"`` SAM's probabilities alone). ``mask_prompt`` gives the decoder the prior as ``mask_input``;
     ``select`` keeps the ``select`` supports most like each query (:mod:`.selection`). ``grey_appearance=True``
@@ -326,7 +332,8 @@ class SupportSetSegmenter:
         evidence."""
         return locate(query, pixels, support, self._model(support), self.predictor.input_size, spacing,
                       self._locate, appearance_candidate=self._choice.appearance_candidate,
-                      appearance_first=self._choice.appearance_first, grey=self.grey_appearance)
+                      appearance_first=self._choice.appearance_first, grey=self.grey_appearance,
+                      weighed=self._choice.weighed)
 
     def decode(self, query: EncodedImage, match: SupportMatch) -> SupportMatch:
         """Steps 6-7 for one support (:func:`.choice.choose`): decode its first candidate; decode the appearance
