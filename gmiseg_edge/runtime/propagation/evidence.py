@@ -71,6 +71,28 @@ class Geometry:
         radius = self.radius_mm(area_px) + steps * self.slice_mm + self.pixel_mm
         return math.pi * radius * radius / (self.row_mm * self.col_mm)
 
+    def min_area(self, area_px: int, steps: int = 1) -> float:
+        """The smallest area (pixels) a structure of ``area_px`` can shrink to ``steps`` slices on by the same
+        bound, mirrored (its radius less ``steps * slice_mm`` mm and a pixel; 0 where that is under nothing)."""
+        radius = max(0.0, self.radius_mm(area_px) - steps * self.slice_mm - self.pixel_mm)
+        return math.pi * radius * radius / (self.row_mm * self.col_mm)
+
+    def centroid_mm(self, mask: np.ndarray) -> np.ndarray:
+        """The centroid (x, y) of a non-empty (H, W) mask in mm of the slice."""
+        rows, cols = np.nonzero(mask)
+        return np.array([cols.mean() * self.col_mm, rows.mean() * self.row_mm])
+
+    def continuous(self, before: np.ndarray, after: np.ndarray) -> bool:
+        """Whether ``after`` (the next slice's mask) is where and as large as ``before`` can be one slice on: its
+        equivalent radius and its centroid within one slice thickness plus a pixel of ``before``'s (a surface meeting
+        the slice plane at 45 degrees or more; the bound of :meth:`max_area`, both ways)."""
+        a, b = int(np.count_nonzero(before)), int(np.count_nonzero(after))
+        if not a or not b:
+            return False
+        step = self.slice_mm + self.pixel_mm
+        moved = float(np.hypot(*(self.centroid_mm(after) - self.centroid_mm(before))))
+        return abs(self.radius_mm(b) - self.radius_mm(a)) <= step and moved <= step
+
 
 def grown_extent(mask: np.ndarray, margin: tuple[float, float]) -> np.ndarray:
     """The extent [x0, y0, x1, y1] of a non-empty (H, W) mask grown by ``margin`` (columns, rows) pixels,
