@@ -329,7 +329,7 @@ def test_the_next_box_grows_by_the_reach_and_the_pixel_slack_whatever_the_struct
 
 
 def test_continuity_is_the_radius_and_centroid_within_a_slice_thickness_and_a_pixel():
-    """Geometry.continuous / min_area (continuity_vote): 3 mm slices of 3 mm pixels allow 6 mm of movement of the
+    """Geometry.continuous (continuity_vote): 3 mm slices of 3 mm pixels allow 6 mm of movement of the
     equivalent radius and of the centroid, either way."""
     from gmiseg_edge.runtime.propagation.evidence import Geometry
 
@@ -341,8 +341,6 @@ def test_continuity_is_the_radius_and_centroid_within_a_slice_thickness_and_a_pi
     assert not geometry.continuous(disc, np.roll(disc, 3, axis=1))  # 9 mm: beyond it
     small = (yy - 30) ** 2 + (xx - 30) ** 2 <= 10  # 37 pixels: equivalent radius 10.3 mm against 15.2 mm
     assert geometry.continuous(disc, small) and not geometry.continuous(disc, (yy - 30) ** 2 + (xx - 30) ** 2 <= 4)
-    assert geometry.min_area(int(disc.sum())) < int(small.sum()) < int(disc.sum())
-    assert geometry.min_area(4) == 0.0  # a radius under the bound shrinks to nothing
     assert not geometry.continuous(disc, np.zeros_like(disc))
 
 

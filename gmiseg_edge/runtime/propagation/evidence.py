@@ -71,12 +71,6 @@ class Geometry:
         radius = self.radius_mm(area_px) + steps * self.slice_mm + self.pixel_mm
         return math.pi * radius * radius / (self.row_mm * self.col_mm)
 
-    def min_area(self, area_px: int, steps: int = 1) -> float:
-        """The smallest area (pixels) a structure of ``area_px`` can shrink to ``steps`` slices on by the same
-        bound, mirrored (its radius less ``steps * slice_mm`` mm and a pixel; 0 where that is under nothing)."""
-        radius = max(0.0, self.radius_mm(area_px) - steps * self.slice_mm - self.pixel_mm)
-        return math.pi * radius * radius / (self.row_mm * self.col_mm)
-
     def centroid_mm(self, mask: np.ndarray) -> np.ndarray:
         """The centroid (x, y) of a non-empty (H, W) mask in mm of the slice."""
         rows, cols = np.nonzero(mask)
