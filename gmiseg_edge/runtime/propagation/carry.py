@@ -334,7 +334,8 @@ class Run:
                    and not front.appearance.typical(score))
         self.why[k] = "atypical" if suspect else (failure[0] if failure is not None else "")
         if (settings.continuity_vote and failure is not None and failure[0] == "appearance" and score is not None
-                and max(score.embedding, score.grey) >= 0.5 and self.geometry.continuous(front.mask, prediction.mask)):
+                and front.appearance is not None and front.appearance.partly_typical(score)
+                and self.geometry.continuous(front.mask, prediction.mask)):
             # two kinds of evidence of three (one appearance share, the geometry) say the structure goes on; the
             # other checks still apply
             failure = _failure(prediction, int(np.count_nonzero(prediction.mask)), score, front, self.geometry,

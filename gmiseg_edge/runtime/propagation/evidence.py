@@ -209,6 +209,12 @@ class Appearance:
         return all(value >= 0.5 * (0.5 + seed) for value, seed in ((score.embedding, self.seed.embedding),
                                                                    (score.grey, self.seed.grey)))
 
+    def partly_typical(self, score: Score) -> bool:
+        """One of the two shares (embedding or grey levels) reaches :meth:`typical`'s bar: that kind of evidence
+        alone still sees the seed's structure as clearly as a typical slice does."""
+        return any(value >= 0.5 * (0.5 + seed) for value, seed in ((score.embedding, self.seed.embedding),
+                                                                   (score.grey, self.seed.grey)))
+
     def matches(self, other: Appearance) -> bool:
         """Another seed's structure is this one's when its inside prototype is nearer this inside prototype than
         these surroundings', both ways round."""
