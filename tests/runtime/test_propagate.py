@@ -344,6 +344,17 @@ def test_continuity_is_the_radius_and_centroid_within_a_slice_thickness_and_a_pi
     assert not geometry.continuous(disc, np.zeros_like(disc))
 
 
+def test_the_vote_needs_one_share_at_the_typical_bar():
+    """continuity_vote overrules an appearance failure only where one share still reaches the midpoint between a
+    half and the seed's own share (the bar of Appearance.typical), not merely a half."""
+    from gmiseg_edge.runtime.propagation.evidence import GREY_BINS, Appearance, Score
+
+    unit = np.ones(4, np.float32) / 2.0
+    seed = Appearance(unit, unit, np.zeros(GREY_BINS, np.float32), Score(0.9, 0.8))  # bars 0.70 and 0.65
+    assert seed.partly_typical(Score(0.3, 0.66)) and seed.partly_typical(Score(0.71, 0.0))
+    assert not seed.partly_typical(Score(0.6, 0.6))  # each over a half, neither at its bar
+
+
 AORTA = 52
 
 
@@ -351,7 +362,7 @@ def test_the_continuity_vote_carries_a_tube_past_an_appearance_stop(cached, spac
     """The sample CT's aorta (on all 30 slices, about 6 x 6 pixels of 3 mm: two to three embedding cells across):
     by default the appearance check stops it at slice 28 (its embedding share falls under a half while its grey
     share, size and position go on); with ``continuity_vote`` the geometry and the grey levels overrule it and the
-    front reaches the volume's end (BENCHMARKS.md, issue 28: CT a aorta 0.466 -> 0.745)."""
+    front reaches the volume's end (BENCHMARKS.md, issue 28: CT a aorta 0.466 -> 0.711 with one seed)."""
     image, labels = load_sample_pair("totalseg_abdomen")
     truth = labels.array == AORTA
     seed = largest_index(truth, 2)  # 25
