@@ -30,6 +30,16 @@ carried on (lite_medsam lost 0.18-0.46 Dice per organ with it, BENCHMARKS.md).
 - ``low_iou`` / ``iou_drop``: the decoder's predicted IoU under ``min_iou``, or more than ``iou_drop`` below the
   previous slice's.
 
+**Continuity vote** (``continuity_vote``, off by default): a slice that fails only ``appearance``, with one of its
+two shares still at least a half, is kept without a re-prompt (``actions[k] == "continued"``, ``checks[k] ==
+"appearance"``) where its mask is continuous with the previous one: its equivalent radius and its centroid within
+one slice thickness plus a pixel of the previous mask's (the bound of ``area_growth``, both ways, and on position).
+Two kinds of evidence of three (one share, the geometry) then say the structure goes on. It is meant for structures
+only two or three embedding cells across (a vessel of 3 mm pixels), whose embedding share is mostly that of their
+edge cells: the CT a aorta, 6 x 6 pixels, failed on an embedding share of 0.32 with a grey share of 0.79, its area
+and position unchanged. Off by default: over the benchmark it lifts the aorta (0.466 -> 0.711), the IVC and a thick-
+slice lesion, and lets two others run a slice or more past their labelled ends (BENCHMARKS.md, issue 28).
+
 **A slice that fails** is re-prompted once from a tighter prior: the box of the part of the failed mask that lies
 within the previous mask's reach and looks like the inside (both kinds of evidence), or, if none does, the
 previous mask's own extent without margin. If that passes, it is kept (``actions[k] == "tightened"``); if not, the

@@ -119,11 +119,12 @@ def _tighter(failed: np.ndarray, front: _Front, appearance: Appearance | None, p
 
 
 def _failure(prediction: Prediction, area: int, score: Score | None, front: _Front, geometry: Geometry,
-             settings: PropagationSettings) -> tuple[str, str] | None:
-    """(reason, detail) of the first check a slice fails, or None (``empty`` and ``area_collapse`` included)."""
+             settings: PropagationSettings, appearance: bool = True) -> tuple[str, str] | None:
+    """(reason, detail) of the first check a slice fails, or None (``empty`` and ``area_collapse`` included);
+    ``appearance=False`` leaves out the appearance check (overruled by the continuity vote)."""
     if area < settings.min_area:
         return "empty", f"{area} pixel(s) < {settings.min_area}"
-    if score is not None and front.appearance is not None and not front.appearance.agrees(score):
+    if appearance and score is not None and front.appearance is not None and not front.appearance.agrees(score):
         seed = front.appearance.seed
         return "appearance", (f"inside-like share embedding {score.embedding:.2f}, grey {score.grey:.2f} "
                               f"(seed {seed.embedding:.2f}, {seed.grey:.2f})")
@@ -332,6 +333,14 @@ class Run:
         suspect = (failure is None and score is not None and front.appearance is not None
                    and not front.appearance.typical(score))
         self.why[k] = "atypical" if suspect else (failure[0] if failure is not None else "")
+        if (settings.continuity_vote and failure is not None and failure[0] == "appearance" and score is not None
+                and front.appearance is not None and front.appearance.partly_typical(score)
+                and self.geometry.continuous(front.mask, prediction.mask)):
+            # two kinds of evidence of three (one appearance share, the geometry) say the structure goes on; the
+            # other checks still apply
+            failure = _failure(prediction, int(np.count_nonzero(prediction.mask)), score, front, self.geometry,
+                               settings, appearance=False)
+            action = "continued" if failure is None else action
         if settings.retry and ((failure is not None and failure[0] in RETRIED) or suspect):
             tight = _tighter(prediction.mask, front, front.appearance, pixels, encoded, self.geometry, settings,
                              self.predictor.input_size)

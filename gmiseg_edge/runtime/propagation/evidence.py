@@ -71,6 +71,22 @@ class Geometry:
         radius = self.radius_mm(area_px) + steps * self.slice_mm + self.pixel_mm
         return math.pi * radius * radius / (self.row_mm * self.col_mm)
 
+    def centroid_mm(self, mask: np.ndarray) -> np.ndarray:
+        """The centroid (x, y) of a non-empty (H, W) mask in mm of the slice."""
+        rows, cols = np.nonzero(mask)
+        return np.array([cols.mean() * self.col_mm, rows.mean() * self.row_mm])
+
+    def continuous(self, before: np.ndarray, after: np.ndarray) -> bool:
+        """Whether ``after`` (the next slice's mask) is where and as large as ``before`` can be one slice on: its
+        equivalent radius and its centroid within one slice thickness plus a pixel of ``before``'s (a surface meeting
+        the slice plane at 45 degrees or more; the bound of :meth:`max_area`, both ways)."""
+        a, b = int(np.count_nonzero(before)), int(np.count_nonzero(after))
+        if not a or not b:
+            return False
+        step = self.slice_mm + self.pixel_mm
+        moved = float(np.hypot(*(self.centroid_mm(after) - self.centroid_mm(before))))
+        return abs(self.radius_mm(b) - self.radius_mm(a)) <= step and moved <= step
+
 
 def grown_extent(mask: np.ndarray, margin: tuple[float, float]) -> np.ndarray:
     """The extent [x0, y0, x1, y1] of a non-empty (H, W) mask grown by ``margin`` (columns, rows) pixels,
@@ -191,6 +207,12 @@ class Appearance:
         and the seed's own share. A mask that is not typical is re-prompted from a tighter prior, and the tighter
         answer is kept when what it leaves out looks like the surroundings (:meth:`agrees` fails on it)."""
         return all(value >= 0.5 * (0.5 + seed) for value, seed in ((score.embedding, self.seed.embedding),
+                                                                   (score.grey, self.seed.grey)))
+
+    def partly_typical(self, score: Score) -> bool:
+        """One of the two shares (embedding or grey levels) reaches :meth:`typical`'s bar: that kind of evidence
+        alone still sees the seed's structure as clearly as a typical slice does."""
+        return any(value >= 0.5 * (0.5 + seed) for value, seed in ((score.embedding, self.seed.embedding),
                                                                    (score.grey, self.seed.grey)))
 
     def matches(self, other: Appearance) -> bool:

@@ -32,6 +32,8 @@ class PropagationSettings:
     check_appearance: bool = True  # the appearance check (module docstring)
     check_growth: bool = True  # the area-growth bound from the spacing
     retry: bool = True  # re-prompt a failed slice from a tighter prior before stopping
+    continuity_vote: bool = False  # an appearance failure with one share still at least a half is overruled where
+    #                                the mask is continuous with the previous one (evidence.Geometry.continuous)
     mask_input: bool = False  # pass the previous slice's logits as mask_input (see BENCHMARKS)
     inertia: float = 0.5  # box = (1 - inertia) * the grown extent of the previous mask + inertia * the last box
     batch_size: int = 2  # slices per encoder run
@@ -89,7 +91,8 @@ class PropagationResult:
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)  # seconds: encode (worker), wait, decode, check (main)
     fronts: tuple[FrontReport, ...] = ()  # every front, the two outer ones included
-    actions: tuple[str, ...] = ()  # per slice: "" (not decoded), seed, kept, tightened, dropped, collapsed, skipped
+    actions: tuple[str, ...] = ()  # per slice: "" (not decoded), seed, kept, tightened, dropped, collapsed, skipped,
+    #                                continued (an appearance failure overruled by the continuity vote)
     checks: tuple[str, ...] = ()  # per slice: the check its first decode failed ("atypical": the appearance share
     #                               under the midpoint to the seed's, see evidence.Appearance.typical), "" if none
     boxes: np.ndarray | None = None  # float32 (D, 4): the box that gave each kept slice (NaN elsewhere)
