@@ -13,16 +13,7 @@ import pytest
 from gmiseg_edge.runtime.support.appearance import grey_similarity, informative, joint_look, sigmoid
 from gmiseg_edge.runtime.support.segmenter import SupportSetSegmenter
 from gmiseg_edge.runtime.support.supports import IntensityModel
-
-
-def _scene(centre: tuple[int, int], seed: int, texture: float) -> tuple[np.ndarray, np.ndarray]:
-    """A 96 x 96 noisy phantom (grey 70, texture ``texture``) with a bright disc (grey 190) at ``centre``."""
-    rng = np.random.default_rng(seed)
-    image = cv2.GaussianBlur(rng.normal(70, texture, (96, 96)).astype(np.float32), (0, 0), 1.5)
-    mask = np.zeros((96, 96), np.uint8)
-    cv2.circle(mask, centre, 11, 1, -1)
-    image[mask > 0] = 190 + rng.normal(0, 6, int(mask.sum()))
-    return np.clip(image, 0, 255).astype(np.uint8), mask.astype(bool)
+from tests.runtime.phantoms import disc_scene
 
 
 def _ring(mask: np.ndarray, width: int = 6) -> np.ndarray:
@@ -30,8 +21,8 @@ def _ring(mask: np.ndarray, width: int = 6) -> np.ndarray:
 
 
 def test_grey_similarity_is_plus_on_the_structure_and_minus_on_its_ring_on_another_image():
-    support, support_mask = _scene((30, 30), 0, 20)
-    query, query_mask = _scene((64, 60), 1, 20)
+    support, support_mask = disc_scene((30, 30), 0, 20)
+    query, query_mask = disc_scene((64, 60), 1, 20)
     model = IntensityModel.of(support, support_mask, 6)
     assert model is not None and informative(model)
     z = grey_similarity(model, query.astype(np.float32))
@@ -43,8 +34,8 @@ def test_grey_similarity_is_plus_on_the_structure_and_minus_on_its_ring_on_anoth
 
 
 def test_joint_look_averages_only_informative_grey_levels():
-    support, support_mask = _scene((30, 30), 0, 20)
-    query = _scene((64, 60), 1, 20)[0].astype(np.float32)
+    support, support_mask = disc_scene((30, 30), 0, 20)
+    query = disc_scene((64, 60), 1, 20)[0].astype(np.float32)
     z = np.random.default_rng(3).normal(0, 1, query.shape).astype(np.float32)
     model = IntensityModel.of(support, support_mask, 6)
     np.testing.assert_allclose(joint_look(z, model, query), (z + grey_similarity(model, query)) / 2, atol=1e-6)
@@ -56,8 +47,8 @@ def test_joint_look_averages_only_informative_grey_levels():
 
 @pytest.fixture(scope="module")
 def phantom():
-    supports = [_scene((30, 30), 0, 20), _scene((34, 62), 4, 20)]
-    return supports, _scene((64, 60), 1, 35)
+    supports = [disc_scene((30, 30), 0, 20), disc_scene((34, 62), 4, 20)]
+    return supports, disc_scene((64, 60), 1, 35)
 
 
 def _match(predictor, phantom, grey: bool):

@@ -15,6 +15,7 @@ from gmiseg_edge.runtime.support.choice import CHOICES, looks_unlike, looks_unli
 from gmiseg_edge.runtime.support.locate import Candidate, SupportMatch
 from gmiseg_edge.runtime.support.segmenter import SupportSetSegmenter
 from gmiseg_edge.runtime.support.supports import IntensityModel
+from tests.runtime.phantoms import disc_scene
 
 
 def _disc_map(low: float = -1.0, high: float = 1.0, radius: int = 10, seed: int = 0) -> np.ndarray:
@@ -67,23 +68,13 @@ def test_the_weighed_gate_trusts_the_map_that_separates_on_the_query():
     assert looks_unlike_weighed(_match((0.0, 0.0)), candidate) is looks_unlike(_match(None), candidate)
 
 
-def _scene(centre: tuple[int, int], seed: int, texture: float) -> tuple[np.ndarray, np.ndarray]:
-    """A 96 x 96 noisy phantom (grey 70, texture ``texture``) with a bright disc (grey 190) at ``centre``."""
-    rng = np.random.default_rng(seed)
-    image = cv2.GaussianBlur(rng.normal(70, texture, (96, 96)).astype(np.float32), (0, 0), 1.5)
-    mask = np.zeros((96, 96), np.uint8)
-    cv2.circle(mask, centre, 11, 1, -1)
-    image[mask > 0] = 190 + rng.normal(0, 6, int(mask.sum()))
-    return np.clip(image, 0, 255).astype(np.uint8), mask.astype(bool)
-
-
 def test_weighed_choice_weighs_each_support_by_the_query_and_finds_a_moved_structure(predictor):
     """With the real model: each match's weights are the two maps' separation on the query, E is made from the
     map that separates better, each map gives an appearance candidate, every decoded candidate's likeness is the
     weighed sum, and the supports' disc, registered onto plain texture, is found where it sits on the query."""
     assert "weighed" in CHOICES
-    supports = [_scene((30, 30), 0, 20), _scene((34, 62), 4, 20)]
-    query, truth = _scene((64, 60), 1, 35)
+    supports = [disc_scene((30, 30), 0, 20), disc_scene((34, 62), 4, 20)]
+    query, truth = disc_scene((64, 60), 1, 35)
     segmenter = SupportSetSegmenter(predictor, locate="affine", appearance="prototype", choice="weighed")
     for i, (image, mask) in enumerate(supports):
         segmenter.add_support(image, mask, name=f"s{i}")
