@@ -364,13 +364,16 @@ def test_the_continuity_vote_carries_a_tube_past_an_appearance_stop(cached, spac
     share, size and position go on); with ``continuity_vote`` the geometry and the grey levels overrule it and the
     front reaches the volume's end (BENCHMARKS.md, issue 28: CT a aorta 0.466 -> 0.711 with one seed)."""
     image, labels = load_sample_pair("totalseg_abdomen")
-    truth = labels.array == AORTA
-    seed = largest_index(truth, 2)  # 25
+    low = 19  # slices 19..29 (CI time: each run decodes every slice it visits); the seed's evidence is the same
+    truth = labels.array[:, :, low:] == AORTA
+    volume = image.array[:, :, low:]
+    seed = largest_index(labels.array == AORTA, 2) - low  # 25 in the whole scan
     box = _box(truth, seed)
-    plain = cached.propagate(image.array, seed, box=box, window="abdomen", spacing=spacing)
-    voted = cached.propagate(image.array, seed, box=box, window="abdomen", spacing=spacing,
+    plain = cached.propagate(volume, seed, box=box, window="abdomen", spacing=spacing)
+    voted = cached.propagate(volume, seed, box=box, window="abdomen", spacing=spacing,
                              settings=PropagationSettings(continuity_vote=True))
     assert plain.stops["up"].reason == "appearance" and not plain.kept[-1]
     assert voted.stops["up"].reason == "volume_end" and voted.kept.all()
     assert "continued" in voted.actions and "continued" not in plain.actions
-    assert dice(voted.mask, truth) > dice(plain.mask, truth) + 0.02  # 0.795 -> 0.837
+    print(f"aorta, slices {low}..29: Dice {dice(plain.mask, truth):.3f} -> {dice(voted.mask, truth):.3f}")
+    assert dice(voted.mask, truth) > dice(plain.mask, truth) + 0.02
