@@ -25,6 +25,7 @@ import numpy as np
 from gmiseg_edge.core.errors import BackendError, GmisegError
 from gmiseg_edge.runtime import load
 from gmiseg_edge.runtime.backends.trt.device import cuda_device
+from gmiseg_edge.runtime.support.spacing import DEFAULT_SPACING
 from gmiseg_edge.serve.handlers import ServedSupportSet, ServingModels, supports_used
 from gmiseg_edge.serve.protocol import (
     BOX,
@@ -175,10 +176,10 @@ def _tensors(triton_types: Any) -> dict[str, Sequence[Any]]:
 
 def load_support_sets(predictor: Any, support_sets: Sequence[tuple[str, Path]],
                       log: Callable[[str], None], limits: ServeLimits = DEFAULT_LIMITS) -> dict[str, Any]:
-    """Each named support set (a dataset folder of example images and masks), encoded through the cache, twice
-    over: at 1 mm per pixel for requests without a pixel size (input 'spacing'), at the headers' pixel sizes for
-    those with one (the embeddings are the same: the second reads them from the cache). The log says how large a
-    query each takes (``limits.max_support_pixels``)."""
+    """Each named support set (a dataset folder of example images and masks), encoded through the cache: at the
+    headers' pixel sizes for requests with a pixel size (input 'spacing'), and at 1 mm per pixel for those without
+    (a second segmenter, its embeddings read from the cache, only where some example has a pixel size of its own).
+    The log says how large a query each takes (``limits.max_support_pixels``)."""
     from gmiseg_edge.jobs.segment import SupportSetPrompt, load_supports
 
     loaded = {}
@@ -186,8 +187,11 @@ def load_support_sets(predictor: Any, support_sets: Sequence[tuple[str, Path]],
         if name in loaded:
             raise ValueError(f"support set {name!r} given twice")
         prompt = SupportSetPrompt(Path(folder))
-        loaded[name] = ServedSupportSet(pixels=load_supports(predictor, prompt, physical=False),
-                                        physical=load_supports(predictor, prompt))
+        physical = load_supports(predictor, prompt)
+        # examples with no pixel size in their files (PNG) are at 1 mm either way: one segmenter serves both
+        same = all(s.spacing == DEFAULT_SPACING for s in physical.supports)
+        loaded[name] = ServedSupportSet(pixels=physical if same else load_supports(predictor, prompt, physical=False),
+                                        physical=physical)
         count = supports_used(loaded[name].pixels)
         largest = min(limits.max_support_pixels // max(count, 1), limits.max_pixels)
         sizes = sorted({s.spacing for s in loaded[name].physical.supports})

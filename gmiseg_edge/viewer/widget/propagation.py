@@ -83,9 +83,7 @@ class PropagationMixin(WidgetState):
         new = np.transpose(after.mask, (2, 1, 0))
         changed = [k for k in range(old.shape[0]) if k != fixed and not np.array_equal(old[k], new[k])]
         data = self.labels_layer.data
-        for k in changed:
-            plane = data[k]
-            plane[(plane == label) & old[k] & ~new[k]] = 0  # what the earlier run put there and this one does not
+        for k in changed:  # paste also clears the object's pixels outside the new mask
             paste(data, new[k], label, self.overwrite_check.isChecked(), (k,))
         self.labels_layer.refresh()
         self.notify("info", f"object {label}: {len(changed)} slice(s) changed by the correction on slice {fixed}: "
